@@ -1,0 +1,40 @@
+# The two commands: `make run` serves the app, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HTMX_VERSION := 4.0.1
+
+.PHONY: run test bench vendor clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/hypercorn --config hypercorn.toml 'chatapp:create_app()'
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/render.py
+	$(BIN)/python bench/relay.py
+
+# Refresh the vendored htmx from the npm registry (pinned by HTMX_VERSION).
+vendor:
+	rm -rf build/htmx && mkdir -p build/htmx
+	cd build/htmx && npm pack --silent htmx.org@$(HTMX_VERSION) && tar xzf htmx.org-$(HTMX_VERSION).tgz
+	cp build/htmx/package/dist/htmx.min.js build/htmx/package/dist/ext/hx-sse.min.js static/vendor/
+	cp build/htmx/package/LICENSE static/vendor/htmx-LICENSE
+	echo "htmx.org $(HTMX_VERSION) (dist/htmx.min.js, dist/ext/hx-sse.min.js)" > static/vendor/VERSION
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,90 @@
+"""chatapp: a light, safe, streaming chat front end for any OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from quart import Quart
+
+from .config import Config, ConfigError, load_config
+from .llm import make_provider
+from .storage import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("chatapp")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Quart:
+    """The ASGI app: defaults, then the environment (and `.env`), then `test_config` for tests."""
+    if test_config is None:
+        load_dotenv(override=False)  # the real environment wins over .env
+        try:
+            config = load_config()
+        except ConfigError as error:
+            # One clear line and out, never a traceback: Hypercorn calls us at start-up.
+            print(f"chatapp: configuration error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+    else:
+        config = load_config(**test_config)
+
+    app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.update(
+        CHATAPP=config,
+        SECRET_KEY=config.secret_key or _ephemeral_secret(),
+        SESSION_COOKIE_NAME="chatapp_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # A message is at most max_message_chars characters of up to 4 bytes, plus the form's other fields.
+        MAX_CONTENT_LENGTH=config.max_message_chars * 4 + 16_384,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+    app.debug = config.debug
+    _configure_logging(config)
+
+    @app.before_serving
+    async def _open_resources() -> None:
+        app.extensions["store"] = await Store.open(config.database)
+        app.extensions["provider"] = make_provider(
+            api_key=config.openai_api_key,
+            base_url=config.openai_base_url,
+            model=config.openai_model,
+            connect_timeout=config.connect_timeout,
+            first_token_timeout=config.first_token_timeout,
+            idle_timeout=config.idle_timeout,
+            max_retries=config.max_retries,
+            demo_delay=config.demo_delay,
+        )
+        provider = app.extensions["provider"]
+        if provider.is_demo:
+            log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL set: the offline demo model answers.")
+        else:
+            log.info("Model: %s at %s", config.openai_model, config.openai_base_url or "api.openai.com")
+
+    @app.after_serving
+    async def _close_resources() -> None:
+        await app.extensions["provider"].aclose()
+        await app.extensions["store"].close()
+
+    from . import views, web
+
+    web.install(app)
+    app.register_blueprint(views.bp)
+    return app
+
+
+def _ephemeral_secret() -> str:
+    log.warning("SECRET_KEY is not set: using a random one, so sessions end when the server restarts.")
+    return secrets.token_hex(32)
+
+
+def _configure_logging(config: Config) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if config.debug else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )

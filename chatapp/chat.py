@@ -1,0 +1,101 @@
+"""Driving one reply: store the question, stream the answer, save it whatever happens.
+
+The views only choose how to write the events out (an SSE stream for htmx, a redirect for a plain
+form post); everything that must hold for both lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .llm import LLMError, Provider, Usage
+from .rendering import StreamingMarkdown, StreamStep
+from .storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
+
+log = logging.getLogger("chatapp.chat")
+
+# How often the partial answer is written while it streams: often enough that a crash or a
+# reload loses at most this much, rarely enough that a fast model is not slowed by the disk.
+SAVE_EVERY_SECONDS = 1.0
+
+UNEXPECTED = "Something went wrong on our side while answering. Please try again."
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A question stored and its answer waiting to be written."""
+
+    user: Message
+    assistant: Message
+    history: list[dict[str, str]]
+
+
+async def start_turn(
+    store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str
+) -> Turn:
+    """Store the question and an empty answer in state `streaming`, before the model is called."""
+    earlier = await store.messages(conversation.id)
+    user = await store.add_message(conversation.id, "user", text, status=COMPLETE)
+    assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
+    return Turn(user, assistant, build_history(system_prompt, [*earlier, user]))
+
+
+def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
+    """The raw markdown of each turn (never HTML), after the system prompt."""
+    history = [{"role": "system", "content": system_prompt}]
+    for message in messages:
+        if message.content.strip():
+            history.append({"role": message.role, "content": message.content})
+    return history
+
+
+async def stream_reply(
+    store: Store, provider: Provider, turn: Turn, *, request_id: str
+) -> AsyncIterator[StreamStep | Message]:
+    """Yield a StreamStep per piece of text, then the finished Message.
+
+    The answer is saved in `finally`, so it survives an upstream error, a bug, or the client leaving
+    (CancelledError, which is re-raised: the caller is being torn down and yields nothing more).
+    """
+    markdown = StreamingMarkdown()
+    status, error, usage = STOPPED, None, None
+    saved_at = time.monotonic()
+    try:
+        async for piece in provider.stream(turn.history):
+            if isinstance(piece, Usage):
+                usage = piece
+                continue
+            yield markdown.feed(piece)
+            if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
+                await store.save_partial(turn.assistant.id, markdown.text)
+                saved_at = time.monotonic()
+        status = COMPLETE
+    except LLMError as failure:
+        status, error = ERROR, f"{failure.user_message} (request id {request_id})"
+        log.warning(
+            "upstream error kind=%s request_id=%s message_id=%s detail=%s",
+            failure.kind, request_id, turn.assistant.id, failure.detail,
+        )
+    except Exception:
+        status, error = ERROR, f"{UNEXPECTED} (request id {request_id})"
+        log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
+    finally:
+        if status == STOPPED:
+            log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
+        # Shielded: a second cancellation must not lose the answer half-way through saving it.
+        finished = await asyncio.shield(
+            store.finish_message(
+                turn.assistant.id,
+                content=markdown.text,
+                html=str(markdown.finish()),
+                status=status,
+                error=error,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+            )
+        )
+    yield finished

@@ -1,0 +1,138 @@
+"""Settings from the environment (and `.env`, loaded by the app factory).
+
+Every setting is read and checked here, once, at start-up: a bad value stops the app with one line
+that names the setting, instead of failing later in the middle of someone's conversation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer clearly and concisely. Use Markdown for structure "
+    "(headings, lists, tables, fenced code blocks with a language) when it helps."
+)
+
+
+class ConfigError(ValueError):
+    """A setting has a value the app cannot use; the message names the setting and says why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    secret_key: str | None = None
+    database: Path = Path("chatapp.db")
+    max_message_chars: int = 8000
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    max_retries: int = 2
+    demo_delay: float = 0.02
+    debug: bool = False
+
+    @property
+    def demo(self) -> bool:
+        """No key and no server: the offline demo model answers."""
+        return not self.openai_api_key and not self.openai_base_url
+
+    def __repr__(self) -> str:
+        # A Config may end up in a log line or a traceback: never show the secrets.
+        shown = {
+            f.name: ("<set>" if f.name in _SECRETS and getattr(self, f.name) else getattr(self, f.name))
+            for f in fields(self)
+        }
+        return f"Config({shown})"
+
+
+_SECRETS = {"openai_api_key", "secret_key"}
+
+
+def _text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _url(value: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http:// or https:// URL, such as http://localhost:11434/v1")
+    return value.rstrip("/")
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], float | int]:
+    def parse(value: str) -> float | int:
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise ValueError(f"must be {noun} between {low} and {high}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _prompt(value: str) -> str:
+    # A literal "\n" in a .env file means a line break.
+    return value.replace("\\n", "\n").strip() or DEFAULT_SYSTEM_PROMPT
+
+
+def _path(value: str) -> Path:
+    if not value.strip():
+        raise ValueError("must be a file path, such as chatapp.db")
+    return Path(value.strip())
+
+
+# environment variable → (Config field, parser)
+SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "OPENAI_API_KEY": ("openai_api_key", _text),
+    "OPENAI_BASE_URL": ("openai_base_url", _url),
+    "OPENAI_MODEL": ("openai_model", lambda v: _text(v) or Config.openai_model),
+    "SECRET_KEY": ("secret_key", _text),
+    "CHATAPP_DATABASE": ("database", _path),
+    "CHATAPP_MAX_MESSAGE_CHARS": ("max_message_chars", _number(int, 1, 100_000)),
+    "CHATAPP_SYSTEM_PROMPT": ("system_prompt", _prompt),
+    "CHATAPP_CONNECT_TIMEOUT": ("connect_timeout", _number(float, 0.1, 600)),
+    "CHATAPP_FIRST_TOKEN_TIMEOUT": ("first_token_timeout", _number(float, 0.1, 3600)),
+    "CHATAPP_IDLE_TIMEOUT": ("idle_timeout", _number(float, 0.1, 3600)),
+    "CHATAPP_MAX_RETRIES": ("max_retries", _number(int, 0, 10)),
+    "CHATAPP_DEMO_DELAY": ("demo_delay", _number(float, 0, 5)),
+    "CHATAPP_DEBUG": ("debug", _flag),
+}
+
+
+def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
+    """Build the Config from `environ` (default: os.environ), then apply `overrides` (tests)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (field, parse) in SETTINGS.items():
+        raw = environ.get(name)
+        if raw is None:
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as error:
+            shown = "(hidden)" if field in _SECRETS else repr(raw[:60])
+            raise ConfigError(f"{name} {error}; got {shown}") from None
+    values.update(overrides)
+    return Config(**values)

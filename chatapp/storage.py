@@ -1,0 +1,235 @@
+"""Conversations and messages in SQLite, through aiosqlite. Nothing else in the app writes SQL.
+
+Rendered HTML of finished messages is stored beside the raw markdown, so a page load never re-runs
+markdown; the raw text is what goes back to the model.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+from markupsafe import Markup
+
+STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    owner: str
+    title: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: str
+    role: str
+    content: str
+    html: Markup | None
+    status: str
+    error: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: str
+
+    @property
+    def busy(self) -> bool:
+        return self.status == STREAMING
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_conversation_id() -> str:
+    """128 random bits: a conversation id cannot be guessed."""
+    return secrets.token_urlsafe(16)
+
+
+async def _create_conversations_and_messages(db: aiosqlite.Connection) -> None:
+    await db.executescript(
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX conversations_by_owner ON conversations (owner, updated_at);
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            html TEXT,
+            status TEXT NOT NULL CHECK (status IN ('streaming', 'complete', 'stopped', 'error')),
+            error TEXT,
+            model TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+        """
+    )
+
+
+# Named migrations, applied once each, in this order, and recorded in the `migrations` table.
+MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
+    ("0001_conversations_and_messages", _create_conversations_and_messages),
+]
+
+
+class Store:
+    """The app's one database connection (aiosqlite runs it on its own thread, off the loop)."""
+
+    def __init__(self, db: aiosqlite.Connection):
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        # WAL lets readers and the writer overlap (and several workers share the file);
+        # the busy timeout makes a writer wait for another instead of failing at once.
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA busy_timeout = 5000")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await db.execute("PRAGMA synchronous = NORMAL")
+        store = cls(db)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; returns the names applied."""
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        async with self._db.execute("SELECT name FROM migrations") as cursor:
+            done = {row["name"] async for row in cursor}
+        applied = []
+        for name, migration in MIGRATIONS:
+            if name in done:
+                continue
+            await migration(self._db)
+            await self._db.execute(
+                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now())
+            )
+            applied.append(name)
+        await self._db.commit()
+        return applied
+
+    async def ping(self) -> None:
+        await self._db.execute("SELECT 1")
+
+    # conversations
+
+    async def create_conversation(self, conversation_id: str, owner: str, title: str) -> Conversation:
+        now = _now()
+        await self._db.execute(
+            "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, owner, title, now, now),
+        )
+        await self._db.commit()
+        return Conversation(conversation_id, owner, title, now)
+
+    async def conversation(self, conversation_id: str, owner: str) -> Conversation | None:
+        """The conversation if this owner has it; another owner's looks exactly like a missing one."""
+        async with self._db.execute(
+            "SELECT id, owner, title, created_at FROM conversations WHERE id = ? AND owner = ?",
+            (conversation_id, owner),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return Conversation(**row) if row else None
+
+    async def newest_conversation(self, owner: str) -> Conversation | None:
+        async with self._db.execute(
+            "SELECT id, owner, title, created_at FROM conversations WHERE owner = ? "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (owner,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return Conversation(**row) if row else None
+
+    # messages
+
+    async def messages(self, conversation_id: str) -> list[Message]:
+        async with self._db.execute(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        ) as cursor:
+            return [_message(row) async for row in cursor]
+
+    async def message(self, message_id: int) -> Message:
+        async with self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cursor:
+            return _message(await cursor.fetchone())
+
+    async def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        status: str,
+        html: str | None = None,
+        model: str | None = None,
+    ) -> Message:
+        now = _now()
+        cursor = await self._db.execute(
+            "INSERT INTO messages (conversation_id, role, content, html, status, model, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, content, html, status, model, now, now),
+        )
+        await self._db.execute(
+            "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
+        )
+        await self._db.commit()
+        return await self.message(cursor.lastrowid)
+
+    async def save_partial(self, message_id: int, content: str) -> None:
+        """Keep the text so far while an answer streams, so a crash or a reload loses little."""
+        await self._db.execute(
+            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+            (content, _now(), message_id),
+        )
+        await self._db.commit()
+
+    async def finish_message(
+        self,
+        message_id: int,
+        *,
+        content: str,
+        html: str,
+        status: str,
+        error: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> Message:
+        await self._db.execute(
+            "UPDATE messages SET content = ?, html = ?, status = ?, error = ?, prompt_tokens = ?, "
+            "completion_tokens = ?, updated_at = ? WHERE id = ?",
+            (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
+        )
+        await self._db.commit()
+        return await self.message(message_id)
+
+
+def _message(row: aiosqlite.Row) -> Message:
+    values = dict(row)
+    del values["updated_at"]
+    # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
+    # only ever written by finish_message, so it is marked safe again as it comes back.
+    values["html"] = Markup(values["html"]) if values["html"] is not None else None
+    return Message(**values)

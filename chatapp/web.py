@@ -1,0 +1,86 @@
+"""What every response gets: a request id, security headers, and friendly error pages."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from quart import Quart, Response, g, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("chatapp.web")
+
+# Everything comes from the app itself; no inline script or style, no eval, no framing.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+FRIENDLY = {
+    400: "That request could not be understood. Please reload the page and try again.",
+    403: "This form has expired or did not come from this site. Reload the page and send your message again.",
+    404: "There is nothing here. The conversation may have been deleted, or it belongs to another browser.",
+    405: "That action is not allowed here.",
+    413: "That was too large to send. Shorten your message and try again.",
+    429: "Too many requests. Please wait a moment and try again.",
+    500: "Something went wrong on our side. Please try again.",
+}
+
+
+def request_id() -> str:
+    return g.get("request_id", "-")
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+async def error_response(status: int, message: str | None = None) -> Response:
+    """A page for a plain request, a fragment for htmx; always written for a person, with the request id."""
+    message = message or FRIENDLY.get(status, FRIENDLY[500])
+    template = "_error.html" if is_htmx() else "error.html"
+    body = await render_template(template, status=status, message=message, request_id=request_id())
+    return Response(body, status=status, mimetype="text/html")
+
+
+def install(app: Quart) -> None:
+    @app.before_request
+    async def _assign_request_id() -> None:
+        g.request_id = secrets.token_hex(6)
+
+    @app.after_request
+    async def _headers(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["X-Request-ID"] = request_id()
+        if request.path.startswith("/static/"):
+            return response
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.vary.add("HX-Request")
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        return await error_response(error.code or 500)
+
+    @app.errorhandler(Exception)
+    async def _crash(error: Exception) -> Response:
+        log.exception("unhandled error request_id=%s path=%s", request_id(), request.path)
+        return await error_response(500)
