@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from quart import Quart
 
 from .config import Config, ConfigError, load_config
@@ -22,7 +22,7 @@ log = logging.getLogger("chatapp")
 def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     """The ASGI app: defaults, then the environment (and `.env`), then `test_config` for tests."""
     if test_config is None:
-        load_dotenv(override=False)  # the real environment wins over .env
+        load_dotenv(find_dotenv(usecwd=True), override=False)  # the real environment wins
         try:
             config = load_config()
         except ConfigError as error:
@@ -30,7 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
             print(f"chatapp: configuration error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
     else:
-        config = load_config(**test_config)
+        config = load_config({}, **test_config)  # tests see only what they set
 
     app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(

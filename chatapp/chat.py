@@ -7,6 +7,7 @@ form post); everything that must hold for both lives here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -65,14 +66,16 @@ async def stream_reply(
     status, error, usage = STOPPED, None, None
     saved_at = time.monotonic()
     try:
-        async for piece in provider.stream(turn.history):
-            if isinstance(piece, Usage):
-                usage = piece
-                continue
-            yield markdown.feed(piece)
-            if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-                await store.save_partial(turn.assistant.id, markdown.text)
-                saved_at = time.monotonic()
+        # aclosing: however this generator ends, the upstream response is closed at once.
+        async with contextlib.aclosing(provider.stream(turn.history)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, Usage):
+                    usage = piece
+                    continue
+                yield markdown.feed(piece)
+                if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
+                    await store.save_partial(turn.assistant.id, markdown.text)
+                    saved_at = time.monotonic()
         status = COMPLETE
     except LLMError as failure:
         status, error = ERROR, f"{failure.user_message} (request id {request_id})"

@@ -110,7 +110,7 @@ class OpenAIProvider:
         try:
             async with self._deadline(first_deadline, started):
                 chunks = await self._open(messages)
-            if True:
+            async with chunks:
                 usage: Usage | None = None
                 while True:
                     when = loop.time() + self.idle_timeout if started else first_deadline

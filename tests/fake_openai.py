@@ -59,7 +59,7 @@ class Request:
 
 class FakeOpenAI:
     def __init__(self, default: Reply | None = None, model: str = "fake-model") -> None:
-        self.default = default or Reply()
+        self.default = self._initial_default = default or Reply()
         self.model = model
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -103,7 +103,9 @@ class FakeOpenAI:
             return self._changed.wait_for(lambda: len(self._disconnects) >= count, timeout)
 
     def reset(self) -> None:
+        """Forget the script, the records and any change to `default` (between tests)."""
         with self._lock:
+            self.default = self._initial_default
             self._queue.clear()
             self._requests.clear()
             self._disconnects.clear()

@@ -11,7 +11,7 @@ import pytest
 
 from chatapp.llm import CUT_SHORT, MESSAGES, LLMError, OpenAIProvider, Usage, make_provider
 from chatapp.llm_demo import DemoProvider, demo_reply, pieces
-from fake_openai import FakeOpenAI, Reply
+from tests.fake_openai import FakeOpenAI, Reply
 
 CANARY = "sk-canary-DO-NOT-LEAK-1234567890abcdef"
 HISTORY = [
@@ -31,7 +31,6 @@ def server():
 @pytest.fixture
 def fake(server):
     server.reset()
-    server.default = Reply()
     yield server
 
 

@@ -1,0 +1,264 @@
+"""Model text → safe HTML: Python-Markdown (raw HTML off) → bleach allowlist → Markup.
+
+This is the only module that marks model-derived text as safe. `StreamingMarkdown` renders a
+growing text block by block, so a streamed answer costs about one render in total.
+"""
+
+import re
+from dataclasses import dataclass
+
+import bleach
+import markdown
+from bleach.html5lib_shim import Filter, convert_entities
+from markdown.postprocessors import Postprocessor
+from markupsafe import Markup
+from pygments.token import STANDARD_TYPES
+
+ALLOWED_TAGS = frozenset(
+    {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "code", "pre",
+     "blockquote", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "a", "span",
+     "div", "sup", "sub",
+     "img"}  # let through to _SafetyFilter only, which turns every one into a link or text
+)
+_ALIGN = frozenset({"left", "right", "center"})
+ALLOWED_ATTRIBUTES = {
+    "a": ["href", "title"],
+    "img": ["src", "alt"],
+    "ol": lambda tag, name, value: name == "start" and value.isdigit() and len(value) < 10,
+    "th": lambda tag, name, value: name == "align" and value in _ALIGN,
+    "td": lambda tag, name, value: name == "align" and value in _ALIGN,
+    "span": ["class"],
+    "div": ["class"],
+    "code": ["class"],
+}
+# Class names Pygments/codehilite emit; _SafetyFilter drops every other one.
+PYGMENTS_CLASSES = frozenset(STANDARD_TYPES.values()) | {"highlight", "hll"}
+LINK_PREFIXES = ("http:", "https:", "mailto:")
+LINK_REL = "nofollow noopener noreferrer"
+_HREF, _SRC, _ALT, _CLASS, _REL = ((None, n) for n in ("href", "src", "alt", "class", "rel"))
+
+
+class _SafetyFilter(Filter):
+    """Runs after bleach's sanitizer: link policy, no images, Pygments classes only."""
+
+    def __iter__(self):
+        links = []  # one entry per open <a>: was it kept?
+        for token in super().__iter__():
+            kind, name = token["type"], token.get("name")
+            if name == "a" and kind == "StartTag":
+                href = convert_entities(token["data"].get(_HREF, ""))
+                links.append(href[:7].lower().startswith(LINK_PREFIXES))
+                if links[-1]:
+                    token["data"][_REL] = LINK_REL
+                    yield token
+            elif name == "a" and kind == "EndTag":
+                if links.pop() if links else False:
+                    yield token
+            elif name == "img":
+                # Never a remote load: an image becomes a link to it (outside other links) or its alt.
+                src, alt = token["data"].get(_SRC, ""), token["data"].get(_ALT, "")
+                src = convert_entities(src)
+                if src[:8].lower().startswith(("http:", "https:")) and not any(links):
+                    yield {"type": "StartTag", "name": "a", "namespace": token.get("namespace"),
+                           "data": {_HREF: src, _REL: LINK_REL}}
+                    yield {"type": "Characters", "data": alt or src}
+                    yield {"type": "EndTag", "name": "a", "namespace": token.get("namespace")}
+                elif alt:
+                    yield {"type": "Characters", "data": alt}
+            else:
+                if kind == "StartTag" and _CLASS in token["data"]:
+                    kept = [c for c in token["data"][_CLASS].split() if c in PYGMENTS_CLASSES]
+                    if kept:
+                        token["data"][_CLASS] = " ".join(kept)
+                    else:
+                        del token["data"][_CLASS]
+                yield token
+
+
+class _Capture(Postprocessor):
+    """Keeps the output before Markdown's final strip(), so block outputs concatenate exactly."""
+
+    text = ""
+
+    def run(self, text):
+        self.text = text
+        return text
+
+
+def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
+    md = markdown.Markdown(
+        extensions=["fenced_code", "tables", "codehilite", "sane_lists"],
+        extension_configs={
+            "tables": {"use_align_attribute": True},
+            "codehilite": {"css_class": "highlight", "guess_lang": False, "noclasses": False},
+        },
+    )
+    # Raw HTML off: `<script>` in model text is shown as text, never parsed as markup.
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    capture = _Capture(md)
+    md.postprocessors.register(capture, "chatapp_capture", -100)
+    return md, capture
+
+
+# One of each, reused: building them costs far more than a small render. Not thread-safe; the
+# app renders on its single event loop.
+_md, _capture = _make_markdown()
+# strip=False: any tag outside the list is shown escaped rather than silently dropped. With raw
+# HTML off, only Markdown's own elements reach bleach, so this is a second wall, not the first.
+_cleaner = bleach.Cleaner(
+    tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, protocols={"http", "https", "mailto"},
+    strip=False, strip_comments=True, filters=[_SafetyFilter],
+)
+
+_OPENER = re.compile(  # a line that opens a fence, as fenced_code's FENCED_BLOCK_RE sees it
+    r"(?P<fence>(?:~{3,}|`{3,}))[ ]*((\{[^\n]*\})|(\.?[\w#.+-]*[ ]*)?"
+    r"""(hl_lines=(?P<quot>"|').*?(?P=quot)[ ]*)?)"""
+)
+_LIST_ITEM = re.compile(r"\s*(?:[*+-]|\d+[.)])(?:\s|$)")
+
+
+def _fence_step(fence: str | None, line: str) -> str | None:
+    """The open fence after `line` (None: outside), given the one before it."""
+    if "\t" in line:  # Markdown expands tabs before it looks for fences
+        line = line.expandtabs(4)
+    if fence is None:
+        m = _OPENER.fullmatch(line) if line[:1] in "`~" else None
+        return m["fence"] if m else None
+    return None if line.rstrip(" ") == fence else fence
+
+
+def _open_fence(text: str) -> str | None:
+    fence = None
+    if "```" in text or "~~~" in text:
+        for line in text.split("\n"):
+            fence = _fence_step(fence, line)
+    return fence
+
+
+def _render(text: str, fence: str | None) -> str:
+    """Sanitized HTML, not yet stripped. `fence`: an unclosed fence at the end, closed here."""
+    if fence:
+        text += ("" if text.endswith("\n") else "\n") + fence + "\n"
+    _md.reset()
+    _md.convert(text)
+    return _cleaner.clean(_capture.text)
+
+
+def render_markdown(text: str) -> Markup:
+    """The one function that turns model (or user) text into HTML: Python-Markdown → bleach allowlist → Markup."""
+    if "\r" in text:  # as Markdown's own normalization does, so _open_fence sees its lines
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return Markup(_render(text, _open_fence(text)).strip())
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    blocks: Markup | None  # HTML of blocks completed by this piece, to append; None if none
+    tail: str  # plain (unescaped) text of the unfinished tail; the caller escapes it
+    replace_tail: bool  # True: tail replaces the shown tail; False: append it (tail == piece)
+
+
+class StreamingMarkdown:
+    """Renders a growing markdown text block by block; finish() == render_markdown(text).
+
+    A block ends at a blank line outside a fence, decided once the next line's first character
+    arrives, and only where rendering the two sides apart gives the same HTML as together (no
+    split before indented lines, `>` lines, or list items after a list). Each feed() is
+    O(len(piece)) plus the render of the blocks it completes.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []  # the whole text, joined lazily by .text
+        self._tail: list[str] = []  # text after the last rendered block
+        self._line: list[str] = []  # the current unfinished line (also inside _tail)
+        self._pending = 0  # chars at the start of _tail's joined text forming finished lines
+        self._fence: str | None = None
+        self._has_list = False  # the unrendered text has a line that may be a list item
+        self._content = False  # the unrendered text has a non-blank line
+        self._boundary: int | None = None  # offset in tail where the next block may start
+        self._parts: list[str] = []  # rendered blocks, non-empty only
+        self._global = False  # text that reaches across blocks (reference definitions)
+        self._nosplit = False  # characters Markdown rewrites (\r, STX, ETX): no more blocks
+
+    @property
+    def text(self) -> str:
+        """The full text so far (joins once per call; don't call it per token)."""
+        if len(self._chunks) > 1:
+            self._chunks = ["".join(self._chunks)]
+        return self._chunks[0] if self._chunks else ""
+
+    def feed(self, piece: str) -> StreamStep:
+        """Adds a piece; returns newly finished blocks and the tail to show."""
+        self._chunks.append(piece)
+        if not self._nosplit and ("\r" in piece or "\x02" in piece or "\x03" in piece):
+            self._nosplit = True
+            self._boundary = None
+        cut = None
+        start = 0
+        while start < len(piece):
+            if self._boundary is not None and not self._line:
+                c = piece[start]
+                if c not in " \t\n":
+                    cut = self._decide(c, cut)
+            nl = piece.find("\n", start)
+            if nl < 0:
+                self._line.append(piece[start:])
+                self._tail.append(piece[start:])
+                break
+            self._line.append(piece[start:nl])
+            self._tail.append(piece[start:nl + 1])
+            line = "".join(self._line)
+            self._line = []
+            self._pending += len(line) + 1
+            self._end_line(line)
+            start = nl + 1
+        if cut is None:
+            return StreamStep(None, piece, False)
+        tail = "".join(self._tail)
+        block, rest = tail[:cut], tail[cut:]
+        self._tail = [rest]
+        self._pending -= cut
+        if self._boundary is not None:
+            self._boundary -= cut
+        html = _render(block, None)
+        blocks = None
+        if html:
+            blocks = Markup(("\n" if self._parts else "") + html)
+            self._parts.append(html)
+        return StreamStep(blocks, rest, True)
+
+    def _decide(self, first: str, cut: int | None) -> int | None:
+        """At a possible boundary whose next line starts with `first`: split there, or not."""
+        boundary, self._boundary = self._boundary, None
+        if first == ">" or (self._has_list and (first in "*+-" or first.isdigit())):
+            return cut
+        self._has_list = False
+        self._content = False
+        return boundary
+
+    def _end_line(self, line: str) -> None:
+        fence = self._fence
+        self._fence = _fence_step(fence, line)
+        if "]:" in line:
+            self._global = True
+        if fence is not None or self._fence is not None:
+            self._content = True
+            return
+        if line.strip(" \t"):
+            if self._boundary is not None:  # an indented line after a blank one: same block
+                self._boundary = None
+            self._content = True
+            if _LIST_ITEM.match(line):
+                self._has_list = True
+        elif self._content and not self._nosplit:
+            self._boundary = self._pending
+
+    def finish(self) -> Markup:
+        """The final HTML: exactly render_markdown(self.text)."""
+        line = "".join(self._line)
+        fence = _fence_step(self._fence, line) if line else self._fence
+        if self._global or self._nosplit or "]:" in line or not self._parts:
+            return render_markdown(self.text)
+        tail = _render("".join(self._tail), fence)
+        return Markup("\n".join(self._parts + [tail] if tail else self._parts).strip())

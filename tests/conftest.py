@@ -1,0 +1,96 @@
+"""Shared fixtures: a fake OpenAI-compatible server, the app on a real SQLite file, a test client."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app
+from tests.fake_openai import FakeOpenAI
+
+# A key that must never show up anywhere it is not sent upstream.
+CANARY_KEY = "sk-canary-DO-NOT-LEAK-0123456789abcdefABCDEF"
+
+
+@pytest.fixture(scope="session")
+def _fake_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_upstream(_fake_server: FakeOpenAI) -> FakeOpenAI:
+    """The fake model server, with its script and records cleared for this test."""
+    _fake_server.reset()
+    return _fake_server
+
+
+def app_settings(tmp_path: Path, fake: FakeOpenAI | None, **extra: object) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "database": tmp_path / "chat.db",
+        "secret_key": "test-secret-key",
+        "first_token_timeout": 3.0,
+        "idle_timeout": 3.0,
+        "max_retries": 0,
+        "demo_delay": 0.0,
+    }
+    if fake is not None:
+        settings.update(openai_base_url=fake.base_url, openai_api_key=CANARY_KEY, openai_model="fake-model")
+    settings.update(extra)
+    return settings
+
+
+@pytest.fixture
+async def app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
+    """The app talking to the fake server, on a fresh SQLite file."""
+    app = create_app(app_settings(tmp_path, fake_upstream))
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+async def demo_app(tmp_path: Path) -> AsyncIterator[Quart]:
+    """The app with no key and no base URL: the offline demo model."""
+    app = create_app(app_settings(tmp_path, None))
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+def client(app: Quart) -> QuartClient:
+    return app.test_client()
+
+
+def soup(html: str | bytes) -> BeautifulSoup:
+    return BeautifulSoup(html, "html.parser")
+
+
+async def open_chat(client: QuartClient) -> tuple[str, str]:
+    """Load the start page like a browser would: returns (form action, csrf token)."""
+    response = await client.get("/", follow_redirects=True)
+    assert response.status_code == 200
+    page = soup(await response.get_data())
+    form = page.select_one("form#composer")
+    return form["action"], form.select_one("input[name=csrf_token]")["value"]
+
+
+def parse_sse(body: str) -> list[tuple[str | None, str]]:
+    """(event name or None, data) for each frame of an event stream."""
+    frames = []
+    for block in re.split(r"\n\n", body.strip("\n")):
+        event, data = None, []
+        for line in block.split("\n"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+        frames.append((event, "\n".join(data)))
+    return frames

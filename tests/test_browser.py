@@ -1,0 +1,141 @@
+"""The whole app in Debian's Chromium through Playwright: streaming with JavaScript, and without it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CANARY_KEY
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.live_server import LiveServer
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+    if os.environ.get("CHATAPP_REQUIRE_BROWSER"):
+        raise RuntimeError("CHATAPP_REQUIRE_BROWSER is set but Debian's chromium is not installed")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+# Collects CSP violations in the page; installed by the browser, not by the page, so CSP does not apply.
+WATCH_CSP = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
+    live = LiveServer(
+        {
+            "OPENAI_BASE_URL": fake_upstream.base_url,
+            "OPENAI_API_KEY": CANARY_KEY,
+            "OPENAI_MODEL": "fake-model",
+            "CHATAPP_DATABASE": str(tmp_path / "chat.db"),
+            "SECRET_KEY": "browser-test-secret",
+            "CHATAPP_MAX_RETRIES": "0",
+        },
+        tmp_path / "server.log",
+    )
+    yield live
+    live.stop()
+
+
+def _watch(page: Page, origin: str) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {"console_csp": [], "foreign": [], "dialogs": []}
+    page.on("console", lambda m: "Content Security Policy" in m.text and seen["console_csp"].append(m.text))
+    page.on("request", lambda r: not r.url.startswith(origin) and seen["foreign"].append(r.url))
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.add_init_script(WATCH_CSP)
+    return seen
+
+
+def test_answer_streams_in_steps_and_the_indicator_stops(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    tokens = ["The ", "answer ", "has ", "**several** ", "words", ".\n\n", "- one\n", "- two\n\n", "Done", "."] * 3
+    fake_upstream.script(Reply(tokens=tokens, delay=0.05))
+    context = browser.new_context()
+    page = context.new_page()
+    seen = _watch(page, server.url)
+    page.goto(server.url + "/")
+    page.fill("textarea[name=message]", "Tell me something")
+    page.keyboard.press("Enter")
+
+    answer = page.locator("article[data-role=assistant]").last
+    answer.wait_for()
+    lengths, busy_states = [], set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        state = answer.evaluate("el => [el.getAttribute('aria-busy'), el.textContent.length]")
+        busy_states.add(state[0])
+        lengths.append(state[1])
+        if state[0] == "false":
+            break
+        time.sleep(0.02)
+    assert "true" in busy_states and busy_states.__contains__("false")
+    growth = sorted(set(lengths))
+    assert len(growth) >= 5, f"the answer should grow in several steps, saw lengths {growth}"
+
+    final = page.locator("article[data-role=assistant]").last
+    assert final.get_attribute("aria-busy") == "false"
+    assert final.locator("strong").first.text_content() == "several"
+    assert final.locator("li").count() == 6
+    assert page.locator("textarea[name=message]").input_value() == ""
+    assert not page.locator("form.htmx-request").count()  # the indicator is off
+    assert page.evaluate("window.__cspViolations") == [] and seen["console_csp"] == []
+    assert seen["foreign"] == [] and seen["dialogs"] == []
+    # The user's message is in the page once, and the reload shows the same conversation.
+    page.reload()
+    assert page.locator("article[data-role=user]").count() == 1
+    assert page.locator("article[data-role=assistant] strong").first.text_content() == "several"
+    assert len(fake_upstream.requests) == 1
+    context.close()
+
+
+def test_without_javascript_the_form_round_trip_shows_the_answer(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["Plain ", "*HTML* ", "works."]))
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("textarea[name=message]", "No scripts please")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    answer = page.locator("article[data-role=assistant]").last
+    assert answer.get_attribute("aria-busy") == "false"
+    assert answer.locator("em").text_content() == "HTML"
+    page.reload()
+    assert len(fake_upstream.requests) == 1  # a reload never sends the message again
+    context.close()
+
+
+def test_upstream_error_shows_a_friendly_message(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(status=429, headers={"retry-after": "0"}))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("textarea[name=message]", "hello")
+    page.click("button[type=submit]")
+    error = page.locator("article[data-role=assistant] [data-role=error]")
+    error.wait_for(timeout=10_000)
+    assert "request id" in error.text_content()
+    assert page.locator("article[data-role=assistant]").last.get_attribute("aria-busy") == "false"
+    assert CANARY_KEY not in page.content()
+    context.close()

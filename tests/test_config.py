@@ -1,0 +1,79 @@
+"""Settings: defaults, parsing, one clear line for a bad value, `.env` under the real environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatapp.config import DEFAULT_SYSTEM_PROMPT, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_mean_demo_mode() -> None:
+    config = load_config({})
+    assert config.demo and config.max_message_chars == 8000 and config.system_prompt == DEFAULT_SYSTEM_PROMPT
+
+
+def test_values_are_parsed() -> None:
+    config = load_config(
+        {
+            "OPENAI_API_KEY": " sk-abc ",
+            "OPENAI_BASE_URL": "http://localhost:11434/v1/",
+            "CHATAPP_MAX_MESSAGE_CHARS": "500",
+            "CHATAPP_IDLE_TIMEOUT": "2.5",
+            "CHATAPP_SYSTEM_PROMPT": "Line one\\nLine two",
+            "CHATAPP_DEBUG": "yes",
+        }
+    )
+    assert config.openai_api_key == "sk-abc" and config.openai_base_url == "http://localhost:11434/v1"
+    assert config.max_message_chars == 500 and config.idle_timeout == 2.5 and config.debug
+    assert config.system_prompt == "Line one\nLine two" and not config.demo
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("CHATAPP_MAX_MESSAGE_CHARS", "lots", "whole number"),
+        ("CHATAPP_MAX_MESSAGE_CHARS", "0", "between 1 and 100000"),
+        ("CHATAPP_IDLE_TIMEOUT", "-1", "between"),
+        ("OPENAI_BASE_URL", "localhost:11434", "http:// or https://"),
+        ("CHATAPP_DEBUG", "maybe", "true or false"),
+    ],
+)
+def test_a_bad_value_names_the_setting(name: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({name: value})
+    assert str(caught.value).startswith(name) and says in str(caught.value)
+
+
+def test_secrets_never_show_in_repr() -> None:
+    config = load_config({"OPENAI_API_KEY": "sk-secret-value", "SECRET_KEY": "also-secret"})
+    assert "sk-secret-value" not in repr(config) and "also-secret" not in repr(config)
+
+
+def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = "from chatapp import create_app; app = create_app(); print(app.config['CHATAPP'].openai_model)"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_bad_value_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    result = _start(tmp_path, {"CHATAPP_MAX_MESSAGE_CHARS": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "chatapp: configuration error: CHATAPP_MAX_MESSAGE_CHARS must be a whole number between 1 and 100000; got 'lots'"
+    ]
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OPENAI_MODEL=from-dotenv\n")
+    assert _start(tmp_path, {}).stdout.strip() == "from-dotenv"
+    assert _start(tmp_path, {"OPENAI_MODEL": "from-environment"}).stdout.strip() == "from-environment"
