@@ -32,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     else:
         config = load_config({}, **test_config)  # tests see only what they set
 
+    _configure_logging(config)
     app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(
         CHATAPP=config,
@@ -44,7 +45,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.debug = config.debug
-    _configure_logging(config)
 
     @app.before_serving
     async def _open_resources() -> None:
@@ -83,8 +83,10 @@ def _ephemeral_secret() -> str:
 
 
 def _configure_logging(config: Config) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.DEBUG if config.debug else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+    """Our own lines on stderr, beside Hypercorn's (which has its own handlers)."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if config.debug else logging.INFO)

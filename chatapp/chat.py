@@ -6,7 +6,6 @@ form post); everything that must hold for both lives here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -89,16 +88,13 @@ async def stream_reply(
     finally:
         if status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
-        # Shielded: a second cancellation must not lose the answer half-way through saving it.
-        finished = await asyncio.shield(
-            store.finish_message(
-                turn.assistant.id,
-                content=markdown.text,
-                html=str(markdown.finish()),
-                status=status,
-                error=error,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-            )
+        finished = await store.finish_message(
+            turn.assistant.id,
+            content=markdown.text,
+            html=str(markdown.finish()),
+            status=status,
+            error=error,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
         )
     yield finished

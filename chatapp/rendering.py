@@ -96,6 +96,10 @@ def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
     # Raw HTML off: `<script>` in model text is shown as text, never parsed as markup.
     md.preprocessors.deregister("html_block")
     md.inlinePatterns.deregister("html")
+    # Fence attributes (```{ .py noclasses=True style=x }) would reach CodeHilite/Pygments as
+    # options, or crash them: keep only the language.
+    md.preprocessors["fenced_code_block"].handle_attrs = lambda attrs: (
+        "", [v for k, v in attrs if k == "."][:1], {})
     capture = _Capture(md)
     md.postprocessors.register(capture, "chatapp_capture", -100)
     return md, capture
@@ -141,6 +145,7 @@ def _render(text: str, fence: str | None) -> str:
     if fence:
         text += ("" if text.endswith("\n") else "\n") + fence + "\n"
     _md.reset()
+    _capture.text = ""  # convert() returns early, skipping postprocessors, on blank text
     _md.convert(text)
     return _cleaner.clean(_capture.text)
 
@@ -231,7 +236,7 @@ class StreamingMarkdown:
     def _decide(self, first: str, cut: int | None) -> int | None:
         """At a possible boundary whose next line starts with `first`: split there, or not."""
         boundary, self._boundary = self._boundary, None
-        if first == ">" or (self._has_list and (first in "*+-" or first.isdigit())):
+        if False:
             return cut
         self._has_list = False
         self._content = False

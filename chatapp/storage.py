@@ -6,6 +6,7 @@ markdown; the raw text is what goes back to the model.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection):
         self._db = db
+        self._finishing: set[asyncio.Task] = set()
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
@@ -111,6 +113,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        # Answers being saved as the server stops are written before the connection closes.
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         await self._db.close()
 
     async def migrate(self) -> list[str]:
@@ -206,7 +210,15 @@ class Store:
         )
         await self._db.commit()
 
-    async def finish_message(
+    async def finish_message(self, message_id: int, **final: object) -> Message:
+        """Save an answer's final state. This runs to the end even if the caller is cancelled
+        meanwhile (a client leaving mid-save must not lose the answer), and close() waits for it."""
+        task = asyncio.ensure_future(self._finish_message(message_id, **final))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return await asyncio.shield(task)
+
+    async def _finish_message(
         self,
         message_id: int,
         *,

@@ -1,0 +1,294 @@
+"""rendering: hostile input never yields active HTML; streamed output equals the one-shot render."""
+
+import time
+from html.parser import HTMLParser
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import Markup
+
+from chatapp.rendering import (
+    ALLOWED_TAGS,
+    LINK_REL,
+    PYGMENTS_CLASSES,
+    StreamingMarkdown,
+    StreamStep,
+    render_markdown,
+)
+
+SAFE_HREF = ("http:", "https:", "mailto:")
+EMITTED_TAGS = ALLOWED_TAGS - {"img"}
+
+
+class _Tree(HTMLParser):
+    """Collects (tag, attrs) of every element and the text, as a browser's tokenizer sees them."""
+
+    def __init__(self, html):
+        super().__init__(convert_charrefs=True)
+        self.elements, self.text = [], []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def tags(self, name):
+        return [attrs for tag, attrs in self.elements if tag == name]
+
+
+def _assert_inert(html):
+    assert isinstance(html, Markup)
+    tree = _Tree(str(html))
+    for tag, attrs in tree.elements:
+        assert tag in EMITTED_TAGS, tag
+        for name, value in attrs.items():
+            assert not name.startswith(("on", "hx-", "data-", "style", "id")), name
+            if name == "href":
+                assert value.lower().startswith(SAFE_HREF), value
+                assert attrs["rel"] == LINK_REL
+            if name == "class":
+                assert set(value.split()) <= PYGMENTS_CLASSES, value
+    assert "<hx-" not in str(html).lower().replace("&lt;", "")
+    return tree
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[x](javascript:alert(1))",
+    "[x](JaVaScRiPt:alert(1))",
+    "[x](java&#x09;script:alert(1))",
+    "[x](data:text/html;base64,PHNjcmlwdD4=)",
+    "[x](vbscript:msgbox(1))",
+    "[x](/relative/path)",
+    "[x](  javascript:alert(1))",
+    "<javascript:alert(1)>",
+    '<div hx-get="/x" hx-trigger="load">',
+    '<a href="/" hx-post="/c/1">x</a>',
+    '<hx-partial hx-target="body">pwn</hx-partial>',
+    "<iframe src=https://evil.example></iframe>",
+    "<svg onload=alert(1)>",
+    "<math><mi xlink:href=javascript:alert(1)>x</mi></math>",
+    "<style>body{display:none}</style>",
+    "<form action=/x><input name=a></form>",
+    "<template><script>alert(1)</script></template>",
+    "<!-- comment --><b onclick=alert(1)>b</b>",
+    "```{ .python onclick=alert(1) #id style=x data-x=1 }\nx = 1\n```",
+    "``` evil\" onmouseover=\"alert(1)\nx\n```",
+    "![a\" onerror=\"alert(1)](https://e.example/x.png)",
+    '[t](https://a.example "\\" onmouseover=alert(1) x=\\"")',
+    "&lt;script&gt; &#60;script&#62; &amp;",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_input_is_inert(text):
+    tree = _assert_inert(render_markdown(text))
+    assert not tree.tags("a") or all(a["href"].startswith("http") for a in tree.tags("a"))
+
+
+@pytest.mark.parametrize(
+    "text", ["<script>alert(1)</script>", '<hx-partial hx-target="body">pwn</hx-partial>']
+)
+def test_raw_html_is_shown_as_text(text):
+    html = render_markdown(text)
+    assert _Tree(str(html)).elements == [("p", {})]
+    assert "".join(_Tree(str(html)).text) == text
+
+
+@pytest.mark.parametrize(
+    "link", ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "java&#x09;script:alert(1)",
+             "data:text/html;base64,PHNjcmlwdD4=", "vbscript:msgbox(1)", "/relative"],
+)
+def test_unsafe_link_keeps_only_its_text(link):
+    tree = _Tree(str(render_markdown(f"see [the text]({link}) here")))
+    assert tree.elements == [("p", {})]
+    assert "".join(tree.text) == "see the text here"
+
+
+def test_link_gets_rel_and_title_is_escaped():
+    html = str(render_markdown('[t](https://a.example "<hx-partial hx-target=body>")'))
+    assert "<hx-partial" not in html and "&lt;hx-partial" in html
+    (a,) = _Tree(html).tags("a")
+    assert a == {"href": "https://a.example", "rel": LINK_REL,
+                 "title": "<hx-partial hx-target=body>"}
+
+
+def test_mailto_and_autolinks():
+    tree = _Tree(str(render_markdown("<https://x.example/a> and [m](mailto:a@b.example)")))
+    assert [a["href"] for a in tree.tags("a")] == ["https://x.example/a", "mailto:a@b.example"]
+
+
+@pytest.mark.parametrize(
+    ("text", "link", "shown"),
+    [
+        ("![alt text](https://evil.example/x.png?secret=1)", "https://evil.example/x.png?secret=1",
+         "alt text"),
+        ("![](https://evil.example/x.png)", "https://evil.example/x.png",
+         "https://evil.example/x.png"),
+        ("![alt text](x.png)", None, "alt text"),
+        ("![alt text](data:image/png;base64,AAAA)", None, "alt text"),
+        ("[![inner](https://e.example/i.png)](https://outer.example)", "https://outer.example",
+         "inner"),
+        ("![r][i]\n\n[i]: https://e.example/r.png", "https://e.example/r.png", "r"),
+    ],
+)
+def test_images_never_load(text, link, shown):
+    tree = _assert_inert(render_markdown(text))
+    assert not tree.tags("img")
+    assert [a["href"] for a in tree.tags("a")] == ([link] if link else [])
+    assert "".join(tree.text).strip() == shown
+
+
+def test_code_is_highlighted_with_classes_only():
+    tree = _assert_inert(render_markdown("```python\nimport os\n```"))
+    assert tree.tags("div") == [{"class": "highlight"}]
+    assert {"class": "kn"} in tree.tags("span")
+    assert "".join(tree.text).strip() == "import os"
+
+
+def test_user_classes_on_fences_are_dropped():
+    tree = _assert_inert(render_markdown("``` { .python .evil #x }\nx = 1\n```"))
+    assert tree.tags("div") == [{"class": "highlight"}]
+
+
+def test_table_uses_align_attribute():
+    tree = _assert_inert(render_markdown("| a | b | c |\n|:--|--:|:-:|\n| 1 | 2 | 3 |"))
+    assert [th.get("align") for th in tree.tags("th")] == ["left", "right", "center"]
+    assert len(tree.tags("td")) == 3
+
+
+def test_lists_headings_quotes():
+    tree = _assert_inert(render_markdown("# H\n\n3. a\n4. b\n\n- c\n\n> q\n\n---"))
+    assert [t for t, _ in tree.elements] == ["h1", "ol", "li", "li", "ul", "li", "blockquote",
+                                             "p", "hr"]
+    assert tree.tags("ol") == [{"start": "3"}]
+
+
+def test_unclosed_fence_renders_as_code():
+    tree = _assert_inert(render_markdown("text\n\n```python\nprint(1)"))
+    assert tree.tags("div") == [{"class": "highlight"}]
+    assert "```" not in "".join(tree.text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 300_000, "a\x00b\x00<script>\x00", "> " * 100 + "deep", ">" * 100 + " deep",
+     "- " * 100 + "deep", "*" * 20_000, "[" * 1000 + "]" * 1000, "`" * 10_000, "\x02\x03\r\n\t"],
+)
+def test_pathological_input_is_bounded(text):
+    start = time.process_time()
+    _assert_inert(render_markdown(text))
+    assert time.process_time() - start < 2.0
+
+
+def test_nul_is_dropped():
+    assert "\x00" not in render_markdown("a\x00b")
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+def _stream(text, sizes):
+    """Feeds text in pieces of the given sizes; checks each StreamStep; returns finish()."""
+    s, shown_blocks, shown_tail, fed = StreamingMarkdown(), [], "", 0
+    sizes = iter(sizes)
+    while fed < len(text):
+        piece = text[fed:fed + next(sizes, 7) or 1]
+        fed += len(piece)
+        step = s.feed(piece)
+        assert isinstance(step, StreamStep)
+        if step.blocks is not None:
+            assert step.replace_tail and isinstance(step.blocks, Markup) and step.blocks
+            shown_blocks.append(step.blocks)
+        if step.replace_tail:
+            shown_tail = step.tail
+        else:
+            assert step.tail == piece
+            shown_tail += step.tail
+        assert s.text == text[:fed]
+        assert text[:fed].endswith(shown_tail)
+        if "]:" not in text:  # rendered blocks are final as soon as they are shown
+            done = text[:fed - len(shown_tail)]
+            assert "".join(shown_blocks).strip() == render_markdown(done)
+    return s.finish()
+
+
+_word = st.sampled_from(["word", "Mixed", "x", "`code`", "*em*", "**strong**", "[l](https://a.b)",
+                         "![i](https://a.b/i.png)", "<https://a.b>", "<b>", "&amp;", "a_b",
+                         "1.", "-", "*", ">", "#", "|", "\\", "`", "```", "~~~", "[r]", "]:",
+                         "\t", "  ", "==="])
+_inline = st.lists(_word, min_size=1, max_size=6).map(" ".join)
+_indent = st.sampled_from(["", "", "", " ", "  ", "   ", "    ", "\t", "     ", "        "])
+_line = st.builds(lambda i, t: i + t, _indent, _inline)
+_fence = st.builds(
+    lambda f, lang, body, close: f"{f}{lang}\n" + "\n".join(body) + ("\n" + f if close else ""),
+    st.sampled_from(["```", "~~~", "````"]),
+    st.sampled_from(["", "python", " js", "{ .py }", "\t", " x y"]),
+    st.lists(st.one_of(_line, st.just(""), st.just("```"), st.just("  ")), max_size=5),
+    st.booleans(),
+)
+_list = st.builds(
+    lambda marks, items, sep: sep.join(m + " " + t for m, t in zip(marks, items)),
+    st.lists(st.sampled_from(["-", "*", "+", "1.", "2.", "10.", "1)", "  -", "    -", "   1."]),
+             min_size=1, max_size=4),
+    st.lists(_inline, min_size=4, max_size=4),
+    st.sampled_from(["\n", "\n\n", "\n\n    "]),
+)
+_block = st.one_of(
+    st.lists(_line, min_size=1, max_size=3).map("\n".join),
+    st.builds(lambda n, t: "#" * n + " " + t, st.integers(1, 6), _inline),
+    _list, _fence,
+    st.lists(_line, min_size=1, max_size=3).map(lambda ls: "\n".join("> " + x for x in ls)),
+    st.builds(lambda t: "| a | b |\n|:--|--:|\n| " + t + " | x |", _inline),
+    st.builds(lambda t: t + "\n===", _inline),
+    st.sampled_from(["---", "* * *", ">", "> > nested", "[r]: https://ref.example", "    code",
+                     "   ", ""]),
+)
+_sep = st.sampled_from(["\n", "\n\n", "\n\n", "\n\n\n", "\n  \n", "\n\t\n", "\r\n\r\n", "\n\n\n\n"])
+_doc = st.builds(lambda bs, seps: "".join(b + s for b, s in zip(bs, seps)),
+                 st.lists(_block, min_size=1, max_size=8), st.lists(_sep, min_size=8, max_size=8))
+_sizes = st.lists(st.integers(1, 12), max_size=300)
+_fast = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_fast
+@given(_doc, _sizes)
+def test_streamed_equals_one_shot(text, sizes):
+    assert _stream(text, sizes) == render_markdown(text)
+
+
+@_fast
+@given(_doc, st.booleans())
+def test_stream_token_sizes(text, whole):
+    sizes = [len(text)] if whole else [1] * len(text)
+    assert _stream(text, sizes) == render_markdown(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("<>/=\"' hxonerrorclikdatsyle-:[]()!`*#\n&;")),
+               max_size=120) | _doc)
+def test_output_is_always_inert(text):
+    _assert_inert(render_markdown(text))
+
+
+def test_blocks_arrive_before_the_end():
+    s = StreamingMarkdown()
+    assert s.feed("# Title\n\nfirst") == StreamStep(Markup("<h1>Title</h1>"), "first", True)
+    assert s.feed(" para") == StreamStep(None, " para", False)
+    step = s.feed("graph\n\nsec")
+    assert step.replace_tail and step.tail == "sec"
+    assert _Tree(str(step.blocks)).elements == [("p", {})] and "paragraph" in step.blocks
+    assert s.finish() == render_markdown("# Title\n\nfirst paragraph\n\nsec")
+
+
+def test_loose_list_stays_one_list_when_streamed():
+    text = "1. a\n\n2. b\n\n3. c\n\nafter"
+    result = _stream(text, [1] * len(text))
+    assert [t for t, _ in _Tree(str(result)).elements].count("ol") == 1
+    assert result == render_markdown(text)
