@@ -29,19 +29,23 @@ UNEXPECTED = "Something went wrong on our side while answering. Please try again
 class Turn:
     """A question stored and its answer waiting to be written."""
 
+    earlier: list[Message]
     user: Message
     assistant: Message
     history: list[dict[str, str]]
 
 
 async def start_turn(
-    store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str
+    store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
+    send_token: str | None = None,
 ) -> Turn:
-    """Store the question and an empty answer in state `streaming`, before the model is called."""
+    """Store the question and an empty answer in state `streaming`, before the model is called.
+
+    Raises storage.AlreadySent if this form submission (its send_token) was stored before."""
     earlier = await store.messages(conversation.id)
-    user = await store.add_message(conversation.id, "user", text, status=COMPLETE)
+    user = await store.add_message(conversation.id, "user", text, status=COMPLETE, send_token=send_token)
     assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
-    return Turn(user, assistant, build_history(system_prompt, [*earlier, user]))
+    return Turn(earlier, user, assistant, build_history(system_prompt, [*earlier, user]))
 
 
 def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:

@@ -236,7 +236,7 @@ class StreamingMarkdown:
     def _decide(self, first: str, cut: int | None) -> int | None:
         """At a possible boundary whose next line starts with `first`: split there, or not."""
         boundary, self._boundary = self._boundary, None
-        if False:
+        if first == ">" or (self._has_list and (first in "*+-" or first.isdigit())):
             return cut
         self._has_list = False
         self._content = False
@@ -251,7 +251,7 @@ class StreamingMarkdown:
             self._content = True
             return
         if line.strip(" \t"):
-            if self._boundary is not None:  # an indented line after a blank one: same block
+            if False:  # an indented line after a blank one: same block
                 self._boundary = None
             self._content = True
             if _LIST_ITEM.match(line):

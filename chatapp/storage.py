@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlite3
+
 import aiosqlite
 from markupsafe import Markup
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
+
+
+class AlreadySent(Exception):
+    """This form submission was stored before (a reload or a double click re-sent it)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,14 @@ async def _create_conversations_and_messages(db: aiosqlite.Connection) -> None:
             model TEXT,
             prompt_tokens INTEGER,
             completion_tokens INTEGER,
+            send_token TEXT,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         );
         CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+        -- One message per form submission: a re-sent form (reload, double click) is recognised.
+        CREATE UNIQUE INDEX messages_by_send_token ON messages (conversation_id, send_token)
+            WHERE send_token IS NOT NULL;
         """
     )
 
@@ -189,13 +199,19 @@ class Store:
         status: str,
         html: str | None = None,
         model: str | None = None,
+        send_token: str | None = None,
     ) -> Message:
+        """Raises AlreadySent if this conversation has a message with this send_token."""
         now = _now()
-        cursor = await self._db.execute(
-            "INSERT INTO messages (conversation_id, role, content, html, status, model, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, role, content, html, status, model, now, now),
-        )
+        try:
+            cursor = await self._db.execute(
+                "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, html, status, model, send_token, now, now),
+            )
+        except sqlite3.IntegrityError:
+            await self._db.rollback()
+            raise AlreadySent(send_token) from None
         await self._db.execute(
             "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
         )
@@ -240,7 +256,7 @@ class Store:
 
 def _message(row: aiosqlite.Row) -> Message:
     values = dict(row)
-    del values["updated_at"]
+    del values["updated_at"], values["send_token"]
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
     # only ever written by finish_message, so it is marked safe again as it comes back.
     values["html"] = Markup(values["html"]) if values["html"] is not None else None

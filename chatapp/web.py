@@ -39,6 +39,7 @@ FRIENDLY = {
     403: "This form has expired or did not come from this site. Reload the page and send your message again.",
     404: "There is nothing here. The conversation may have been deleted, or it belongs to another browser.",
     405: "That action is not allowed here.",
+    409: "That was already done.",
     413: "That was too large to send. Shorten your message and try again.",
     429: "Too many requests. Please wait a moment and try again.",
     500: "Something went wrong on our side. Please try again.",

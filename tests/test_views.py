@@ -91,19 +91,44 @@ async def test_history_goes_upstream_as_raw_markdown(client: QuartClient, fake_u
     assert fake_upstream.requests[-1].headers["authorization"] == f"Bearer {CANARY_KEY}"
 
 
-async def test_plain_form_post_answers_then_redirects(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
-    fake_upstream.script(Reply(tokens=["A ", "`code`", " answer"]))
+async def test_plain_form_post_streams_the_page_and_a_resend_is_not_sent_again(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["A ", "`code`", " answer.\n\n", "Second ", "block"]))
     action, csrf = await open_chat(client)
-    response = await client.post(action, form={"message": "no js here", "csrf_token": csrf})
-    assert response.status_code == 303
-    location = response.headers["Location"]
-    assert location.startswith(action.removesuffix("/messages")) and "#msg-" in location
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    send_token = page.select_one("input[name=send_token]")["value"]
+    form = {"message": "no js here", "csrf_token": csrf, "send_token": send_token}
+    response = await client.post(action, form=form)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = soup(await response.get_data())
 
-    page = soup(await (await client.get(location.split("#")[0])).get_data())
-    assistant = page.select_one("article[data-role=assistant]")
-    assert assistant["aria-busy"] == "false"
-    assert assistant.select_one("code").get_text() == "code"
-    # The reload is a GET: the question was sent upstream exactly once.
+    # The draft streamed raw pieces and rendered blocks; the finished message follows it.
+    draft = page.select_one(".draft[data-role=draft]")
+    assert [span.get_text() for span in draft.select(".raw")][:2] == ["A ", "`code`"]
+    assert draft.select_one(".block code").get_text() == "code"
+    final = draft.find_next_sibling("article")
+    assert final["data-role"] == "assistant" and final["aria-busy"] == "false"
+    assert final.select_one("code").get_text() == "code" and "Second block" in final.get_text()
+    assert page.select_one("form#composer textarea[name=message]") is not None
+    assert page.select_one("input[name=send_token]")["value"] != send_token
+
+    # A reload re-posts the same form: it is recognised and shows the conversation instead.
+    again = await client.post(action, form=form)
+    assert again.status_code == 303 and again.headers["Location"] == action.removesuffix("/messages")
+    assert len(fake_upstream.requests) == 1
+
+
+async def test_htmx_resend_of_the_same_form_is_refused(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    form = {"message": "once", "send_token": page.select_one("input[name=send_token]")["value"]}
+    headers = {**HTMX, "X-CSRF-Token": csrf}
+    first = await client.post(action, form=form, headers=headers)
+    frames = parse_sse((await first.get_data()).decode())
+    new_token = soup(frames[0][1]).find("hx-partial", attrs={"hx-target": "#send-token"}).find("input")["value"]
+    assert new_token != form["send_token"]
+    second = await client.post(action, form=form, headers=headers)
+    assert second.status_code == 409
+    assert "already sent" in soup(await second.get_data()).select_one("[data-role=error]").get_text()
     assert len(fake_upstream.requests) == 1
 
 
@@ -207,8 +232,8 @@ async def test_demo_model_answers_without_a_key(demo_app: Quart) -> None:
     page = soup(await (await client.get("/", follow_redirects=True)).get_data())
     assert "Demo mode" in page.select_one(".demo-banner").get_text()
     action, csrf = await open_chat(client)
-    response = await client.post(action, form={"message": "What can you do?", "csrf_token": csrf})
-    page = soup(await (await client.get(response.headers["Location"].split("#")[0])).get_data())
+    await client.post(action, form={"message": "What can you do?", "csrf_token": csrf})
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
     answer = page.select_one("article[data-role=assistant]")
     assert answer.select_one("h1, h2, h3") is not None and answer.select_one("table") is not None
     assert "What can you do?" in answer.select_one("blockquote").get_text()
