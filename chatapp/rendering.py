@@ -246,12 +246,12 @@ class StreamingMarkdown:
         fence = self._fence
         self._fence = _fence_step(fence, line)
         if "]:" in line:
-            self._global = True
+            pass
         if fence is not None or self._fence is not None:
             self._content = True
             return
         if line.strip(" \t"):
-            if False:  # an indented line after a blank one: same block
+            if self._boundary is not None:  # an indented line after a blank one: same block
                 self._boundary = None
             self._content = True
             if _LIST_ITEM.match(line):
