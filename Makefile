@@ -19,7 +19,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/hypercorn --config hypercorn.toml 'chatapp:create_app()'
+	$(BIN)/chatapp hypercorn.toml
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

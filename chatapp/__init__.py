@@ -21,16 +21,8 @@ log = logging.getLogger("chatapp")
 
 def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     """The ASGI app: defaults, then the environment (and `.env`), then `test_config` for tests."""
-    if test_config is None:
-        load_dotenv(find_dotenv(usecwd=True), override=False)  # the real environment wins
-        try:
-            config = load_config()
-        except ConfigError as error:
-            # One clear line and out, never a traceback: Hypercorn calls us at start-up.
-            print(f"chatapp: configuration error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-    else:
-        config = load_config({}, **test_config)  # tests see only what they set
+    # Tests see only what they set; otherwise the environment and .env decide.
+    config = load_config({}, **test_config) if test_config is not None else config_from_environment()
 
     _configure_logging(config)
     app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
@@ -75,6 +67,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     web.install(app)
     app.register_blueprint(views.bp)
     return app
+
+
+def config_from_environment() -> Config:
+    """The settings from the environment and `.env` (the real environment wins), or, for a bad
+    value, one clear line on stderr and exit status 2, never a traceback."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    try:
+        return load_config()
+    except ConfigError as error:
+        print(f"chatapp: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _ephemeral_secret() -> str:

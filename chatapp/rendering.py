@@ -246,7 +246,7 @@ class StreamingMarkdown:
         fence = self._fence
         self._fence = _fence_step(fence, line)
         if "]:" in line:
-            pass
+            self._global = True
         if fence is not None or self._fence is not None:
             self._content = True
             return

@@ -77,3 +77,17 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("OPENAI_MODEL=from-dotenv\n")
     assert _start(tmp_path, {}).stdout.strip() == "from-dotenv"
     assert _start(tmp_path, {"OPENAI_MODEL": "from-environment"}).stdout.strip() == "from-environment"
+
+
+def test_the_console_script_refuses_a_bad_value_with_status_2(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "chatapp", str(ROOT / "hypercorn.toml")], cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": "not a url"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "chatapp: configuration error: OPENAI_BASE_URL must be an http:// or https:// URL, "
+        "such as http://localhost:11434/v1; got 'not a url'"
+    )

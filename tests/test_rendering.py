@@ -292,3 +292,15 @@ def test_loose_list_stays_one_list_when_streamed():
     result = _stream(text, [1] * len(text))
     assert [t for t, _ in _Tree(str(result)).elements].count("ol") == 1
     assert result == render_markdown(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["```\na\n ```\n\nb\n```\n\nc", "```\na\n```` \n\nb\n```\n\nc", "```py x\na\n\n```\nb\n\n```",
+     "~~~\t\na\n\n~~~\t\n\nb", "    code\n\n\n\npara\n\n    more", "> a\n\n> b\n\nc",
+     "- a\n\n  b\n\n- c\n\n1. d\n\n2. e", "para\n```\ncode\n\n```\nmore\n\nend",
+     "[a]\n\n[a]: https://x.example\n\ntext", "x\r\n\r\n```\r\ncode\r\n\r\n```\r\n\r\ny"],
+)
+def test_tricky_documents_stream_exactly(text):
+    assert _stream(text, [1] * len(text)) == render_markdown(text)
+    assert _stream(text, [3] * len(text)) == render_markdown(text)
