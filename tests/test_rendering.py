@@ -304,3 +304,13 @@ def test_loose_list_stays_one_list_when_streamed():
 def test_tricky_documents_stream_exactly(text):
     assert _stream(text, [1] * len(text)) == render_markdown(text)
     assert _stream(text, [3] * len(text)) == render_markdown(text)
+
+
+def test_allowlist_is_pinned():
+    assert EMITTED_TAGS == {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em",
+                            "del", "code", "pre", "blockquote", "ul", "ol", "li", "table", "thead",
+                            "tbody", "tr", "th", "td", "a", "span", "div", "sup", "sub"}
+    html = render_markdown("3. [a](https://x.example)\n\n| h |\n|:-:|\n| c |\n\n```py\nx\n```")
+    attrs = {(tag, name) for tag, attrs in _Tree(str(html)).elements for name in attrs}
+    assert attrs == {("ol", "start"), ("a", "href"), ("a", "rel"), ("th", "align"),
+                     ("td", "align"), ("div", "class"), ("span", "class")}
