@@ -247,3 +247,18 @@ async def test_the_api_key_never_reaches_a_page(client: QuartClient, fake_upstre
     bodies.append((await (await client.get(action.removesuffix("/messages"))).get_data()).decode())
     assert all(CANARY_KEY not in body and CANARY_KEY[:12] not in body for body in bodies)
     assert "API key" in soup(frames[-2][1]).select_one("[data-role=error]").get_text()
+
+
+async def test_oversized_body_wrong_method_and_unknown_page_get_friendly_errors(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    huge = await client.post(action, form={"message": "x" * 200_000, "csrf_token": csrf})
+    assert huge.status_code == 413
+    assert "too large" in soup(await huge.get_data()).select_one("[data-role=error]").get_text()
+    wrong_method = await client.get(action)
+    assert wrong_method.status_code == 405
+    missing = await client.get("/no/such/page")
+    assert missing.status_code == 404
+    for response in (huge, wrong_method, missing):
+        text = (await response.get_data()).decode()
+        assert "Traceback" not in text and "request id" in text
+    assert fake_upstream.requests == []
