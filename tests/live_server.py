@@ -13,6 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without any chatapp or OpenAI settings (a developer's .env or key)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -23,12 +28,11 @@ class LiveServer:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
              "chatapp:create_app()"],
-            cwd=ROOT, env={**clean, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_until_up()
 

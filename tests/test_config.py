@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatapp.config import DEFAULT_SYSTEM_PROMPT, ConfigError, load_config
+from tests.live_server import clean_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,9 +58,8 @@ def test_secrets_never_show_in_repr() -> None:
 
 def _start(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     code = "from chatapp import create_app; app = create_app(); print(app.config['CHATAPP'].openai_model)"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env={**clean, "PYTHONPATH": str(ROOT), **env},
+        [sys.executable, "-c", code], cwd=tmp_path, env={**clean_environment(), "PYTHONPATH": str(ROOT), **env},
         capture_output=True, text=True, timeout=60,
     )
 
@@ -80,10 +79,9 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
 
 
 def test_the_console_script_refuses_a_bad_value_with_status_2(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
     result = subprocess.run(
         [sys.executable, "-m", "chatapp", str(ROOT / "hypercorn.toml")], cwd=tmp_path,
-        env={**clean, "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": "not a url"},
+        env={**clean_environment(), "PYTHONPATH": str(ROOT), "OPENAI_BASE_URL": "not a url"},
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
