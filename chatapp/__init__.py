@@ -13,6 +13,7 @@ from quart import Quart
 
 from .config import Config, ConfigError, load_config
 from .llm import make_provider
+from .quota import Quota
 from .storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.debug = config.debug
+
+    app.extensions["quota"] = Quota(config)
 
     @app.before_serving
     async def _open_resources() -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .llm import LLMError, Provider, Usage
+from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep
 from .storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
 
@@ -57,18 +58,26 @@ def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str,
     return history
 
 
-async def stream_reply(
-    store: Store, provider: Provider, turn: Turn, *, request_id: str
-) -> AsyncIterator[StreamStep | Message]:
-    """Yield a StreamStep per piece of text, then the finished Message.
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, for servers that report no usage (and the demo model)."""
+    return max(1, len(text) // 4) if text else 0
 
-    The answer is saved in `finally`, so it survives an upstream error, a bug, or the client leaving
-    (CancelledError, which is re-raised: the caller is being torn down and yields nothing more).
+
+async def stream_reply(
+    store: Store, provider: Provider, turn: Turn, *, request_id: str, slot: StreamSlot | None = None
+) -> AsyncIterator[StreamStep | Message]:
+    """Yield the answer as it starts (busy), a StreamStep per piece of text, then the finished Message.
+
+    Everything after the first yield is covered: the answer is saved in `finally`, so it survives
+    an upstream error, a bug, or the client leaving (CancelledError, re-raised: the caller is being
+    torn down and yields nothing more). `slot`, the answer's place among those streaming at once, is
+    given back at the end.
     """
     markdown = StreamingMarkdown()
     status, error, usage = STOPPED, None, None
     saved_at = time.monotonic()
     try:
+        yield turn.assistant
         # aclosing: however this generator ends, the upstream response is closed at once.
         async with contextlib.aclosing(provider.stream(turn.history)) as pieces:
             async for piece in pieces:
@@ -90,15 +99,20 @@ async def stream_reply(
         status, error = ERROR, f"{UNEXPECTED} (request id {request_id})"
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
+        if slot is not None:
+            slot.release()
         if status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
+        if usage is None:  # the server sent none: count what was sent and received, roughly
+            prompt = estimate_tokens("".join(m["content"] for m in turn.history))
+            usage = Usage(prompt, estimate_tokens(markdown.text))
         finished = await store.finish_message(
             turn.assistant.id,
             content=markdown.text,
             html=str(markdown.finish()),
             status=status,
             error=error,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
         )
     yield finished

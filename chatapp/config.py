@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+import limits
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant. Answer clearly and concisely. Use Markdown for structure "
     "(headings, lists, tables, fenced code blocks with a language) when it helps."
@@ -37,6 +39,19 @@ class Config:
     max_retries: int = 2
     demo_delay: float = 0.02
     debug: bool = False
+    production: bool = False
+    https: bool = False
+    trusted_proxy_hops: int = 0
+    password: str | None = None
+    # Rate limits as "count/period" strings (the `limits` library's notation); None: no limit.
+    rate_limit_per_session: str | None = "20/minute"
+    rate_limit_per_address: str | None = "60/minute"
+    login_rate_limit: str = "5/minute"
+    max_streams_per_session: int = 2
+    max_streams: int = 200
+    # Prompt + answer tokens a day (UTC); 0: no budget.
+    daily_tokens_per_session: int = 0
+    daily_tokens: int = 0
 
     @property
     def demo(self) -> bool:
@@ -52,7 +67,7 @@ class Config:
         return f"Config({shown})"
 
 
-_SECRETS = {"openai_api_key", "secret_key"}
+_SECRETS = {"openai_api_key", "secret_key", "password"}
 
 
 def _text(value: str) -> str | None:
@@ -97,6 +112,24 @@ def _prompt(value: str) -> str:
     return value.replace("\\n", "\n").strip() or DEFAULT_SYSTEM_PROMPT
 
 
+def _environment(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("development", "production"):
+        raise ValueError("must be development or production")
+    return lowered == "production"
+
+
+def _rate(value: str) -> str | None:
+    value = value.strip()
+    if value.lower() in ("", "0", "off", "none"):
+        return None
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ValueError("must be a rate such as 20/minute, 100/hour or 1000/day, or off") from None
+    return value
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("must be a file path, such as chatapp.db")
@@ -118,7 +151,21 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_MAX_RETRIES": ("max_retries", _number(int, 0, 10)),
     "CHATAPP_DEMO_DELAY": ("demo_delay", _number(float, 0, 5)),
     "CHATAPP_DEBUG": ("debug", _flag),
+    "CHATAPP_ENV": ("production", _environment),
+    "CHATAPP_HTTPS": ("https", _flag),
+    "CHATAPP_TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", _number(int, 0, 5)),
+    "CHATAPP_PASSWORD": ("password", _text),
+    "CHATAPP_RATE_LIMIT_PER_SESSION": ("rate_limit_per_session", _rate),
+    "CHATAPP_RATE_LIMIT_PER_ADDRESS": ("rate_limit_per_address", _rate),
+    "CHATAPP_LOGIN_RATE_LIMIT": ("login_rate_limit", lambda v: _rate(v) or Config.login_rate_limit),
+    "CHATAPP_MAX_STREAMS_PER_SESSION": ("max_streams_per_session", _number(int, 1, 100)),
+    "CHATAPP_MAX_STREAMS": ("max_streams", _number(int, 1, 100_000)),
+    "CHATAPP_DAILY_TOKENS_PER_SESSION": ("daily_tokens_per_session", _number(int, 0, 10**12)),
+    "CHATAPP_DAILY_TOKENS": ("daily_tokens", _number(int, 0, 10**12)),
 }
+
+# A key shorter than this is too easy to guess for signing cookies on a public server.
+MIN_SECRET_KEY_CHARS = 32
 
 
 def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -135,4 +182,10 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
             shown = "(hidden)" if field in _SECRETS else repr(raw[:60])
             raise ConfigError(f"{name} {error}; got {shown}") from None
     values.update(overrides)
-    return Config(**values)
+    config = Config(**values)
+    if config.production and len(config.secret_key or "") < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(
+            f"SECRET_KEY must be set, at least {MIN_SECRET_KEY_CHARS} characters, when CHATAPP_ENV=production; "
+            "make one with: python -c \"import secrets; print(secrets.token_hex(32))\""
+        )
+    return config

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import sqlite3
 
 import aiosqlite
 from markupsafe import Markup
@@ -177,6 +176,20 @@ class Store:
         ) as cursor:
             row = await cursor.fetchone()
         return Conversation(**row) if row else None
+
+    async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
+        """Prompt and answer tokens of answers started since `since`, for one owner or for all."""
+        query = (
+            "SELECT COALESCE(SUM(COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0) "
+            "FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.created_at >= ?"
+        )
+        params: tuple[str, ...] = (since.isoformat(timespec="milliseconds"),)
+        if owner is not None:
+            query += " AND c.owner = ?"
+            params += (owner,)
+        async with self._db.execute(query, params) as cursor:
+            (total,) = await cursor.fetchone()
+        return total
 
     # messages
 

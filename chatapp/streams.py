@@ -15,12 +15,16 @@ from quart import Response, render_template, stream_with_context
 from . import sse
 from .chat import Turn, stream_reply
 from .llm import Provider
+from .quota import StreamSlot
 from .rendering import StreamStep
-from .storage import Message, Store
+from .storage import Store
 
 # Where the answer goes in a page rendered around a reply in progress. Model and user text can never
 # produce it: user text is escaped and model HTML is sanitized, which drops comments.
 ANSWER_MARK = Markup("<!--chatapp:answer-->")
+
+# Renders the page around an answer in progress, with ANSWER_MARK where the answer goes.
+PageRenderer = Callable[[Turn], Coroutine[Any, Any, str]]
 
 
 def new_send_token() -> str:
@@ -28,19 +32,20 @@ def new_send_token() -> str:
     return secrets.token_urlsafe(12)
 
 
-def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str) -> Response:
+def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
+                 render_page: PageRenderer | None = None) -> Response:  # render_page: as page_stream's
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
 
     @stream_with_context
     async def events() -> AsyncIterator[bytes]:
-        bubbles = await render_template("_turn.html", turn=turn, send_token=new_send_token())
-        yield sse.frame(bubbles)
-        async for item in stream_reply(store, provider, turn, request_id=request_id):
-            if isinstance(item, Message):
+        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
+            if isinstance(item, StreamStep):
+                yield sse.frame(_step_partials(turn.assistant.id, item))
+            elif item.busy:
+                yield sse.frame(await render_template("_turn.html", turn=turn, send_token=new_send_token()))
+            else:
                 final = await render_template("_message.html", message=item)
                 yield sse.frame(sse.partial(f"msg-{item.id}", "outerHTML", final))
-            else:
-                yield sse.frame(_step_partials(turn.assistant.id, item))
         yield sse.close()
 
     return _streaming(Response(events(), mimetype="text/event-stream"))
@@ -57,10 +62,8 @@ def _step_partials(message_id: int, step: StreamStep) -> str:
     return html
 
 
-def page_stream(
-    store: Store, provider: Provider, turn: Turn, request_id: str,
-    render_page: Callable[[Turn], Coroutine[Any, Any, str]],
-) -> Response:
+def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
+                render_page: PageRenderer) -> Response:
     """Without JavaScript: the page, streamed as chunked HTML while the answer is written.
 
     Nothing can be changed once sent, so the draft is built to be superseded by CSS alone: each piece
@@ -70,14 +73,15 @@ def page_stream(
 
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
-        head, tail = (await render_page(turn)).split(ANSWER_MARK, 1)
-        yield head.encode()
-        final = None
-        async for item in stream_reply(store, provider, turn, request_id=request_id):
-            if isinstance(item, Message):
-                final = item
-            else:
+        tail, final = "", None
+        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
+            if isinstance(item, StreamStep):
                 yield _draft_chunk(item).encode()
+            elif item.busy:
+                head, tail = (await render_page(turn)).split(ANSWER_MARK, 1)
+                yield head.encode()
+            else:
+                final = item
         yield b"</div></div>"  # closes the draft opened by the page template
         if final is not None:
             yield (await render_template("_message.html", message=final)).encode()

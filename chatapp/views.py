@@ -9,7 +9,8 @@ from .chat import Turn, start_turn
 from .config import Config
 from .llm import Provider
 from .storage import AlreadySent, Conversation, Message, Store
-from .validation import InvalidMessage, clean_message
+from .errors import Refused
+from .validation import InvalidMessage, clean_message, parse_form
 from .web import error_response, is_htmx, request_id
 
 bp = Blueprint("chat", __name__)
@@ -60,39 +61,46 @@ async def show(conversation_id: str) -> Response | str:
 @bp.post("/c/<conversation_id>/messages")
 async def send(conversation_id: str) -> Response | str:
     """Store the question, then stream the answer: as SSE to htmx, as a chunked page without JS."""
-    form = await request.form
-    if not visitor.csrf_ok(form.get("csrf_token")):
+    try:
+        form = parse_form(await request.get_data(), request.mimetype)
+    except InvalidMessage as unreadable:
+        return await error_response(unreadable.status, unreadable.message)
+    if not visitor.request_trusted(form.get("csrf_token")):
         return await error_response(403)
-    conversation = await _store().conversation(conversation_id, visitor.owner())
+    owner, store = visitor.owner(), _store()
+    conversation = await store.conversation(conversation_id, owner)
     if conversation is None and not visitor.is_draft(conversation_id):
         return await error_response(404)
     try:
         text = clean_message(form.get("message"), max_chars=_config().max_message_chars)
-    except InvalidMessage as invalid:
-        return await _invalid(conversation, conversation_id, form.get("message") or "", invalid)
+        slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
+    except Refused as refused:
+        return await _refused(conversation, conversation_id, form.get("message") or "", refused)
     if conversation is None:
-        conversation = await _store().create_conversation(conversation_id, visitor.owner(), title="")
+        conversation = await store.create_conversation(conversation_id, owner, title="")
         visitor.draft_id(fresh=True)
     try:
-        turn = await start_turn(
-            _store(), conversation, text, system_prompt=_config().system_prompt,
-            model=_provider().label, send_token=form.get("send_token") or None,
-        )
+        turn = await start_turn(store, conversation, text, system_prompt=_config().system_prompt,
+                                model=_provider().label, send_token=form.get("send_token") or None)
     except AlreadySent:
+        slot.release()
         return await _already_sent(conversation)
-    if is_htmx():
-        return streams.event_stream(_store(), _provider(), turn, request_id())
-    return streams.page_stream(_store(), _provider(), turn, request_id(), _live_page)
+    write = streams.event_stream if is_htmx() else streams.page_stream
+    return write(store, _provider(), turn, request_id(), slot, _live_page)
 
 
-async def _invalid(conversation: Conversation | None, conversation_id: str, typed: str,
-                   invalid: InvalidMessage) -> Response:
-    """Say what is wrong and give the text back, so nothing typed is lost."""
+async def _refused(conversation: Conversation | None, conversation_id: str, typed: str,
+                   refused: Refused) -> Response:
+    """Say why and give the text back, so nothing typed is lost."""
     if is_htmx():
-        return await error_response(invalid.status, invalid.message)
-    messages = await _store().messages(conversation_id) if conversation else []
-    body = await _page(conversation_id, messages, typed=typed, form_error=invalid.message)
-    return Response(body, status=invalid.status, mimetype="text/html")
+        response = await error_response(refused.status, refused.message)
+    else:
+        messages = await _store().messages(conversation_id) if conversation else []
+        body = await _page(conversation_id, messages, typed=typed, form_error=refused.message)
+        response = Response(body, status=refused.status, mimetype="text/html")
+    if refused.retry_after:
+        response.headers["Retry-After"] = str(refused.retry_after)
+    return response
 
 
 async def _already_sent(conversation: Conversation) -> Response:

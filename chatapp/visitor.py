@@ -1,9 +1,10 @@
-"""Who is asking: the anonymous browser session (a signed cookie) and its CSRF token."""
+"""Who is asking: the anonymous browser session (a signed cookie), its CSRF token, its address."""
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import urlsplit
 
 from quart import request, session
 
@@ -17,17 +18,43 @@ def owner() -> str:
     return session["owner"]
 
 
+def address() -> str:
+    """The client's address (the proxy's, unless CHATAPP_TRUSTED_PROXY_HOPS says to look past it)."""
+    return request.remote_addr or "unknown"
+
+
+def start_fresh() -> None:
+    """A new identity and token for this browser (at login: no session fixation)."""
+    session.clear()
+    owner()
+    csrf_token()
+
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(24)
     return session["csrf"]
 
 
-def csrf_ok(form_token: str | None) -> bool:
-    """The token must come back in the form field or, from htmx, in the X-CSRF-Token header."""
+def request_trusted(form_token: str | None) -> bool:
+    """A state-changing request came from our own page: same origin, and the session's CSRF token in
+    the form field or, from htmx, in the X-CSRF-Token header."""
+    if not _same_origin():
+        return False
     expected = session.get("csrf")
     sent = request.headers.get("X-CSRF-Token") or form_token
-    return bool(expected and sent) and hmac.compare_digest(expected, sent)
+    return bool(expected and sent) and hmac.compare_digest(expected.encode(), sent.encode())
+
+
+def _same_origin() -> bool:
+    # Browsers say where a request comes from: Sec-Fetch-Site (all current ones), else Origin.
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return urlsplit(origin).netloc == request.host
+    return True  # neither header (an old browser or a script): the token alone decides
 
 
 def draft_id(*, fresh: bool = False) -> str:

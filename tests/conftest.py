@@ -39,6 +39,9 @@ def app_settings(tmp_path: Path, fake: FakeOpenAI | None, **extra: object) -> di
         "idle_timeout": 3.0,
         "max_retries": 0,
         "demo_delay": 0.0,
+        # Off unless a test is about them: other tests send many messages quickly on purpose.
+        "rate_limit_per_session": None,
+        "rate_limit_per_address": None,
     }
     if fake is not None:
         settings.update(openai_base_url=fake.base_url, openai_api_key=CANARY_KEY, openai_model="fake-model")

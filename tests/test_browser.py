@@ -53,6 +53,8 @@ def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
             "CHATAPP_DATABASE": str(tmp_path / "chat.db"),
             "SECRET_KEY": "browser-test-secret",
             "CHATAPP_MAX_RETRIES": "0",
+            "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
+            "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off",
         },
         tmp_path / "server.log",
     )
