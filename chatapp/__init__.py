@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 
+from . import logs
 from .config import Config, ConfigError, load_config
 from .llm import make_provider
 from .quota import Quota
@@ -25,7 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     # Tests see only what they set; otherwise the environment and .env decide.
     config = load_config({}, **test_config) if test_config is not None else config_from_environment()
 
-    _configure_logging(config)
+    logs.configure(config)
     app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(
         CHATAPP=config,
@@ -33,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SESSION_COOKIE_NAME="chatapp_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.https,
         # A message is at most max_message_chars characters of up to 4 bytes, plus the form's other fields.
         MAX_CONTENT_LENGTH=config.max_message_chars * 4 + 16_384,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
@@ -43,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 
     @app.before_serving
     async def _open_resources() -> None:
+        logs.redact_handlers(config)  # Hypercorn's handlers exist by now
         app.extensions["store"] = await Store.open(config.database)
         app.extensions["provider"] = make_provider(
             api_key=config.openai_api_key,
@@ -65,9 +69,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 
-    from . import views, web
+    from . import gate, views, web
 
-    web.install(app)
+    web.install(app, https=config.https)
+    if config.trusted_proxy_hops:
+        # Behind a reverse proxy: the client's address and scheme come from its X-Forwarded-* headers.
+        app.asgi_app = ProxyFixMiddleware(app.asgi_app, mode="legacy", trusted_hops=config.trusted_proxy_hops)
+    gate.install(app, config.password)
     app.register_blueprint(views.bp)
     return app
 
@@ -86,13 +94,3 @@ def config_from_environment() -> Config:
 def _ephemeral_secret() -> str:
     log.warning("SECRET_KEY is not set: using a random one, so sessions end when the server restarts.")
     return secrets.token_hex(32)
-
-
-def _configure_logging(config: Config) -> None:
-    """Our own lines on stderr, beside Hypercorn's (which has its own handlers)."""
-    if log.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if config.debug else logging.INFO)

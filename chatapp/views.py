@@ -129,4 +129,5 @@ async def _page(conversation_id: str, messages: list[Message], *, typed: str = "
         model_label=_provider().label,
         typed=typed,
         form_error=form_error,
+        signed_in=bool(_config().password),
     )

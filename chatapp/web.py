@@ -62,14 +62,18 @@ async def error_response(status: int, message: str | None = None) -> Response:
     return Response(body, status=status, mimetype="text/html")
 
 
-def install(app: Quart) -> None:
+def install(app: Quart, *, https: bool) -> None:
+    headers = dict(SECURITY_HEADERS)
+    if https:  # only when served over HTTPS: HSTS on plain HTTP would lock a site out of itself
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+
     @app.before_request
     async def _assign_request_id() -> None:
         g.request_id = secrets.token_hex(6)
 
     @app.after_request
     async def _headers(response: Response) -> Response:
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(headers)
         response.headers["X-Request-ID"] = request_id()
         if request.path.startswith("/static/"):
             return response
@@ -79,7 +83,11 @@ def install(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
-        return await error_response(error.code or 500)
+        response = await error_response(error.code or 500)
+        for name, value in error.get_headers():
+            if name in ("Allow", "Retry-After"):
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     async def _crash(error: Exception) -> Response:

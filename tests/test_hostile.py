@@ -1,0 +1,512 @@
+"""Hostile input, everywhere it can enter: the renderer, the views, and a real browser.
+
+Every vector of tests/hostile_corpus.py goes through
+1. `render_markdown` and `StreamingMarkdown` (random piece sizes: each step's blocks, the escaped
+   tail partial, and `finish()`);
+2. the views, as model output and as user input, on the htmx SSE path, the no-JS chunked page and
+   the page reloaded from storage;
+3. Chromium, with JavaScript on (htmx streaming) and off, watching for dialogs, `window.__pwned`,
+   CSP violations, script errors and requests to any other host;
+then hypothesis looks for what the corpus missed. The checks only look at what came from the model
+or the user (the page's own markup is trusted), and each path reports how many vectors it tried
+and which got through (`test_*_paths_report`, and bench/hostile_report.py prints the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app, sse
+from chatapp.rendering import ALLOWED_TAGS, PYGMENTS_CLASSES, StreamingMarkdown, render_markdown
+from tests.conftest import CANARY_KEY, app_settings, parse_sse
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.hostile_corpus import VECTORS
+
+try:  # a spec-conformant HTML parser (bleach vendors html5lib): it parses like a browser does
+    from bleach._vendor import html5lib
+except ImportError:  # pragma: no cover - bleach without its vendored copy
+    html5lib = None
+
+MAX_CHARS = 8000  # the app's default message limit (Config.max_message_chars)
+PAGE_MARK = "<!--chatapp:answer-->"
+
+# --- what may appear in model- or user-derived HTML ----------------------------------------------
+SAFE_TAGS = frozenset(ALLOWED_TAGS) - {"img"}  # "img" is in the bleach list only to be rewritten
+NEVER_TAGS = frozenset(
+    "img iframe frame frameset object embed script style form input button textarea select template "
+    "meta base link svg math video audio source applet portal dialog noscript title head body html "
+    "area map details marquee".split()
+)
+SAFE_ATTRIBUTES = {
+    "a": {"href", "title", "rel"}, "th": {"align"}, "td": {"align"}, "ol": {"start"},
+    "span": {"class"}, "div": {"class"}, "code": {"class"},
+}
+LINK_PREFIXES = ("http:", "https:", "mailto:")
+LINK_REL = {"nofollow", "noopener", "noreferrer"}
+HX_TAG = re.compile(r"</?hx-", re.I)  # htmx rewrites `<hx-…` and `</hx-…>` even inside text
+RAW_NEVER = [
+    (HX_TAG, "an <hx-…> tag in the raw text"),
+    (re.compile(r"</?template", re.I), "a <template> tag in the raw text"),
+    (re.compile(r"<!--", re.I), "an HTML comment"),
+    (re.compile(r"<\s*/?\s*(script|style|iframe|object|embed|svg|math|img|meta|base|link|form)\b", re.I),
+     "a forbidden tag in the raw text"),
+    (re.compile(r"<\s*/?\s*(head|body|html)\b", re.I), "<head>/<body>/<html> (htmx parses those apart)"),
+]
+
+
+def _soup(html: str) -> BeautifulSoup:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        return BeautifulSoup(html, "html.parser")
+
+
+def raw_violations(raw: str) -> list[str]:
+    """Problems visible in the raw text of model- or user-derived HTML, before any parsing."""
+    found = [f"{what}: {m.group(0)!r}" for pattern, what in RAW_NEVER if (m := pattern.search(raw))]
+    if PAGE_MARK in raw:
+        found.append("the internal page mark")
+    return found
+
+
+def _attribute_violations(name: str, attrs: dict[str, object]) -> list[str]:
+    found = []
+    for attr, value in attrs.items():
+        attr = attr.lower()
+        value = " ".join(value) if isinstance(value, list) else str(value)
+        if attr.startswith("on") or attr in ("style", "id", "name", "srcdoc", "formaction", "action") \
+                or attr.startswith(("hx-", "hx:", "data-", "xlink", "xmlns")):
+            found.append(f"<{name} {attr}={value!r}>: forbidden attribute")
+        elif attr not in SAFE_ATTRIBUTES.get(name, ()):
+            found.append(f"<{name} {attr}={value!r}>: attribute outside the allowlist")
+        elif attr == "href":
+            if not value.strip().lower().startswith(LINK_PREFIXES) or value != value.strip():
+                found.append(f"<a href={value!r}>: not an http(s)/mailto link")
+        elif attr == "class":
+            odd = [c for c in value.split() if c not in PYGMENTS_CLASSES]
+            if odd:
+                found.append(f"<{name} class={value!r}>: classes {odd} are not Pygments'")
+        elif attr == "rel" and not LINK_REL <= set(value.split()):
+            found.append(f"<a rel={value!r}>: missing nofollow noopener noreferrer")
+    if name == "a" and "href" in attrs and "rel" not in attrs:
+        found.append(f"<a href={attrs['href']!r}> without rel")
+    return found
+
+
+def element_violations(elements: Iterable[Tag]) -> list[str]:
+    """Problems in parsed model- or user-derived elements (each given element and its descendants)."""
+    found = []
+    for root in elements:
+        for tag in [root, *root.find_all(True)]:
+            name = tag.name.lower()
+            if name in NEVER_TAGS or name.startswith("hx-"):
+                found.append(f"<{name}>: forbidden element")
+            elif name not in SAFE_TAGS:
+                found.append(f"<{name}>: element outside the allowlist")
+            found += _attribute_violations(name, tag.attrs)
+    return found
+
+
+def _html5_violations(html: str) -> list[str]:
+    """The same element checks on a browser-like (HTML5 algorithm) parse of the fragment."""
+    if html5lib is None:
+        return []
+    found = []
+    fragment = html5lib.parseFragment(html, treebuilder="etree", namespaceHTMLElements=False)
+    for element in fragment.iter():
+        if not isinstance(element.tag, str) or element is fragment:
+            continue  # comments are ProcessingInstruction/Comment callables
+        name = element.tag.split("}")[-1].lower()
+        if name in NEVER_TAGS or name.startswith("hx-") or name not in SAFE_TAGS:
+            found.append(f"html5: <{name}> outside the allowlist")
+        found += [f"html5: {v}" for v in _attribute_violations(name, dict(element.attrib))]
+    return found
+
+
+def fragment_violations(html: str) -> list[str]:
+    """All checks on a fragment that is entirely model- or user-derived."""
+    parsed = _soup(html)
+    return raw_violations(html) + element_violations(parsed.find_all(True, recursive=False)) \
+        + _html5_violations(html)
+
+
+def tail_violations(partial: str) -> list[str]:
+    """A streamed tail partial: exactly one `<hx-partial>` wrapper, and only escaped text inside."""
+    found = []
+    m = re.fullmatch(r'<hx-partial hx-target="#[\w-]+" hx-swap="(?:innerHTML|beforeend)">(.*)</hx-partial>',
+                     partial, re.S)
+    if len(HX_TAG.findall(partial)) != 2 or partial.count("<hx-partial") != 1 or m is None:
+        return [f"tail partial is not one wrapper around text: {partial[:200]!r}"]
+    if "<" in m.group(1) or ">" in m.group(1):
+        found.append(f"unescaped markup in a tail: {m.group(1)[:200]!r}")
+    return found
+
+
+def pieces(text: str, rng: random.Random, largest: int = 12) -> list[str]:
+    """`text` cut into pieces of 1..largest characters, like a model's tokens."""
+    out, i = [], 0
+    while i < len(text):
+        n = rng.randint(1, largest)
+        out.append(text[i:i + n])
+        i += n
+    return out or [text]
+
+
+# --- path 1: the renderer ------------------------------------------------------------------------
+@dataclass
+class Tally:
+    """How many vectors went through each path, and which got through (should be none)."""
+
+    tried: dict[str, int] = field(default_factory=dict)
+    through: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, path: str, name: str, problems: list[str]) -> None:
+        self.tried[path] = self.tried.get(path, 0) + 1
+        self.through.setdefault(path, [])
+        if problems:
+            self.through[path].append(f"{name}: {problems[:3]}")
+
+    def failures(self) -> list[str]:
+        return [f"[{path}] {item}" for path, items in self.through.items() for item in items]
+
+
+def renderer_paths(vectors: list[tuple[str, str]] = VECTORS, seeds: Iterable[int] = (1, 2, 3)) -> Tally:
+    tally = Tally()
+    for name, text in vectors:
+        tally.record("render_markdown", name, fragment_violations(str(render_markdown(text))))
+        problems = []
+        for seed in seeds:
+            stream = StreamingMarkdown()
+            for piece in pieces(text, random.Random(f"{name}/{seed}")):
+                step = stream.feed(piece)
+                if step.blocks is not None:
+                    problems += fragment_violations(str(step.blocks))
+                swap = "innerHTML" if step.replace_tail else "beforeend"
+                problems += tail_violations(sse.text_partial("msg-1-tail", swap, step.tail))
+            problems += fragment_violations(str(stream.finish()))
+        tally.record("StreamingMarkdown", name, problems)
+    return tally
+
+
+def test_corpus_is_big_and_named() -> None:
+    assert len(VECTORS) >= 100
+    assert all(isinstance(name, str) and isinstance(text, str) and text for name, text in VECTORS)
+
+
+def test_renderer_paths_report() -> None:
+    tally = renderer_paths()
+    assert tally.tried == {"render_markdown": len(VECTORS), "StreamingMarkdown": len(VECTORS)}
+    assert tally.failures() == []
+
+
+def test_streaming_finish_equals_one_shot_render_for_every_vector() -> None:
+    for name, text in VECTORS:
+        stream = StreamingMarkdown()
+        for piece in pieces(text, random.Random(name)):
+            stream.feed(piece)
+        assert stream.finish() == render_markdown(text), name
+
+
+def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
+    """The assertions can fail: each of these would be a hole."""
+    bad = [
+        '<p><img src="x" onerror="alert(1)"></p>',
+        '<p><a href="javascript:alert(1)" rel="nofollow noopener noreferrer">x</a></p>',
+        '<p><a href="jav&#x09;ascript:alert(1)" rel="nofollow noopener noreferrer">x</a></p>',
+        '<p onclick="x">x</p>', '<div style="x">x</div>', '<div data-hx-get="/">x</div>',
+        '<span id="composer">x</span>', "<p>&lt;ok&gt; <hx-partial hx-target=body></p>",
+        "<p><!--chatapp:answer--></p>", "</template>", "<script>x</script>", '<div class="evil">x</div>',
+        '<a href="https://ok.example">x</a>',  # no rel
+    ]
+    for html in bad:
+        assert fragment_violations(html), html
+    assert tail_violations(sse.text_partial("t", "innerHTML", "<x>")) == []
+    assert tail_violations('<hx-partial hx-target="#t" hx-swap="innerHTML"><b>x</b></hx-partial>')
+    ok = str(render_markdown("# T\n\n*a* [l](https://ok.example) `c`\n\n```python\nx = 1\n```\n\n| a |\n|:-|\n| b |"))
+    assert fragment_violations(ok) == []
+
+
+# --- path 2: the views ---------------------------------------------------------------------------
+HTMX = {"HX-Request": "true"}
+WRAPPER = re.compile(
+    r'<hx-partial hx-target="#(?P<target>msg-\d+(?:-blocks|-tail)?|send-token)" '
+    r'hx-swap="(?P<swap>beforeend|innerHTML|outerHTML)">(?P<body>.*?)</hx-partial>', re.S)
+
+
+def _cleaned(text: str) -> str:
+    """What the app should store for `text` (the README's rules: newlines, no control chars, trimmed)."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def _valid_message(text: str) -> bool:
+    return 0 < len(_cleaned(text)) <= MAX_CHARS
+
+
+def _partials(data: str) -> tuple[list[re.Match], list[str]]:
+    """A frame's `<hx-partial>` wrappers; problems if it is anything but whole wrappers."""
+    found = list(WRAPPER.finditer(data))
+    problems = []
+    if "".join(m.group(0) for m in found) != data:
+        problems.append(f"frame is not a sequence of partials: {data[:200]!r}")
+    if len(HX_TAG.findall(data)) != 2 * len(found):
+        problems.append(f"extra <hx-…> tags in a frame: {data[:200]!r}")
+    return found, problems
+
+
+def _content_elements(article: Tag) -> list[Tag]:
+    return [child for content in article.select(":scope > .content") for child in content.find_all(True, recursive=False)]
+
+
+def sse_violations(frames: list[tuple[str | None, str]], user_text: str) -> list[str]:
+    problems = []
+    if not frames or frames[-1][0] != sse.CLOSE_EVENT:
+        problems.append("the stream does not end with the close event")
+    if any(event is not None for event, _ in frames[:-1]):
+        problems.append(f"unexpected named events: {[e for e, _ in frames[:-1] if e]}")
+    bubbles, steps, final = frames[0][1], frames[1:-2], frames[-2][1] if len(frames) >= 3 else ""
+    # The bubbles: two articles and the send-token partial; the user's text shown exactly, as text.
+    problems += raw_violations(WRAPPER.sub("", bubbles))
+    if len(HX_TAG.findall(bubbles)) != 2:
+        problems.append("extra <hx-…> tags in the bubbles frame")
+    page = _soup(bubbles)
+    articles = page.find_all("article", recursive=False)
+    if [a.get("data-role") for a in articles] != ["user", "assistant"]:
+        problems.append(f"bubbles frame structure: {[a.get('data-role') for a in articles]}")
+    else:
+        user = articles[0].select_one(".content.plain")
+        if user is None or user.find(True) is not None or user.get_text() != _cleaned(user_text):
+            problems.append("the user's text is not shown exactly, as text")
+    if len(articles) == 2:  # the empty answer: just its two targets, nothing from the model yet
+        inner = [(t.name, t.get("id")) for t in articles[1].select(".content *")]
+        if inner != [("div", f"{articles[1]['id']}-blocks"), ("div", f"{articles[1]['id']}-tail")]:
+            problems.append(f"the empty answer bubble holds {inner}")
+    # Each step: whole partials; blocks are sanitized HTML, tails are escaped text.
+    for _, data in steps:
+        found, frame_problems = _partials(data)
+        problems += frame_problems
+        for m in found:
+            if m["target"].endswith("-tail"):
+                problems += tail_violations(m.group(0))
+            elif m["target"].endswith("-blocks") and m["swap"] == "beforeend":
+                problems += fragment_violations(m["body"])
+            else:
+                problems.append(f"unexpected partial target in a step: {m['target']}")
+    # The final message: one partial with one article; its content sanitized.
+    found, frame_problems = _partials(final)
+    problems += frame_problems
+    if len(found) != 1 or found[0]["swap"] != "outerHTML":
+        problems.append(f"final frame: {final[:200]!r}")
+    else:
+        body = found[0]["body"]
+        parsed = _soup(body)
+        articles = parsed.find_all("article", recursive=False)
+        if len(articles) != 1 or articles[0].get("aria-busy") != "false" or parsed.find_all("article")[1:]:
+            problems.append("final frame structure")
+        else:
+            content = articles[0].select_one(":scope > .content")
+            problems += raw_violations(content.decode_contents() if content else "")
+            problems += element_violations(_content_elements(articles[0]))
+    return problems
+
+
+def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> list[str]:
+    """A whole page: trusted frame, untrusted content inside articles and the no-JS draft."""
+    problems = []
+    if PAGE_MARK in html:
+        problems.append("the internal page mark is in the page")
+    if HX_TAG.search(html):
+        problems.append(f"an <hx-…> tag in the page: {HX_TAG.search(html).group(0)!r}")
+    if re.search(r"</?template", html, re.I):
+        problems.append("a <template> tag in the page")
+    if len(re.findall(r"<script", html, re.I)) != 3:
+        problems.append(f"{len(re.findall(r'<script', html, re.I))} <script> tags in the page")
+    page = _soup(html)
+    problems += frame_violations(page)
+    articles = page.find_all("article")
+    users = [a for a in articles if a.get("data-role") == "user"]
+    shown = [u.select_one(".content.plain").get_text() if u.select_one(".content.plain") else None for u in users]
+    if shown != [_cleaned(t) for t in user_texts]:
+        problems.append("the users' texts are not shown exactly, as text")
+    for article in articles:
+        problems += element_violations(_content_elements(article))
+        problems += [f"user bubble holds markup: {c.name}" for u in [article] if u.get("data-role") == "user"
+                     for c in u.select(".content.plain *")]
+    drafts = page.select(".draft")
+    if live:
+        if len(drafts) != 1:
+            problems.append(f"{len(drafts)} drafts in a live page")
+        else:
+            draft = drafts[0]
+            after = draft.find_next_sibling(True)
+            if after is None or after.name != "article" or after.get("aria-busy") != "false":
+                problems.append("the finished message does not follow the draft")
+            content = draft.select_one(":scope > .content")
+            for child in content.find_all(True, recursive=False) if content else []:
+                if "block" in child.get("class", []) and child.name == "div":
+                    problems += element_violations(child.find_all(True, recursive=False))
+                elif "raw" in child.get("class", []) and child.name == "span":
+                    if child.find(True) is not None:
+                        problems.append("markup inside a raw draft piece")
+                else:
+                    problems.append(f"unexpected element in the draft: <{child.name} {child.attrs}>")
+    elif drafts:
+        problems.append("a draft in a finished page")
+    return problems
+
+
+def frame_violations(page: BeautifulSoup) -> list[str]:
+    """The page's own frame stayed whole: one form, its scripts, no stray active elements."""
+    problems = []
+    messages = page.select_one("section#messages")
+    if messages is None:
+        return ["no #messages section"]
+    if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
+        problems.append("an article outside #messages or nested in another")
+    forms = page.find_all("form")
+    if len(forms) != 1 or forms[0].get("id") != "composer" or len(page.find_all("textarea")) != 1:
+        problems.append("the page's form was tampered with")
+    scripts = page.find_all("script")
+    if len(scripts) != 3 or not all(s.get("src", "").startswith("/static/") and not s.string for s in scripts):
+        problems.append("unexpected script elements")
+    for name in ("iframe", "frame", "object", "embed", "img", "svg", "math", "style", "base", "template", "video",
+                 "audio", "details", "dialog", "input[type=image]"):
+        if page.select(name):
+            problems.append(f"a <{name}> in the page")
+    if len(page.find_all("meta")) != 4 or len(page.find_all("link")) != 2:
+        problems.append("extra meta or link elements")
+    for tag in page.find_all(True):
+        for attr in tag.attrs:
+            if attr.lower().startswith("on") or attr.lower() == "style":
+                problems.append(f"<{tag.name} {attr}> in the page")
+            elif attr.lower().startswith(("hx-", "data-hx")) and tag.get("id") != "composer":
+                problems.append(f"<{tag.name} {attr}> outside the form")
+        if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")):
+            problems.append(f"<a href={tag.get('href')!r}> in the page")
+    return problems
+
+
+@dataclass
+class Chat:
+    client: QuartClient
+    action: str
+    csrf: str
+    users: list[str] = field(default_factory=list)  # user messages stored, in order
+
+    @property
+    def url(self) -> str:
+        return self.action.removesuffix("/messages")
+
+
+async def new_chat(app: Quart) -> Chat:
+    client = app.test_client()
+    response = await client.get("/", follow_redirects=True)
+    assert response.status_code == 200
+    form = _soup((await response.get_data()).decode()).select_one("form#composer")
+    return Chat(client, form["action"], form.select_one("input[name=csrf_token]")["value"])
+
+
+async def _send(chat: Chat, message: str, *, htmx: bool) -> tuple[int, str, str]:
+    headers = {**HTMX, "X-CSRF-Token": chat.csrf} if htmx else {}
+    form = {"message": message} if htmx else {"message": message, "csrf_token": chat.csrf}
+    response = await chat.client.post(chat.action, form=form, headers=headers)
+    return response.status_code, response.mimetype, (await response.get_data()).decode()
+
+
+async def refused_violations(chat: Chat, message: str, status: int, mimetype: str, body: str, htmx: bool) -> list[str]:
+    """A message the app must refuse: a 4xx that says why, and (without JS) the text given back."""
+    problems = []
+    if not 400 <= status < 500:
+        problems.append(f"status {status} for an invalid message")
+    if htmx:
+        error = _soup(body).select_one("[data-role=error]")
+        if error is None or HX_TAG.search(body) or "<script" in body:
+            problems.append("htmx error fragment")
+    else:
+        problems += frame_violations(_soup(body))
+        typed = _soup(body).select_one("form#composer textarea[name=message]")
+        if typed is None or typed.get_text() != message.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "\ufffd"):
+            problems.append("the typed text is not given back exactly")
+    return problems
+
+
+async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str]] = VECTORS) -> Tally:
+    """Each vector as the user's message and as the model's answer: htmx, no-JS, and reloaded."""
+    tally = Tally()
+    for name, text in vectors:
+        rng = random.Random(name)
+        chat = await new_chat(app)
+        for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
+            problems: list[str] = []
+            user_message = text
+            if not _valid_message(text):
+                status, mimetype, body = await _send(chat, text, htmx=htmx)
+                tally.record(f"user input refused ({path})", name,
+                             await refused_violations(chat, text, status, mimetype, body, htmx))
+                user_message = "Please answer."
+            fake.script(Reply(tokens=pieces(text, rng, 24)))
+            status, mimetype, body = await _send(chat, user_message, htmx=htmx)
+            if status != 200:
+                problems.append(f"status {status}")
+            elif htmx:
+                problems += sse_violations(parse_sse(body), user_message)
+            else:
+                problems += page_violations(body, [*chat.users, user_message], live=True)
+            chat.users.append(user_message)
+            if CANARY_KEY in body:
+                problems.append("the API key is in a response")
+            tally.record(f"model+user ({path})", name, problems)
+        response = await chat.client.get(chat.url)
+        html = (await response.get_data()).decode()
+        tally.record("stored page", name,
+                     [f"status {response.status_code}"] if response.status_code != 200 else page_violations(html, chat.users))
+    return tally
+
+
+@pytest.fixture
+async def hostile_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
+    app = create_app(app_settings(tmp_path, fake_upstream, max_message_chars=MAX_CHARS))
+    async with app.test_app():
+        yield app
+
+
+async def test_views_paths_report(hostile_app: Quart, fake_upstream: FakeOpenAI) -> None:
+    tally = await views_paths(hostile_app, fake_upstream)
+    refused = sum(not _valid_message(text) for _, text in VECTORS)
+    assert tally.tried == {
+        "model+user (htmx SSE)": len(VECTORS), "model+user (no-JS page)": len(VECTORS),
+        "stored page": len(VECTORS),
+        **({"user input refused (htmx SSE)": refused, "user input refused (no-JS page)": refused} if refused else {}),
+    }
+    assert tally.failures() == []
+
+
+async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the sanitizer switched off, the same checks report the vectors that get through."""
+    import bleach
+
+    import chatapp.rendering as rendering
+    loose = bleach.Cleaner(tags={"p", "a", "img", "script"}, attributes={"*": ["href", "src", "onerror"]},
+                           protocols={"http", "https", "javascript"}, strip_comments=True)
+    monkeypatch.setattr(rendering, "_cleaner", loose)
+    tally = await views_paths(hostile_app, fake_upstream, [
+        ("md-link-javascript", "[x](javascript:alert(1))"),
+        ("safe", "plain *text*"),
+    ])
+    assert [f.split(":")[0] for f in tally.failures()] == [
+        "[model+user (htmx SSE)] md-link-javascript", "[model+user (no-JS page)] md-link-javascript",
+        "[stored page] md-link-javascript",
+    ]
