@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,20 @@ def test_the_console_script_refuses_a_bad_value_with_status_2(tmp_path: Path) ->
         "chatapp: configuration error: OPENAI_BASE_URL must be an http:// or https:// URL, "
         "such as http://localhost:11434/v1; got 'not a url'"
     )
+
+
+def test_every_setting_is_documented_in_env_example_and_readme() -> None:
+    from chatapp.config import SETTINGS
+
+    example = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    readme = set(re.findall(r"^\| `([A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.M))
+    assert example == set(SETTINGS)
+    assert readme == set(SETTINGS)
+
+
+def test_production_requires_a_real_secret_key() -> None:
+    with pytest.raises(ConfigError, match="SECRET_KEY must be set"):
+        load_config({"CHATAPP_ENV": "production"})
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_config({"CHATAPP_ENV": "production", "SECRET_KEY": "short"})
+    assert load_config({"CHATAPP_ENV": "production", "SECRET_KEY": "k" * 32}).production
