@@ -11,6 +11,7 @@ import bleach
 import markdown
 from bleach.html5lib_shim import Filter, convert_entities
 from markdown.postprocessors import Postprocessor
+from markdown.preprocessors import Preprocessor
 from markupsafe import Markup
 from pygments.token import STANDARD_TYPES
 
@@ -74,6 +75,27 @@ class _SafetyFilter(Filter):
                 yield token
 
 
+# Python-Markdown's link matching takes time quadratic in the `[` of one paragraph: 2,000 of them
+# cost half a second of the event loop, which hostile model output must not be able to buy.
+MAX_BRACKETS_PER_PARAGRAPH = 200
+_PARAGRAPHS = re.compile(r"\n[ \t]*\n")
+
+
+class _DefuseBrackets(Preprocessor):
+    """A paragraph with more `[` than a person would write gets them escaped: shown, not linked.
+    Runs after fenced code is set aside, so code blocks keep their brackets."""
+
+    def run(self, lines):
+        text = "\n".join(lines)
+        if text.count("[") <= MAX_BRACKETS_PER_PARAGRAPH:
+            return lines
+        paragraphs = _PARAGRAPHS.split(text)
+        separators = _PARAGRAPHS.findall(text)
+        out = [p.replace("[", "\\[") if p.count("[") > MAX_BRACKETS_PER_PARAGRAPH else p for p in paragraphs]
+        joined = out[0] + "".join(sep + para for sep, para in zip(separators, out[1:], strict=True))
+        return joined.split("\n")
+
+
 class _Capture(Postprocessor):
     """Keeps the output before Markdown's final strip(), so block outputs concatenate exactly."""
 
@@ -99,6 +121,7 @@ def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
     # options, or crash them: keep only the language.
     md.preprocessors["fenced_code_block"].handle_attrs = lambda attrs: (
         "", [v for k, v in attrs if k == "."][:1], {})
+    md.preprocessors.register(_DefuseBrackets(md), "chatapp_defuse_brackets", 24)  # after fences (25)
     capture = _Capture(md)
     md.postprocessors.register(capture, "chatapp_capture", -100)
     return md, capture

@@ -510,3 +510,177 @@ async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: F
         "[model+user (htmx SSE)] md-link-javascript", "[model+user (no-JS page)] md-link-javascript",
         "[stored page] md-link-javascript",
     ]
+
+
+# --- path 3: a real browser ----------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Installed by the browser before any page script, so the page's CSP does not apply to it.
+WATCH_PAGE = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+def answers(vectors: list[tuple[str, str]] = VECTORS, size: int = 7000) -> list[list[tuple[str, str]]]:
+    """The corpus cut into answers of several vectors each (an unclosed fence ends its answer)."""
+    from chatapp.rendering import _open_fence
+
+    out: list[list[tuple[str, str]]] = [[]]
+    for name, text in vectors:
+        if out[-1] and sum(len(t) + 2 for _, t in out[-1]) + len(text) > size:
+            out.append([])
+        out[-1].append((name, text))
+        if _open_fence(text):
+            out.append([])
+    return [a for a in out if a]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        if os.environ.get("CHATAPP_REQUIRE_BROWSER"):
+            raise RuntimeError("CHATAPP_REQUIRE_BROWSER is set but Debian's chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[object]:
+    from tests.live_server import LiveServer
+
+    live = LiveServer(
+        {
+            "OPENAI_BASE_URL": fake_upstream.base_url,
+            "OPENAI_API_KEY": CANARY_KEY,
+            "OPENAI_MODEL": "fake-model",
+            "CHATAPP_DATABASE": str(tmp_path / "chat.db"),
+            "SECRET_KEY": "hostile-browser-test-secret-0123456789",
+            "CHATAPP_MAX_RETRIES": "0",
+            "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
+            "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off",
+        },
+        tmp_path / "server.log",
+    )
+    yield live
+    live.stop()
+
+
+class Watch:
+    """Everything a page did that it must not: dialogs, script errors, CSP reports, foreign requests."""
+
+    def __init__(self, page, origin: str) -> None:
+        self.page = page
+        self.seen: dict[str, list[str]] = {"dialogs": [], "page errors": [], "console CSP": [], "foreign requests": []}
+        page.on("dialog", lambda d: (self.seen["dialogs"].append(f"{d.type}: {d.message}"), d.dismiss()))
+        page.on("pageerror", lambda e: self.seen["page errors"].append(str(e)))
+        page.on("console", lambda m: "Content Security Policy" in m.text and self.seen["console CSP"].append(m.text))
+        page.on("request", lambda r: r.url.startswith(origin + "/") or self.seen["foreign requests"].append(r.url))
+        page.add_init_script(WATCH_PAGE)
+
+    def problems(self, *, js: bool = True) -> list[str]:
+        found = [f"{kind}: {items[:3]}" for kind, items in self.seen.items() if items]
+        if js:
+            if self.page.evaluate("typeof window.__pwned") != "undefined":
+                found.append("window.__pwned was set")
+            violations = self.page.evaluate("window.__cspViolations")
+            if violations:
+                found.append(f"CSP violations: {violations[:3]}")
+        return found
+
+
+def _browser_dom_violations(html: str, users: list[str]) -> list[str]:
+    # htmx may leave its own settle classes on swapped elements for a moment; they are not model text.
+    html = re.sub(r' class="(htmx-[\w-]+ ?)+"', "", html)
+    return page_violations(html, users)
+
+
+def _wait_for_answers(page, count: int) -> None:
+    page.wait_for_function(
+        "n => document.querySelectorAll('article[data-role=assistant][aria-busy=false]').length >= n"
+        " && !document.querySelector('[aria-busy=true]')", arg=count, timeout=20_000)
+
+
+def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations: int = 2) -> None:
+    """The corpus as the model's answers and the user's messages, streamed by htmx."""
+    batches = answers()
+    per_chat = -(-len(batches) // conversations)
+    for start in range(0, len(batches), per_chat):
+        context = browser.new_context()
+        page = context.new_page()
+        watch = Watch(page, server.url)
+        page.goto(server.url + "/new")
+        users: list[str] = []
+        for n, batch in enumerate(batches[start:start + per_chat], 1):
+            text = "\n\n".join(t for _, t in batch)
+            user = text if _valid_message(text) else "Please answer."
+            fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
+            page.fill("textarea[name=message]", user)
+            page.keyboard.press("Enter")
+            problems = []
+            try:
+                _wait_for_answers(page, n)
+            except Exception as error:  # the page never settled: a structure was broken
+                problems.append(f"the answer did not finish: {str(error)[:200]}")
+            users.append(user)
+            problems += watch.problems() + _browser_dom_violations(page.content(), users)
+            for name, _ in batch:
+                tally.record("browser, JS on (streamed)", name, problems)
+        page.reload()
+        problems = watch.problems() + _browser_dom_violations(page.content(), users)
+        for batch in batches[start:start + per_chat]:
+            for name, _ in batch:
+                tally.record("browser, JS on (reloaded)", name, problems)
+        context.close()
+
+
+def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
+    """The corpus as answers and messages through the plain form, the answer streamed as a page."""
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    watch = Watch(page, server.url)
+    page.goto(server.url + "/new")
+    users: list[str] = []
+    for n, batch in enumerate(answers(), 1):
+        text = "\n\n".join(t for _, t in batch)
+        valid = _valid_message(text)
+        if not valid:  # first the refusal, which gives the text back in the form
+            with page.expect_navigation():
+                page.fill("textarea[name=message]", text)
+                page.click("button[type=submit]")
+            problems = watch.problems(js=False) + frame_violations(_soup(page.content()))
+            if page.locator("textarea[name=message]").input_value() != text.replace("\r\n", "\n").replace("\r", "\n"):
+                problems.append("the refused text is not given back")
+            for name, _ in batch:
+                tally.record("browser, JS off (refused input)", name, problems)
+        user = text if valid else "Please answer."
+        fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
+        page.fill("textarea[name=message]", user)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        users.append(user)
+        problems = watch.problems(js=False) + page_violations(page.content(), users, live=True)
+        for name, _ in batch:
+            tally.record("browser, JS off (streamed page)", name, problems)
+    context.close()
+
+
+def test_browser_paths_report(browser, server, fake_upstream: FakeOpenAI) -> None:
+    started = time.monotonic()
+    tally = Tally()
+    browser_js_on(browser, server, fake_upstream, tally)
+    browser_js_off(browser, server, fake_upstream, tally)
+    refused = sum(len(b) for b in answers() if not _valid_message("\n\n".join(t for _, t in b)))
+    assert tally.tried == {
+        "browser, JS on (streamed)": len(VECTORS), "browser, JS on (reloaded)": len(VECTORS),
+        "browser, JS off (streamed page)": len(VECTORS),
+        **({"browser, JS off (refused input)": refused} if refused else {}),
+    }
+    assert tally.failures() == []
+    assert time.monotonic() - started < 90

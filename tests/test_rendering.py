@@ -314,3 +314,20 @@ def test_allowlist_is_pinned():
     attrs = {(tag, name) for tag, attrs in _Tree(str(html)).elements for name in attrs}
     assert attrs == {("ol", "start"), ("a", "href"), ("a", "rel"), ("th", "align"),
                      ("td", "align"), ("div", "class"), ("span", "class")}
+
+
+def test_a_paragraph_with_too_many_brackets_is_shown_not_parsed():
+    """Python-Markdown's link matching is quadratic in `[` per paragraph: past the limit they are escaped."""
+    from chatapp.rendering import MAX_BRACKETS_PER_PARAGRAPH
+
+    link = "[x](https://a.example) "
+    normal = render_markdown(link * 10)
+    assert normal.count("<a ") == 10
+    flood = render_markdown(link * (MAX_BRACKETS_PER_PARAGRAPH + 1) + "\n\n" + link + "\n\n```\n[[[\n```")
+    assert flood.count("<a ") == 1  # only the separate, ordinary paragraph keeps its link
+    assert flood.count("[x](https://a.example)") == MAX_BRACKETS_PER_PARAGRAPH + 1
+    assert "[[[" in flood  # code blocks keep their brackets
+    streamed = StreamingMarkdown()
+    for piece in (link * 300 + "\n\nafter").split(" "):
+        streamed.feed(piece + " ")
+    assert streamed.finish() == render_markdown(streamed.text)
