@@ -13,8 +13,8 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 
 from . import visitor
 from .errors import Refused
-from .validation import InvalidMessage, parse_form
-from .web import error_response, is_htmx
+from .validation import InvalidMessage
+from .web import error_response, is_htmx, read_form
 
 bp = Blueprint("gate", __name__)
 
@@ -55,7 +55,7 @@ async def login() -> str:
 async def sign_in() -> Response:
     """Check the passphrase (constant time, rate limited per address) and start a fresh session."""
     try:
-        form = parse_form(await request.get_data(), request.mimetype)
+        form = await read_form()
         if not visitor.request_trusted(form.get("csrf_token")):
             return await error_response(403)
         await current_app.extensions["quota"].check_login(visitor.address())
@@ -74,7 +74,7 @@ async def sign_in() -> Response:
 async def sign_out() -> Response:
     """End this browser's session."""
     try:
-        form = parse_form(await request.get_data(), request.mimetype)
+        form = await read_form()
     except InvalidMessage as unreadable:
         return await error_response(unreadable.status, unreadable.message)
     if not visitor.request_trusted(form.get("csrf_token")):

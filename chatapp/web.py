@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
-from quart import Quart, Response, g, render_template, request
+from quart import Quart, Response, current_app, g, render_template, request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
+
+from .validation import InvalidMessage, parse_form
 
 log = logging.getLogger("chatapp.web")
 
@@ -60,6 +64,21 @@ async def error_response(status: int, message: str | None = None) -> Response:
     template = "_error.html" if is_htmx() else "error.html"
     body = await render_template(template, status=status, message=message, request_id=request_id())
     return Response(body, status=status, mimetype="text/html")
+
+
+async def read_form() -> MultiDict[str, str]:
+    """The request's url-encoded form, strictly decoded (raises validation.InvalidMessage).
+
+    The body is awaited directly under asyncio.timeout rather than through Quart's get_data(): on
+    Python 3.11 that uses asyncio.wait_for, which can swallow the cancellation that a client leaving
+    just as its body arrives sends, and the answer would then be generated for no one.
+    """
+    try:
+        async with asyncio.timeout(current_app.config["BODY_TIMEOUT"]):
+            body = await request.body
+    except TimeoutError:
+        raise InvalidMessage("The request took too long to arrive. Please try again.", status=408) from None
+    return parse_form(body, request.mimetype)
 
 
 def install(app: Quart, *, https: bool) -> None:
