@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +58,10 @@ def new_conversation_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-async def _create_conversations_and_messages(db: aiosqlite.Connection) -> None:
-    await db.executescript(
-        """
+# Named migrations, applied once each, in this order, each in one transaction with its record in
+# the `migrations` table. A new one goes at the end; an applied one is never edited.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_conversations_and_messages", """
         CREATE TABLE conversations (
             id TEXT PRIMARY KEY,
             owner TEXT NOT NULL,
@@ -90,13 +89,7 @@ async def _create_conversations_and_messages(db: aiosqlite.Connection) -> None:
         -- One message per form submission: a re-sent form (reload, double click) is recognised.
         CREATE UNIQUE INDEX messages_by_send_token ON messages (conversation_id, send_token)
             WHERE send_token IS NOT NULL;
-        """
-    )
-
-
-# Named migrations, applied once each, in this order, and recorded in the `migrations` table.
-MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
-    ("0001_conversations_and_messages", _create_conversations_and_messages),
+        """),
 ]
 
 
@@ -109,7 +102,9 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
-        db = await aiosqlite.connect(path)
+        # Autocommit: each statement is its own transaction. The connection is shared by every
+        # request, so an open transaction would mix their writes (one's rollback undoing another's).
+        db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = aiosqlite.Row
         # WAL lets readers and the writer overlap (and several workers share the file);
         # the busy timeout makes a writer wait for another instead of failing at once.
@@ -134,15 +129,11 @@ class Store:
         async with self._db.execute("SELECT name FROM migrations") as cursor:
             done = {row["name"] async for row in cursor}
         applied = []
-        for name, migration in MIGRATIONS:
-            if name in done:
-                continue
-            await migration(self._db)
-            await self._db.execute(
-                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now())
-            )
-            applied.append(name)
-        await self._db.commit()
+        for name, script in MIGRATIONS:
+            if name not in done:
+                record = f"INSERT INTO migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
+                await self._db.executescript(f"BEGIN;\n{script}\n{record}\nCOMMIT;")
+                applied.append(name)
         return applied
 
     async def ping(self) -> None:
@@ -150,14 +141,15 @@ class Store:
 
     # conversations
 
-    async def create_conversation(self, conversation_id: str, owner: str, title: str) -> Conversation:
+    async def create_conversation(self, conversation_id: str, owner: str, title: str) -> Conversation | None:
+        """Create it, or return it if this owner's two first messages raced to create it."""
         now = _now()
         await self._db.execute(
-            "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
             (conversation_id, owner, title, now, now),
         )
-        await self._db.commit()
-        return Conversation(conversation_id, owner, title, now)
+        return await self.conversation(conversation_id, owner)
 
     async def conversation(self, conversation_id: str, owner: str) -> Conversation | None:
         """The conversation if this owner has it; another owner's looks exactly like a missing one."""
@@ -216,19 +208,16 @@ class Store:
     ) -> Message:
         """Raises AlreadySent if this conversation has a message with this send_token."""
         now = _now()
-        try:
-            cursor = await self._db.execute(
-                "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, html, status, model, send_token, now, now),
-            )
-        except sqlite3.IntegrityError:
-            await self._db.rollback()
-            raise AlreadySent(send_token) from None
+        cursor = await self._db.execute(
+            "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (conversation_id, role, content, html, status, model, send_token, now, now),
+        )
+        if cursor.rowcount == 0:
+            raise AlreadySent(send_token)
         await self._db.execute(
             "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
         )
-        await self._db.commit()
         return await self.message(cursor.lastrowid)
 
     async def save_partial(self, message_id: int, content: str) -> None:
@@ -237,7 +226,6 @@ class Store:
             "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
             (content, _now(), message_id),
         )
-        await self._db.commit()
 
     async def finish_message(self, message_id: int, **final: object) -> Message:
         """Save an answer's final state. This runs to the end even if the caller is cancelled
@@ -263,7 +251,6 @@ class Store:
             "completion_tokens = ?, updated_at = ? WHERE id = ?",
             (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
         )
-        await self._db.commit()
         return await self.message(message_id)
 
 

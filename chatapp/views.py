@@ -79,6 +79,9 @@ async def send(conversation_id: str) -> Response | str:
     if conversation is None:
         conversation = await store.create_conversation(conversation_id, owner, title="")
         visitor.draft_id(fresh=True)
+    if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
+        slot.release()
+        return await error_response(404)
     try:
         turn = await start_turn(store, conversation, text, system_prompt=_config().system_prompt,
                                 model=_provider().label, send_token=form.get("send_token") or None)

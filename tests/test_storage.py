@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosqlite
 
-from chatapp.storage import MIGRATIONS, Store
+from chatapp.storage import MIGRATIONS, AlreadySent, Store
 
 
 async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
@@ -42,4 +43,40 @@ async def test_message_lifecycle(tmp_path: Path) -> None:
     # A late partial save cannot overwrite a finished answer.
     await store.save_partial(answer.id, "stale")
     assert (await store.message(answer.id)).content == "whole"
+    await store.close()
+
+
+async def test_a_resent_form_never_undoes_another_write(tmp_path: Path) -> None:
+    """The connection is shared: a refused duplicate must not roll back anyone else's work."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.create_conversation("c1", "alice", "")
+    await store.add_message("c1", "user", "question", status="complete", send_token="t1")
+    answer = await store.add_message("c1", "assistant", "", status="streaming")
+
+    async def duplicate() -> None:
+        try:
+            await store.add_message("c1", "user", "question", status="complete", send_token="t1")
+        except AlreadySent:
+            return
+        raise AssertionError("the duplicate was stored")
+
+    others = [store.add_message("c1", "user", f"other {i}", status="complete") for i in range(5)]
+    await asyncio.gather(
+        duplicate(), *others,
+        store.finish_message(answer.id, content="kept", html="<p>kept</p>", status="complete"), duplicate(),
+    )
+    await store.close()
+    reopened = await Store.open(tmp_path / "db.sqlite")
+    messages = await reopened.messages("c1")
+    assert [m.content for m in messages if m.role == "user"].count("question") == 1
+    assert sum(m.content.startswith("other") for m in messages) == 5
+    assert (await reopened.message(answer.id)).status == "complete"
+    await reopened.close()
+
+
+async def test_two_first_messages_racing_create_one_conversation(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    first, second = await asyncio.gather(*(store.create_conversation("c1", "alice", "") for _ in range(2)))
+    assert first == second and first.id == "c1"
+    assert await store.create_conversation("c1", "mallory", "") is None
     await store.close()
