@@ -36,8 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.https,
-        # A message is at most max_message_chars characters of up to 4 bytes, plus the form's other fields.
-        MAX_CONTENT_LENGTH=config.max_message_chars * 4 + 16_384,
+        # A message of max_message_chars characters, url-encoded: up to 4 UTF-8 bytes a character
+        # and 3 bytes (%XX) a UTF-8 byte; plus the form's other fields. Longer text gets a 413.
+        MAX_CONTENT_LENGTH=config.max_message_chars * 12 + 16_384,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.debug = config.debug

@@ -57,7 +57,7 @@ class _SafetyFilter(Filter):
             elif name == "img":
                 # Never a remote load: an image becomes a link to it (outside other links) or its alt.
                 src, alt = token["data"].get(_SRC, ""), token["data"].get(_ALT, "")
-                src = convert_entities(src)
+                src, alt = convert_entities(src), convert_entities(alt)  # bleach holds them escaped
                 if src[:8].lower().startswith(("http:", "https:")) and not any(links):
                     yield {"type": "StartTag", "name": "a", "namespace": token.get("namespace"),
                            "data": {_HREF: src, _REL: LINK_REL}}

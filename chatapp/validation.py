@@ -36,9 +36,14 @@ def parse_form(body: bytes, content_type: str) -> MultiDict[str, str]:
         raise InvalidMessage("That form had more fields than this page sends.") from None
 
 
+def normalize(raw: str | None) -> str:
+    """Line endings made `\\n`, control characters removed: the text as it would be stored."""
+    return _CONTROL.sub("", (raw or "").replace("\r\n", "\n").replace("\r", "\n"))
+
+
 def clean_message(raw: str | None, *, max_chars: int) -> str:
-    """Line endings made `\\n`, control characters removed, outer whitespace trimmed, length checked."""
-    text = _CONTROL.sub("", (raw or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
+    """`normalize`d, outer whitespace trimmed, length checked."""
+    text = normalize(raw).strip()
     if not text:
         raise InvalidMessage("Please type a message before sending.")
     if len(text) > max_chars:

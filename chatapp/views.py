@@ -10,7 +10,7 @@ from .config import Config
 from .llm import Provider
 from .storage import AlreadySent, Conversation, Message, Store
 from .errors import Refused
-from .validation import InvalidMessage, clean_message
+from .validation import InvalidMessage, clean_message, normalize
 from .web import error_response, is_htmx, read_form, request_id
 
 bp = Blueprint("chat", __name__)
@@ -75,7 +75,7 @@ async def send(conversation_id: str) -> Response | str:
         text = clean_message(form.get("message"), max_chars=_config().max_message_chars)
         slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
     except Refused as refused:
-        return await _refused(conversation, conversation_id, form.get("message") or "", refused)
+        return await _refused(conversation, conversation_id, normalize(form.get("message")), refused)
     if conversation is None:
         conversation = await store.create_conversation(conversation_id, owner, title="")
         visitor.draft_id(fresh=True)
