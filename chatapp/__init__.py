@@ -6,6 +6,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
@@ -63,7 +64,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         if provider.is_demo:
             log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL set: the offline demo model answers.")
         else:
-            log.info("Model: %s at %s", config.openai_model, config.openai_base_url or "api.openai.com")
+            # Scheme and host only: a base URL may carry credentials or a token in its query.
+            where = urlsplit(config.openai_base_url or "https://api.openai.com")
+            log.info("Model: %s at %s://%s", config.openai_model, where.scheme, where.hostname)
 
     @app.after_serving
     async def _close_resources() -> None:

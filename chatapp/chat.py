@@ -1,7 +1,7 @@
 """Driving one reply: store the question, stream the answer, save it whatever happens.
 
-The views only choose how to write the events out (an SSE stream for htmx, a redirect for a plain
-form post); everything that must hold for both lives here.
+The views only choose how to write the events out (streams.py: SSE for htmx, a chunked page
+without JavaScript); everything that must hold for both lives here.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from .llm import LLMError, Provider, Usage
 from .quota import StreamSlot
-from .rendering import StreamingMarkdown, StreamStep
+from .rendering import StreamingMarkdown, StreamStep, render_markdown
 from .storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
 
 log = logging.getLogger("chatapp.chat")
@@ -50,12 +51,30 @@ async def start_turn(
 
 
 def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
-    """The raw markdown of each turn (never HTML), after the system prompt."""
+    """The raw markdown of each turn (never HTML), after the system prompt. An answer still being
+    written (in another tab) is left out: half an answer is not a turn."""
     history = [{"role": "system", "content": system_prompt}]
     for message in messages:
-        if message.content.strip():
+        if message.content.strip() and message.status != STREAMING:
             history.append({"role": message.role, "content": message.content})
     return history
+
+
+async def settle_abandoned(store: Store, messages: list[Message], *, silent_for: float) -> list[Message]:
+    """Answers still marked `streaming` but silent for longer than any live stream can be (the
+    process died, or the response never started) are saved as stopped, so they show as cut off
+    and can be tried again instead of looking busy forever."""
+    settled = []
+    cutoff = datetime.now(UTC) - timedelta(seconds=silent_for)
+    for message in messages:
+        if message.busy and datetime.fromisoformat(message.updated_at) < cutoff:
+            log.info("settling an abandoned answer message_id=%s", message.id)
+            message = await store.finish_message(
+                message.id, content=message.content, html=str(render_markdown(message.content)),
+                status=STOPPED,
+            )
+        settled.append(message)
+    return settled
 
 
 def estimate_tokens(text: str) -> int:

@@ -43,6 +43,7 @@ class Message:
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: str
+    updated_at: str
 
     @property
     def busy(self) -> bool:
@@ -135,9 +136,6 @@ class Store:
                 await self._db.executescript(f"BEGIN;\n{script}\n{record}\nCOMMIT;")
                 applied.append(name)
         return applied
-
-    async def ping(self) -> None:
-        await self._db.execute("SELECT 1")
 
     # conversations
 
@@ -256,7 +254,7 @@ class Store:
 
 def _message(row: aiosqlite.Row) -> Message:
     values = dict(row)
-    del values["updated_at"], values["send_token"]
+    del values["send_token"]
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
     # only ever written by finish_message, so it is marked safe again as it comes back.
     values["html"] = Markup(values["html"]) if values["html"] is not None else None

@@ -5,6 +5,8 @@ Both consume the same chat.stream_reply events, so saving, errors and disconnect
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -13,11 +15,13 @@ from markupsafe import Markup, escape
 from quart import Response, render_template, stream_with_context
 
 from . import sse
-from .chat import Turn, stream_reply
+from .chat import UNEXPECTED, Turn, stream_reply
 from .llm import Provider
 from .quota import StreamSlot
 from .rendering import StreamStep
-from .storage import Store
+from .storage import ERROR, Message, Store
+
+log = logging.getLogger("chatapp.streams")
 
 # Where the answer goes in a page rendered around a reply in progress. Model and user text can never
 # produce it: user text is escaped and model HTML is sanitized, which drops comments.
@@ -27,9 +31,16 @@ ANSWER_MARK = Markup("<!--chatapp:answer-->")
 PageRenderer = Callable[[Turn], Coroutine[Any, Any, str]]
 
 
-def new_send_token() -> str:
-    """A fresh id for the next form submission, so a re-sent form is recognised (storage.AlreadySent)."""
-    return secrets.token_urlsafe(12)
+def send_token_field() -> Markup:
+    """The form's hidden field with a fresh id for its next submission, so that the same
+    submission sent again is recognised (storage.AlreadySent)."""
+    return Markup('<input type="hidden" id="send-token" name="send_token" value="{}">').format(
+        secrets.token_urlsafe(12))
+
+
+def send_token_partial() -> str:
+    """Gives the form a new send token (htmx swaps it in with the first frame of an answer)."""
+    return sse.partial("send-token", "outerHTML", send_token_field())
 
 
 def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
@@ -38,17 +49,31 @@ def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, 
 
     @stream_with_context
     async def events() -> AsyncIterator[bytes]:
-        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
+        async for item in _replies(store, provider, turn, request_id, slot):
             if isinstance(item, StreamStep):
                 yield sse.frame(_step_partials(turn.assistant.id, item))
             elif item.busy:
-                yield sse.frame(await render_template("_turn.html", turn=turn, send_token=new_send_token()))
+                bubbles = await render_template("_turn.html", turn=turn)
+                yield sse.frame(bubbles + send_token_partial())
             else:
                 final = await render_template("_message.html", message=item)
                 yield sse.frame(sse.partial(f"msg-{item.id}", "outerHTML", final))
         yield sse.close()
 
     return _streaming(Response(events(), mimetype="text/event-stream"))
+
+
+async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
+                   slot: StreamSlot) -> AsyncIterator[StreamStep | Message]:
+    """chat.stream_reply's events, always ending in a finished message: if even saving the answer
+    failed (the database is gone), the person still gets an error and the indicator still stops."""
+    try:
+        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
+            yield item
+    except Exception:
+        log.exception("the answer could not be saved request_id=%s message_id=%s", request_id, turn.assistant.id)
+        yield dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
+                                  error=f"{UNEXPECTED} (request id {request_id})")
 
 
 def _step_partials(message_id: int, step: StreamStep) -> str:
@@ -74,7 +99,7 @@ def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, s
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
         tail, final = "", None
-        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
+        async for item in _replies(store, provider, turn, request_id, slot):
             if isinstance(item, StreamStep):
                 yield _draft_chunk(item).encode()
             elif item.busy:
@@ -91,7 +116,9 @@ def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, s
 
 
 def _draft_chunk(step: StreamStep) -> str:
-    html = f'<div class="block">{step.blocks}</div>' if step.blocks is not None else ""
+    # A new tail without a block (the finished block rendered to nothing) still hides the old pieces.
+    blocks = step.blocks if step.blocks is not None else ("" if step.replace_tail else None)
+    html = f'<div class="block">{blocks}</div>' if blocks is not None else ""
     if step.tail:
         html += f'<span class="raw">{escape(step.tail)}</span>'
     return html

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
 from . import streams, visitor
-from .chat import Turn, start_turn
+from .chat import Turn, settle_abandoned, start_turn
 from .config import Config
 from .llm import Provider
 from .storage import AlreadySent, Conversation, Message, Store
@@ -51,11 +51,11 @@ async def new() -> Response:
 @bp.get("/c/<conversation_id>")
 async def show(conversation_id: str) -> Response | str:
     """A conversation with its history; finished answers are served from stored HTML."""
-    conversation = await _store().conversation(conversation_id, visitor.owner())
-    if conversation is None and not visitor.is_draft(conversation_id):
+    found, conversation = await _find(conversation_id)
+    if not found:
         return await error_response(404)
     messages = await _store().messages(conversation_id) if conversation else []
-    return await _page(conversation_id, messages)
+    return await _page(conversation_id, await settle_abandoned(_store(), messages, silent_for=_silence_limit()))
 
 
 @bp.post("/c/<conversation_id>/messages")
@@ -68,8 +68,8 @@ async def send(conversation_id: str) -> Response | str:
     if not visitor.request_trusted(form.get("csrf_token")):
         return await error_response(403)
     owner, store = visitor.owner(), _store()
-    conversation = await store.conversation(conversation_id, owner)
-    if conversation is None and not visitor.is_draft(conversation_id):
+    found, conversation = await _find(conversation_id)
+    if not found:
         return await error_response(404)
     try:
         text = clean_message(form.get("message"), max_chars=_config().max_message_chars)
@@ -78,7 +78,7 @@ async def send(conversation_id: str) -> Response | str:
         return await _refused(conversation, conversation_id, normalize(form.get("message")), refused)
     if conversation is None:
         conversation = await store.create_conversation(conversation_id, owner, title="")
-        visitor.draft_id(fresh=True)
+        visitor.draft_used(conversation_id)
     if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
         slot.release()
         return await error_response(404)
@@ -90,6 +90,19 @@ async def send(conversation_id: str) -> Response | str:
         return await _already_sent(conversation)
     write = streams.event_stream if is_htmx() else streams.page_stream
     return write(store, _provider(), turn, request_id(), slot, _live_page)
+
+
+async def _find(conversation_id: str) -> tuple[bool, Conversation | None]:
+    """(found, conversation): this browser's conversation, or (True, None) for one of its drafts;
+    (False, None) for anything else, including another browser's conversation."""
+    conversation = await _store().conversation(conversation_id, visitor.owner())
+    return conversation is not None or visitor.is_draft(conversation_id), conversation
+
+
+def _silence_limit() -> float:
+    """Longer than a live answer can go without being saved: its first-token or idle deadline
+    would have ended it first."""
+    return max(_config().first_token_timeout, _config().idle_timeout) + 15
 
 
 async def _refused(conversation: Conversation | None, conversation_id: str, typed: str,
@@ -108,8 +121,10 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
 
 async def _already_sent(conversation: Conversation) -> Response:
     """A form sent twice (a reload of the answer page, a double click): show, don't send again."""
-    if is_htmx():
-        return await error_response(409, "That message was already sent.")
+    if is_htmx():  # with a fresh token, so the next message can go out
+        response = await error_response(409, "That message was already sent. Reload the page to see its answer.")
+        response.set_data(await response.get_data(as_text=True) + streams.send_token_partial())
+        return response
     return redirect(url_for("chat.show", conversation_id=conversation.id), 303)
 
 
@@ -127,7 +142,7 @@ async def _page(conversation_id: str, messages: list[Message], *, typed: str = "
         live=live,
         answer_mark=streams.ANSWER_MARK,
         csrf_token=visitor.csrf_token(),
-        send_token=streams.new_send_token(),
+        send_token_field=streams.send_token_field(),
         demo=_provider().is_demo,
         model_label=_provider().label,
         typed=typed,

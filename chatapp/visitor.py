@@ -57,13 +57,24 @@ def _same_origin() -> bool:
     return True  # neither header (an old browser or a script): the token alone decides
 
 
+# How many new, still empty conversations a browser may have open at once (in several tabs).
+MAX_DRAFTS = 8
+
+
 def draft_id(*, fresh: bool = False) -> str:
-    """The id the next new conversation will get. Kept in the session, so nothing is written
-    to the database until the first message is sent, and no one else can claim it."""
-    if fresh or "draft" not in session:
-        session["draft"] = new_conversation_id()
-    return session["draft"]
+    """The id a new conversation will get. Kept in the session, so nothing is written to the
+    database until its first message is sent, and no one else can claim it."""
+    drafts = session.get("drafts", [])
+    if fresh or not drafts:
+        drafts = [*drafts, new_conversation_id()][-MAX_DRAFTS:]
+        session["drafts"] = drafts
+    return drafts[-1]
 
 
 def is_draft(conversation_id: str) -> bool:
-    return session.get("draft") == conversation_id
+    return conversation_id in session.get("drafts", [])
+
+
+def draft_used(conversation_id: str) -> None:
+    """Its first message was stored: the conversation exists now."""
+    session["drafts"] = [d for d in session.get("drafts", []) if d != conversation_id]

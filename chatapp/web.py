@@ -62,7 +62,7 @@ async def error_response(status: int, message: str | None = None) -> Response:
     """A page for a plain request, a fragment for htmx; always written for a person, with the request id."""
     message = message or FRIENDLY.get(status, FRIENDLY[500])
     template = "_error.html" if is_htmx() else "error.html"
-    body = await render_template(template, status=status, message=message, request_id=request_id())
+    body = await render_template(template, status=status, message=message)
     return Response(body, status=status, mimetype="text/html")
 
 
@@ -89,6 +89,10 @@ def install(app: Quart, *, https: bool) -> None:
     @app.before_request
     async def _assign_request_id() -> None:
         g.request_id = secrets.token_hex(6)
+
+    @app.context_processor
+    async def _request_id() -> dict[str, str]:
+        return {"request_id": request_id()}
 
     @app.after_request
     async def _headers(response: Response) -> Response:

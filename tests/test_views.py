@@ -189,7 +189,7 @@ async def test_upstream_error_is_shown_saved_and_the_next_message_works(client: 
     final = soup(frames[-2][1]).find("article")
     assert final["aria-busy"] == "false" and final["data-status"] == "error"
     error = final.select_one("[data-role=error]").get_text()
-    assert "request id" in error and "500" not in error and CANARY_KEY not in error
+    assert "request id" in error and "Fake upstream error" not in error and CANARY_KEY not in error
     assert frames[-1][0] == "done"
 
     _, frames = await _send_htmx(client, action, csrf, "second")
@@ -262,3 +262,77 @@ async def test_oversized_body_wrong_method_and_unknown_page_get_friendly_errors(
         text = (await response.get_data()).decode()
         assert "Traceback" not in text and "request id" in text
     assert fake_upstream.requests == []
+
+
+async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartClient, app: Quart) -> None:
+    action, csrf = await open_chat(client)
+    await _send_htmx(client, action, csrf, "first")
+    conversation_id = action.split("/")[2]
+    store = _store(app)
+    abandoned = await store.add_message(conversation_id, "assistant", "half an ans", status="streaming")
+    page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
+    assert page.select_one(f"#msg-{abandoned.id}")["aria-busy"] == "true"  # fresh: it may still be live
+
+    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?",
+                            (abandoned.id,))
+    page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
+    article = page.select_one(f"#msg-{abandoned.id}")
+    assert article["aria-busy"] == "false" and article["data-status"] == "stopped"
+    assert "half an ans" in article.get_text() and "stopped before it was complete" in article.get_text()
+    assert (await store.message(abandoned.id)).status == "stopped"
+
+
+async def test_an_answer_still_streaming_elsewhere_is_not_sent_as_history(client: QuartClient, app: Quart,
+                                                                          fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    await _send_htmx(client, action, csrf, "first")
+    await _store(app).add_message(action.split("/")[2], "assistant", "half written", status="streaming")
+    await _send_htmx(client, action, csrf, "second")
+    contents = [m["content"] for m in fake_upstream.requests[-1].body["messages"]]
+    assert "half written" not in contents and contents[-1] == "second"
+
+
+async def test_a_refused_resend_gives_the_form_a_new_token(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    form = {"message": "once", "send_token": "token-1"}
+    headers = {**HTMX, "X-CSRF-Token": csrf}
+    await client.post(action, form=form, headers=headers)
+    refused = await client.post(action, form=form, headers=headers)
+    body = soup(await refused.get_data())
+    assert refused.status_code == 409
+    fresh = body.find("hx-partial", attrs={"hx-target": "#send-token"}).find("input")["value"]
+    assert fresh != "token-1"
+    assert (await client.post(action, form={**form, "send_token": fresh}, headers=headers)).status_code == 200
+
+
+async def test_new_chats_in_two_tabs_both_work(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    _, csrf = await open_chat(client)
+    first_tab = (await client.get("/new")).headers["Location"]
+    second_tab = (await client.get("/new")).headers["Location"]
+    assert first_tab != second_tab
+    for tab in (first_tab, second_tab):
+        assert (await client.get(tab)).status_code == 200
+        status, _ = await _send_htmx(client, f"{tab}/messages", csrf, "hello")
+        assert status == 200
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_if_even_saving_fails_the_stream_still_ends_with_an_error(client: QuartClient, app: Quart,
+                                                                        fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["a ", "b"], delay=0.2))
+    action, csrf = await open_chat(client)
+    store = _store(app)
+    real_finish = store.finish_message
+
+    async def broken_finish(message_id: int, **final: object):
+        raise RuntimeError("disk gone")
+
+    store.finish_message = broken_finish  # the database failing at the worst moment
+    try:
+        _, frames = await _send_htmx(client, action, csrf, "hi")
+    finally:
+        store.finish_message = real_finish
+    final = soup(frames[-2][1]).find("article")
+    assert final["aria-busy"] == "false" and final["data-status"] == "error"
+    assert "request id" in final.select_one("[data-role=error]").get_text()
+    assert frames[-1][0] == "done"
