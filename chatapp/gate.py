@@ -13,8 +13,7 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 
 from . import visitor
 from .errors import Refused
-from .validation import InvalidMessage
-from .web import error_response, is_htmx, read_form
+from .web import error_response, is_htmx, read_trusted_form
 
 bp = Blueprint("gate", __name__)
 
@@ -55,9 +54,7 @@ async def login() -> str:
 async def sign_in() -> Response:
     """Check the passphrase (constant time, rate limited per address) and start a fresh session."""
     try:
-        form = await read_form()
-        if not visitor.request_trusted(form.get("csrf_token")):
-            return await error_response(403)
+        form = await read_trusted_form()
         await current_app.extensions["quota"].check_login(visitor.address())
     except Refused as refused:
         return await _login_page(refused.message, refused.status, refused.retry_after)
@@ -74,11 +71,9 @@ async def sign_in() -> Response:
 async def sign_out() -> Response:
     """End this browser's session."""
     try:
-        form = await read_form()
-    except InvalidMessage as unreadable:
-        return await error_response(unreadable.status, unreadable.message)
-    if not visitor.request_trusted(form.get("csrf_token")):
-        return await error_response(403)
+        await read_trusted_form()
+    except Refused as refused:
+        return await error_response(refused.status, refused.message)
     session.clear()
     return redirect(url_for("gate.login"), 303)
 

@@ -10,8 +10,8 @@ from .config import Config
 from .llm import Provider
 from .storage import AlreadySent, Conversation, Message, Store
 from .errors import Refused
-from .validation import InvalidMessage, clean_message, normalize
-from .web import error_response, is_htmx, read_form, request_id
+from .validation import clean_message, normalize
+from .web import error_response, is_htmx, read_trusted_form, request_id
 
 bp = Blueprint("chat", __name__)
 
@@ -62,11 +62,9 @@ async def show(conversation_id: str) -> Response | str:
 async def send(conversation_id: str) -> Response | str:
     """Store the question, then stream the answer: as SSE to htmx, as a chunked page without JS."""
     try:
-        form = await read_form()
-    except InvalidMessage as unreadable:
-        return await error_response(unreadable.status, unreadable.message)
-    if not visitor.request_trusted(form.get("csrf_token")):
-        return await error_response(403)
+        form = await read_trusted_form()
+    except Refused as refused:
+        return await error_response(refused.status, refused.message)
     owner, store = visitor.owner(), _store()
     found, conversation = await _find(conversation_id)
     if not found:

@@ -10,6 +10,8 @@ from quart import Quart, Response, current_app, g, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from . import visitor
+from .errors import Refused
 from .validation import InvalidMessage, parse_form
 
 log = logging.getLogger("chatapp.web")
@@ -79,6 +81,14 @@ async def read_form() -> MultiDict[str, str]:
     except TimeoutError:
         raise InvalidMessage("The request took too long to arrive. Please try again.", status=408) from None
     return parse_form(body, request.mimetype)
+
+
+async def read_trusted_form() -> MultiDict[str, str]:
+    """The form of a state-changing request, only if it came from our own page (else Refused, 403)."""
+    form = await read_form()
+    if not visitor.request_trusted(form.get("csrf_token")):
+        raise Refused(FRIENDLY[403], status=403)
+    return form
 
 
 def install(app: Quart, *, https: bool) -> None:

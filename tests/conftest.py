@@ -13,9 +13,8 @@ from quart.testing import QuartClient
 
 from chatapp import create_app
 from tests.fake_openai import FakeOpenAI
+from tests.live_server import CANARY_KEY
 
-# A key that must never show up anywhere it is not sent upstream.
-CANARY_KEY = "sk-canary-DO-NOT-LEAK-0123456789abcdefABCDEF"
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,28 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A key that must never show up anywhere it is not sent upstream (tests/conftest.py uses it too).
+CANARY_KEY = "sk-canary-DO-NOT-LEAK-0123456789abcdefABCDEF"
 
 
 def clean_environment() -> dict[str, str]:
     """This process's environment without any chatapp or OpenAI settings (a developer's .env or key)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATAPP_", "SECRET_KEY"))}
+
+
+def app_environment(base_url: str, database: Path, **extra: str) -> dict[str, str]:
+    """Settings for the app under test: the fake model server, a fresh database, no rate limits."""
+    return {
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": CANARY_KEY,
+        "OPENAI_MODEL": "fake-model",
+        "CHATAPP_DATABASE": str(database),
+        "SECRET_KEY": "live-test-secret-0123456789abcdef0123",
+        "CHATAPP_MAX_RETRIES": "0",
+        "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
+        "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off",
+        **extra,
+    }
 
 
 def free_port() -> int:

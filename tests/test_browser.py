@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import CANARY_KEY
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, app_environment
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
@@ -45,19 +45,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
-    live = LiveServer(
-        {
-            "OPENAI_BASE_URL": fake_upstream.base_url,
-            "OPENAI_API_KEY": CANARY_KEY,
-            "OPENAI_MODEL": "fake-model",
-            "CHATAPP_DATABASE": str(tmp_path / "chat.db"),
-            "SECRET_KEY": "browser-test-secret",
-            "CHATAPP_MAX_RETRIES": "0",
-            "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
-            "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off",
-        },
-        tmp_path / "server.log",
-    )
+    live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log")
     yield live
     live.stop()
 

@@ -558,21 +558,9 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[object]:
-    from tests.live_server import LiveServer
+    from tests.live_server import LiveServer, app_environment
 
-    live = LiveServer(
-        {
-            "OPENAI_BASE_URL": fake_upstream.base_url,
-            "OPENAI_API_KEY": CANARY_KEY,
-            "OPENAI_MODEL": "fake-model",
-            "CHATAPP_DATABASE": str(tmp_path / "chat.db"),
-            "SECRET_KEY": "hostile-browser-test-secret-0123456789",
-            "CHATAPP_MAX_RETRIES": "0",
-            "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
-            "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off",
-        },
-        tmp_path / "server.log",
-    )
+    live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log")
     yield live
     live.stop()
 

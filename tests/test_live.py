@@ -13,20 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CANARY_KEY
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, app_environment
 
 
 @pytest.fixture
 def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
-    live = LiveServer(
-        {"OPENAI_BASE_URL": fake_upstream.base_url, "OPENAI_API_KEY": CANARY_KEY,
-         "CHATAPP_DATABASE": str(tmp_path / "chat.db"), "SECRET_KEY": "live-test",
-         "CHATAPP_MAX_RETRIES": "0", "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
-         "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off", "CHATAPP_MAX_STREAMS_PER_SESSION": "50"},
-        tmp_path / "server.log",
-    )
+    live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db",
+                                      CHATAPP_MAX_STREAMS_PER_SESSION="50"), tmp_path / "server.log")
     yield live
     live.stop()
 
