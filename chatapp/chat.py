@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .llm import LLMError, Provider, Usage
+from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
 from .storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
@@ -25,6 +25,19 @@ log = logging.getLogger("chatapp.chat")
 SAVE_EVERY_SECONDS = 1.0
 
 UNEXPECTED = "Something went wrong on our side while answering. Please try again."
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Word on an answer that has not started yet (the model server is being tried again)."""
+
+    text: str
+
+
+def retry_notice(retrying: Retrying) -> str:
+    cause = "is busy" if retrying.reason == "rate_limit" else "did not answer"
+    return (f"The model server {cause}; trying again in {retrying.wait:.0f} s "
+            f"(try {retrying.attempt} of {retrying.tries})…")
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,9 @@ def estimate_tokens(text: str) -> int:
 
 async def stream_reply(
     store: Store, provider: Provider, turn: Turn, *, request_id: str, slot: StreamSlot | None = None
-) -> AsyncIterator[StreamStep | Message]:
-    """Yield the answer as it starts (busy), a StreamStep per piece of text, then the finished Message.
+) -> AsyncIterator[StreamStep | Notice | Message]:
+    """Yield the answer as it starts (busy), a StreamStep per piece of text (or a Notice while the
+    model server is tried again), then the finished Message.
 
     Everything after the first yield is covered: the answer is saved in `finally`, so it survives
     an upstream error, a bug, or the client leaving (CancelledError, re-raised: the caller is being
@@ -102,6 +116,9 @@ async def stream_reply(
             async for piece in pieces:
                 if isinstance(piece, Usage):
                     usage = piece
+                    continue
+                if isinstance(piece, Retrying):
+                    yield Notice(retry_notice(piece))
                     continue
                 yield markdown.feed(piece)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:

@@ -1,7 +1,8 @@
 """The model boundary: the only module that knows the `openai` SDK.
 
-A provider streams a reply as text pieces, then at most one `Usage`, and raises one error family,
-`LLMError`, whose message is written for the person at the keyboard; details are for the log.
+A provider streams a reply as text pieces, then at most one `Usage` (and, before the first piece,
+a `Retrying` notice for each try that failed), and raises one error family, `LLMError`
+(llm_errors.py), whose message is written for the person at the keyboard; details are for the log.
 
 Consume a stream with `contextlib.aclosing` (or let the task be cancelled): leaving the generator
 closes the upstream HTTP response, so the model server stops generating too.
@@ -12,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import openai
 
+from .llm_errors import CUT_SHORT, MESSAGES, RETRYABLE, LLMError, kind_of, retry_after
+
 log = logging.getLogger(__name__)
 
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK insists on one.
 PLACEHOLDER_KEY = "no-key-needed"
+# The longest pause between tries, whatever a Retry-After header asks for.
+MAX_RETRY_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -30,47 +36,23 @@ class Usage:
     completion_tokens: int
 
 
-class LLMError(Exception):
-    """Anything that went wrong talking to the model. `str(e)` is for the person; `detail` for the log."""
+@dataclass(frozen=True)
+class Retrying:
+    """Before the first token: the last try failed; the next starts after `wait` seconds."""
 
-    def __init__(self, kind: str, user_message: str, detail: str = "") -> None:
-        super().__init__(user_message)
-        self.kind = kind
-        self.user_message = user_message
-        self.detail = detail
-
-    def __repr__(self) -> str:
-        return f"LLMError(kind={self.kind!r}, user_message={self.user_message!r}, detail={self.detail!r})"
+    attempt: int  # the try about to start, counting from 2
+    tries: int  # how many there will be at most
+    wait: float
+    reason: str  # the error kind
 
 
 class Provider(Protocol):
     label: str
     is_demo: bool
 
-    def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage]: ...
+    def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]: ...
 
     async def aclose(self) -> None: ...
-
-
-MESSAGES = {
-    "auth": "The model server refused our API key. An administrator needs to check OPENAI_API_KEY.",
-    "not_found": "The model server does not know the model “{model}”. An administrator needs to check "
-                 "OPENAI_MODEL.",
-    "bad_request": "The model server rejected this request, perhaps because the conversation is too "
-                   "long. Try starting a new chat.",
-    "rate_limit": "The model server is busy; try again in a minute.",
-    "server": "The model server had a problem answering; try again in a moment.",
-    "connection": "Could not reach the model server. Check that it is running and that OPENAI_BASE_URL "
-                  "is right.",
-    "timeout": "The model server took too long to answer; try again in a moment.",
-    "malformed": "The model server sent a reply this app could not understand.",
-}
-# Once text has been shown, a failure means the answer was cut short, not that nothing came.
-CUT_SHORT = {
-    "connection": "The connection to the model server broke off before the answer was finished; "
-                  "try again.",
-    "timeout": "The model server stopped sending in the middle of the answer; try again.",
-}
 
 
 class OpenAIProvider:
@@ -82,6 +64,7 @@ class OpenAIProvider:
                  first_token_timeout: float, idle_timeout: float, max_retries: int = 2) -> None:
         self.label = model
         self.model = model
+        self.max_retries = max_retries
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout
         self.send_stream_options = True
@@ -91,7 +74,9 @@ class OpenAIProvider:
         read = max(first_token_timeout, idle_timeout)
         try:
             self._client = openai.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, max_retries=max_retries,
+                # Retries are ours (stream() below): they can be told to the person and must stop
+                # at the first token, where the SDK's would not.
+                api_key=api_key, base_url=base_url, max_retries=0,
                 timeout=openai.Timeout(read, connect=connect_timeout),
             )
         except openai.OpenAIError as error:
@@ -101,12 +86,46 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage]:
+    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]:
+        """Text pieces, then at most one Usage. A busy, failing or unreachable server is tried again
+        (max_retries times, with backoff or as long as it asks, within the first-token deadline),
+        but only before the first token: after it, a retry would repeat text already shown."""
+        loop = asyncio.get_running_loop()
+        # One deadline from the request to the first text piece, retries included; after that,
+        # each chunk must follow the previous one within idle_timeout.
+        first_deadline = loop.time() + self.first_token_timeout
+        attempt = 1
+        while True:
+            started = False
+            try:
+                async with contextlib.aclosing(self._attempt(messages, first_deadline)) as pieces:
+                    async for piece in pieces:
+                        started = started or isinstance(piece, str)
+                        yield piece
+                return
+            except LLMError as error:
+                wait = None if started else self._retry_wait(error, attempt, first_deadline - loop.time())
+                if wait is None:
+                    raise
+                log.info("model server %s (try %d of %d), trying again in %.1f s: %s",
+                         error.kind, attempt, self.max_retries + 1, wait, error.detail)
+                attempt += 1
+                yield Retrying(attempt, self.max_retries + 1, wait, error.kind)
+                await asyncio.sleep(wait)
+
+    def _retry_wait(self, error: LLMError, attempt: int, time_left: float) -> float | None:
+        """Seconds to wait before trying again, or None: give up now."""
+        if error.kind not in RETRYABLE or attempt > self.max_retries:
+            return None
+        # Exponential backoff with jitter, unless the server said how long (then that, bounded).
+        wait = error.retry_after if error.retry_after is not None else 0.5 * 2 ** (attempt - 1) * random.uniform(1, 1.5)
+        wait = min(wait, MAX_RETRY_WAIT)
+        return wait if wait < time_left else None  # no point waiting past the first-token deadline
+
+    async def _attempt(self, messages: list[dict[str, str]], first_deadline: float) -> AsyncIterator[str | Usage]:
+        """One try: open the stream and relay it, every failure as an LLMError."""
         started = False
         loop = asyncio.get_running_loop()
-        # One deadline from the request to the first text piece (SDK retries included); after
-        # that, each chunk must follow the previous one within idle_timeout.
-        first_deadline = loop.time() + self.first_token_timeout
         try:
             async with self._deadline(first_deadline, started):
                 chunks = await self._open(messages)
@@ -187,36 +206,17 @@ class OpenAIProvider:
         return MESSAGES[kind].format(model=self.model)
 
     def _error(self, error: openai.OpenAIError, started: bool) -> LLMError:
-        kind = _kind(error)
+        kind = kind_of(error)
         detail = f"{type(error).__name__}: {error}"
         if isinstance(error, openai.APIStatusError):
             detail += f" (status {error.status_code}, request id {error.request_id}, body {error.body!r})"
         cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
         if cause is not None:
             detail += f"; caused by {cause!r}"
-        return LLMError(kind, self._message(kind, started), self._scrub(detail))
+        return LLMError(kind, self._message(kind, started), self._scrub(detail), retry_after(error))
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
-
-
-def _kind(error: openai.OpenAIError) -> str:
-    """Sort an SDK exception into one of the kinds a person can act on."""
-    if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return "auth"
-    if isinstance(error, openai.NotFoundError):
-        return "not_found"
-    if isinstance(error, openai.RateLimitError):
-        return "rate_limit"
-    if isinstance(error, openai.APIResponseValidationError):
-        return "malformed"
-    if isinstance(error, openai.APIStatusError):
-        return "bad_request" if 400 <= error.status_code < 500 and error.status_code != 408 else "server"
-    if isinstance(error, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
-        return "timeout"
-    if isinstance(error, openai.APIConnectionError):
-        return "connection"
-    return "server"  # an error event inside the stream, or another SDK failure
 
 
 def make_provider(*, api_key: str | None, base_url: str | None, model: str, connect_timeout: float,

@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 from quart import Response, render_template, stream_with_context
 
 from . import sse
-from .chat import UNEXPECTED, Turn, stream_reply
+from .chat import UNEXPECTED, Notice, Turn, stream_reply
 from .llm import Provider
 from .quota import StreamSlot
 from .rendering import StreamStep
@@ -52,6 +52,8 @@ def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, 
         async for item in _replies(store, provider, turn, request_id, slot):
             if isinstance(item, StreamStep):
                 yield sse.frame(_step_partials(turn.assistant.id, item))
+            elif isinstance(item, Notice):
+                yield sse.frame(sse.text_partial(f"msg-{turn.assistant.id}-notice", "innerHTML", item.text))
             elif item.busy:
                 bubbles = await render_template("_turn.html", turn=turn)
                 yield sse.frame(bubbles + send_token_partial())
@@ -64,7 +66,7 @@ def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, 
 
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
-                   slot: StreamSlot) -> AsyncIterator[StreamStep | Message]:
+                   slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
     """chat.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
     try:
@@ -102,6 +104,8 @@ def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, s
         async for item in _replies(store, provider, turn, request_id, slot):
             if isinstance(item, StreamStep):
                 yield _draft_chunk(item).encode()
+            elif isinstance(item, Notice):
+                yield f'<p class="notice">{escape(item.text)}</p>'.encode()
             elif item.busy:
                 head, tail = (await render_page(turn)).split(ANSWER_MARK, 1)
                 yield head.encode()

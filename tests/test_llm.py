@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatapp.llm import CUT_SHORT, MESSAGES, LLMError, OpenAIProvider, Usage, make_provider
+from chatapp.llm import Retrying, CUT_SHORT, MESSAGES, LLMError, OpenAIProvider, Usage, make_provider
 from chatapp.llm_demo import DemoProvider, demo_reply, pieces
 from tests.fake_openai import FakeOpenAI, Reply
 
@@ -136,8 +136,8 @@ async def test_auth_message_tells_an_administrator_what_to_check(fake, provider)
     assert "fake-model" in error.user_message and "OPENAI_MODEL" in error.user_message
 
 
-@pytest.mark.parametrize("status", [429, 500])
-async def test_sdk_retries_then_streams(fake, status):
+@pytest.mark.parametrize(("status", "kind"), [(429, "rate_limit"), (500, "server"), (503, "server")])
+async def test_a_busy_or_failing_server_is_tried_again_then_streams(fake, status, kind):
     fake.script(Reply(status=status, headers={"retry-after-ms": "10"}), Reply(tokens=["after", " retry"]))
     provider = _provider(fake, max_retries=2)
     try:
@@ -146,8 +146,78 @@ async def test_sdk_retries_then_streams(fake, status):
         await provider.aclose()
 
     assert error is None
-    assert got[:2] == ["after", " retry"] and isinstance(got[-1], Usage)
+    assert got[0] == Retrying(attempt=2, tries=3, wait=0.01, reason=kind)
+    assert got[1:3] == ["after", " retry"] and isinstance(got[-1], Usage)
     assert len(fake.requests) == 2
+
+
+async def test_retries_are_bounded_and_then_the_error_is_shown(fake):
+    fake.script(*(Reply(status=500, headers={"retry-after-ms": "10"}) for _ in range(4)))
+    provider = _provider(fake, max_retries=2)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert [g.attempt for g in got] == [2, 3] and error.kind == "server"
+    assert len(fake.requests) == 3  # the first try and two more
+
+
+async def test_retry_after_is_honoured_with_backoff_when_absent(fake):
+    fake.script(Reply(status=429, headers={"retry-after": "1"}), Reply(status=503), Reply(tokens=["ok"]))
+    provider = _provider(fake, max_retries=2, first_token_timeout=10.0)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert error is None and got[0].wait == 1.0
+    assert 0.5 <= got[1].wait <= 1.5  # the second try's backoff: 0.5 s × 2 with up to 50% jitter
+    gaps = [b.at - a.at for a, b in zip(fake.requests, fake.requests[1:])]
+    assert gaps[0] >= 1.0 and gaps[1] >= got[1].wait
+
+
+async def test_a_retry_after_beyond_the_first_token_deadline_fails_at_once(fake):
+    fake.script(Reply(status=429, headers={"retry-after": "120"}))
+    provider = _provider(fake, max_retries=2, first_token_timeout=5.0)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert got == [] and error.kind == "rate_limit" and len(fake.requests) == 1
+
+
+async def test_no_retry_once_text_has_been_shown(fake):
+    fake.script(Reply(tokens=["partial", " text", " more"], drop_after=2), Reply(tokens=["again"]))
+    provider = _provider(fake, max_retries=2)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert got == ["partial", " text"] and error is not None and len(fake.requests) == 1
+
+
+async def test_a_connect_timeout_is_tried_again_then_reported():
+    # A listening socket whose accept queue is full: the kernel drops further SYNs, so connecting
+    # hangs until the connect timeout (all on 127.0.0.1).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        provider = make_provider(api_key=CANARY, base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                                 connect_timeout=0.3, first_token_timeout=5.0, idle_timeout=2.0, max_retries=1)
+        try:
+            got, error = await collect(provider.stream(HISTORY))
+        finally:
+            await provider.aclose()
+            for filler in fillers:
+                filler.close()
+    assert [type(g) for g in got] == [Retrying] and got[0].reason == "timeout"
+    assert error.kind == "timeout" and error.user_message == MESSAGES["timeout"]
 
 
 async def test_unreachable_server_is_a_connection_error():
