@@ -32,7 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(
         CHATAPP=config,
-        SECRET_KEY=config.secret_key or _ephemeral_secret(),
+        SECRET_KEY=config.secret_key,  # unset: one is made and kept in the database (below)
         SESSION_COOKIE_NAME="chatapp_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -49,7 +49,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     @app.before_serving
     async def _open_resources() -> None:
         logs.redact_handlers(config)  # Hypercorn's handlers exist by now
-        app.extensions["store"] = await Store.open(config.database)
+        store = app.extensions["store"] = await Store.open(config.database)
+        if not config.secret_key:
+            # Kept in the database, so that every worker signs sessions with the same key.
+            app.config["SECRET_KEY"] = await store.setting("secret_key", lambda: secrets.token_hex(32))
+            log.warning("SECRET_KEY is not set: using a random one kept in the database %s.", config.database)
         app.extensions["provider"] = make_provider(
             api_key=config.openai_api_key,
             base_url=config.openai_base_url,
@@ -94,7 +98,3 @@ def config_from_environment() -> Config:
         print(f"chatapp: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
-
-def _ephemeral_secret() -> str:
-    log.warning("SECRET_KEY is not set: using a random one, so sessions end when the server restarts.")
-    return secrets.token_hex(32)

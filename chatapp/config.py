@@ -7,12 +7,12 @@ that names the setting, instead of failing later in the middle of someone's conv
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
-import limits
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant. Answer clearly and concisely. Use Markdown for structure "
@@ -43,7 +43,7 @@ class Config:
     https: bool = False
     trusted_proxy_hops: int = 0
     password: str | None = None
-    # Rate limits as "count/period" strings (the `limits` library's notation); None: no limit.
+    # Rate limits as "count/period" strings (see parse_rate); None: no limit.
     rate_limit_per_session: str | None = "20/minute"
     rate_limit_per_address: str | None = "60/minute"
     login_rate_limit: str = "5/minute"
@@ -52,6 +52,12 @@ class Config:
     # Prompt + answer tokens a day (UTC); 0: no budget.
     daily_tokens_per_session: int = 0
     daily_tokens: int = 0
+
+    @property
+    def silence_limit(self) -> float:
+        """Seconds after which an answer still marked as streaming but not saved is abandoned: a
+        live one would have been ended by its first-token or idle deadline before then."""
+        return max(self.first_token_timeout, self.idle_timeout) + 15
 
     @property
     def demo(self) -> bool:
@@ -119,14 +125,23 @@ def _environment(value: str) -> bool:
     return lowered == "production"
 
 
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*", re.I)
+
+
+def parse_rate(value: str) -> tuple[int, int]:
+    """"20/minute" → (20, 60): how many, in how many seconds."""
+    match = _RATE.fullmatch(value)
+    if not match or int(match[1]) < 1:
+        raise ValueError("must be a rate such as 20/minute, 100/hour or 1000/day, or off")
+    return int(match[1]), _PERIODS[match[2].lower()]
+
+
 def _rate(value: str) -> str | None:
     value = value.strip()
     if value.lower() in ("", "0", "off", "none"):
         return None
-    try:
-        limits.parse(value)
-    except ValueError:
-        raise ValueError("must be a rate such as 20/minute, 100/hour or 1000/day, or off") from None
+    parse_rate(value)
     return value
 
 

@@ -55,7 +55,7 @@ async def sign_in() -> Response:
     """Check the passphrase (constant time, rate limited per address) and start a fresh session."""
     try:
         form = await read_trusted_form()
-        await current_app.extensions["quota"].check_login(visitor.address())
+        await current_app.extensions["quota"].check_login(visitor.address(), current_app.extensions["store"])
     except Refused as refused:
         return await _login_page(refused.message, refused.status, refused.retry_after)
     password = current_app.config["CHATAPP"].password

@@ -7,7 +7,10 @@ markdown; the raw text is what goes back to the model.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +94,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE UNIQUE INDEX messages_by_send_token ON messages (conversation_id, send_token)
             WHERE send_token IS NOT NULL;
         """),
+    ("0002_settings_and_rate_limits", """
+        -- Values every worker must agree on, such as a generated session-signing key.
+        CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- Fixed-window counters, shared by every worker through the database.
+        CREATE TABLE rate_limits (
+            key TEXT PRIMARY KEY, window INTEGER NOT NULL, hits INTEGER NOT NULL, ends REAL NOT NULL
+        );
+        """),
 ]
 
 
@@ -136,6 +147,38 @@ class Store:
                 await self._db.executescript(f"BEGIN;\n{script}\n{record}\nCOMMIT;")
                 applied.append(name)
         return applied
+
+    async def setting(self, name: str, make: Callable[[], str]) -> str:
+        """The stored value, or `make()`'s, stored first: every worker gets the same one."""
+        await self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               (name, make()))
+        async with self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)) as cursor:
+            (value,) = await cursor.fetchone()
+        return value
+
+    async def hit(self, key: str, window: int, ends: float) -> int:
+        """Count one more request for `key` in its time window number `window` (which ends at the
+        Unix time `ends`); returns the count so far in that window."""
+        async with self._db.execute(
+            "INSERT INTO rate_limits (key, window, hits, ends) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE "
+            "SET hits = CASE WHEN window = excluded.window THEN hits + 1 ELSE 1 END, "
+            "window = excluded.window, ends = excluded.ends RETURNING hits",
+            (key, window, ends),
+        ) as cursor:
+            (hits,) = await cursor.fetchone()
+        if random.random() < 0.01:  # now and then, forget the counters of windows gone by
+            await self._db.execute("DELETE FROM rate_limits WHERE ends < ?", (time.time(),))
+        return hits
+
+    async def answers_streaming(self, owner: str, since: datetime) -> int:
+        """This owner's answers being written now (saved since `since`: the others were abandoned)."""
+        async with self._db.execute(
+            "SELECT COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.owner = ? AND m.status = 'streaming' AND m.updated_at >= ?",
+            (owner, since.isoformat(timespec="milliseconds")),
+        ) as cursor:
+            (count,) = await cursor.fetchone()
+        return count
 
     # conversations
 

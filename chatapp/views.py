@@ -55,7 +55,7 @@ async def show(conversation_id: str) -> Response | str:
     if not found:
         return await error_response(404)
     messages = await _store().messages(conversation_id) if conversation else []
-    return await _page(conversation_id, await settle_abandoned(_store(), messages, silent_for=_silence_limit()))
+    return await _page(conversation_id, await settle_abandoned(_store(), messages, silent_for=_config().silence_limit))
 
 
 @bp.post("/c/<conversation_id>/messages")
@@ -95,12 +95,6 @@ async def _find(conversation_id: str) -> tuple[bool, Conversation | None]:
     (False, None) for anything else, including another browser's conversation."""
     conversation = await _store().conversation(conversation_id, visitor.owner())
     return conversation is not None or visitor.is_draft(conversation_id), conversation
-
-
-def _silence_limit() -> float:
-    """Longer than a live answer can go without being saved: its first-token or idle deadline
-    would have ended it first."""
-    return max(_config().first_token_timeout, _config().idle_timeout) + 15
 
 
 async def _refused(conversation: Conversation | None, conversation_id: str, typed: str,
