@@ -29,7 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     config = load_config({}, **test_config) if test_config is not None else config_from_environment()
 
     logs.configure(config)
-    app = Quart(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = Quart(__name__, template_folder=_resources("templates"), static_folder=_resources("static"))
     app.config.update(
         CHATAPP=config,
         SECRET_KEY=config.secret_key,  # unset: one is made and kept in the database (below)
@@ -77,7 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 
-    from . import gate, views, web
+    from . import gate, ops, views, web
 
     web.install(app, https=config.https)
     if config.trusted_proxy_hops:
@@ -85,7 +85,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         app.asgi_app = ProxyFixMiddleware(app.asgi_app, mode="legacy", trusted_hops=config.trusted_proxy_hops)
     gate.install(app, config.password)
     app.register_blueprint(views.bp)
+    app.register_blueprint(ops.bp)
     return app
+
+
+def _resources(name: str) -> str:
+    """templates/ or static/: inside the installed package, or at the top of a source checkout."""
+    packaged = Path(__file__).resolve().parent / name
+    return str(packaged if packaged.is_dir() else ROOT / name)
 
 
 def config_from_environment() -> Config:

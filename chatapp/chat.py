@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from . import metrics
 from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
@@ -107,8 +108,10 @@ async def stream_reply(
     given back at the end.
     """
     markdown = StreamingMarkdown()
-    status, error, usage = STOPPED, None, None
-    saved_at = time.monotonic()
+    status, error, usage, error_kind = STOPPED, None, None, None
+    started = saved_at = time.monotonic()
+    first_token_at, tokens = None, 0
+    metrics.ACTIVE_STREAMS.inc()
     try:
         yield turn.assistant
         # aclosing: however this generator ends, the upstream response is closed at once.
@@ -118,15 +121,19 @@ async def stream_reply(
                     usage = piece
                     continue
                 if isinstance(piece, Retrying):
+                    metrics.RETRIES.inc()
                     yield Notice(retry_notice(piece))
                     continue
+                tokens += 1
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
                 yield markdown.feed(piece)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
                     await store.save_partial(turn.assistant.id, markdown.text)
                     saved_at = time.monotonic()
         status = COMPLETE
     except LLMError as failure:
-        status, error = ERROR, f"{failure.user_message} (request id {request_id})"
+        status, error, error_kind = ERROR, f"{failure.user_message} (request id {request_id})", failure.kind
         log.warning(
             "upstream error kind=%s request_id=%s message_id=%s detail=%s",
             failure.kind, request_id, turn.assistant.id, failure.detail,
@@ -135,6 +142,12 @@ async def stream_reply(
         status, error = ERROR, f"{UNEXPECTED} (request id {request_id})"
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
+        metrics.ACTIVE_STREAMS.dec()
+        metrics.answer_ended(
+            status=status, first_token=first_token_at and first_token_at - started,
+            duration=time.monotonic() - started, tokens=tokens, error_kind=error_kind,
+            client_left=status == STOPPED,
+        )
         if slot is not None:
             slot.release()
         if status == STOPPED:

@@ -52,6 +52,8 @@ class Config:
     # Prompt + answer tokens a day (UTC); 0: no budget.
     daily_tokens_per_session: int = 0
     daily_tokens: int = 0
+    metrics_token: str | None = None
+    log_format: str = "text"
 
     @property
     def silence_limit(self) -> float:
@@ -73,7 +75,7 @@ class Config:
         return f"Config({shown})"
 
 
-_SECRETS = {"openai_api_key", "secret_key", "password"}
+_SECRETS = {"openai_api_key", "secret_key", "password", "metrics_token"}
 
 
 def _text(value: str) -> str | None:
@@ -145,6 +147,13 @@ def _rate(value: str) -> str | None:
     return value
 
 
+def _log_format(value: str) -> str:
+    lowered = value.strip().lower() or "text"
+    if lowered not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return lowered
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("must be a file path, such as chatapp.db")
@@ -177,6 +186,8 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_MAX_STREAMS": ("max_streams", _number(int, 1, 100_000)),
     "CHATAPP_DAILY_TOKENS_PER_SESSION": ("daily_tokens_per_session", _number(int, 0, 10**12)),
     "CHATAPP_DAILY_TOKENS": ("daily_tokens", _number(int, 0, 10**12)),
+    "CHATAPP_METRICS_TOKEN": ("metrics_token", _text),
+    "CHATAPP_LOG_FORMAT": ("log_format", _log_format),
 }
 
 # A key shorter than this is too easy to guess for signing cookies on a public server.

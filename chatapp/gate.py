@@ -17,8 +17,9 @@ from .web import error_response, is_htmx, read_trusted_form
 
 bp = Blueprint("gate", __name__)
 
-# Reachable without signing in: the sign-in page itself, the health check, the stylesheets.
-OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "chat.healthz", "static"}
+# Reachable without signing in: the sign-in page itself, the operators' endpoints (metrics has a
+# token of its own), the stylesheets.
+OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "ops.healthz", "ops.readyz", "ops.metrics_page", "static"}
 
 
 def _fingerprint(password: str) -> str:

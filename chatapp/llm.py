@@ -52,6 +52,8 @@ class Provider(Protocol):
 
     def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]: ...
 
+    async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
+
     async def aclose(self) -> None: ...
 
 
@@ -65,6 +67,7 @@ class OpenAIProvider:
         self.label = model
         self.model = model
         self.max_retries = max_retries
+        self.connect_timeout = connect_timeout
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout
         self.send_stream_options = True
@@ -85,6 +88,15 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    async def check(self) -> None:
+        """The model server answers (its model list; a server without one still answered)."""
+        try:
+            await self._client.with_options(timeout=self.connect_timeout, max_retries=0).models.list()
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as error:
+            raise self._error(error, False) from None
 
     async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]:
         """Text pieces, then at most one Usage. A busy, failing or unreachable server is tried again

@@ -78,5 +78,8 @@ class DemoProvider:
         prompt = sum(len(m.get("content", "")) for m in messages)
         yield Usage(prompt_tokens=math.ceil(prompt / 4), completion_tokens=math.ceil(len(reply) / 4))
 
+    async def check(self) -> None:
+        pass  # always there: it runs in this process
+
     async def aclose(self) -> None:
         pass

@@ -148,6 +148,11 @@ class Store:
                 applied.append(name)
         return applied
 
+    async def check_writable(self) -> None:
+        """Raises if the database cannot take a write now (read-only, full, locked for too long)."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        await self._db.execute("ROLLBACK")
+
     async def setting(self, name: str, make: Callable[[], str]) -> str:
         """The stored value, or `make()`'s, stored first: every worker gets the same one."""
         await self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",

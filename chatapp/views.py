@@ -28,12 +28,6 @@ def _provider() -> Provider:
     return current_app.extensions["provider"]
 
 
-@bp.get("/healthz")
-async def healthz() -> Response:
-    """The process serves."""
-    return Response("ok\n", mimetype="text/plain")
-
-
 @bp.get("/")
 async def index() -> Response:
     """The newest conversation of this browser, or a fresh one."""

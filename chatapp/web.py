@@ -10,7 +10,7 @@ from quart import Quart, Response, current_app, g, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from . import visitor
+from . import metrics, visitor
 from .errors import Refused
 from .validation import InvalidMessage, parse_form
 
@@ -108,6 +108,8 @@ def install(app: Quart, *, https: bool) -> None:
     async def _headers(response: Response) -> Response:
         response.headers.update(headers)
         response.headers["X-Request-ID"] = request_id()
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, str(response.status_code)).inc()
         if request.path.startswith("/static/"):
             return response
         response.headers.setdefault("Cache-Control", "no-store")

@@ -1,0 +1,64 @@
+"""For operators: is the process up (/healthz), can it serve (/readyz), what is it doing (/metrics)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from quart import Blueprint, Response, current_app, jsonify, request
+
+from . import metrics
+from .llm import LLMError
+
+bp = Blueprint("ops", __name__)
+
+# /readyz asks the database and the model server at most this often; in between it answers from
+# its last look, so a load balancer polling every second costs the model server nothing.
+READY_CACHE_SECONDS = 5.0
+
+
+@bp.get("/healthz")
+async def healthz() -> Response:
+    """The process serves."""
+    return Response("ok\n", mimetype="text/plain")
+
+
+@bp.get("/readyz")
+async def readyz() -> Response:
+    """The database is writable and the model server answers (looked at every few seconds)."""
+    cache = current_app.extensions.setdefault("readiness", {"at": float("-inf"), "checks": {}})
+    if time.monotonic() - cache["at"] >= READY_CACHE_SECONDS:
+        cache["checks"] = {"database": await _database(), "model": await _model()}
+        cache["at"] = time.monotonic()
+    checks = cache["checks"]
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(ready=ready, **checks), 200 if ready else 503
+
+
+@bp.get("/metrics")
+async def metrics_page() -> Response:
+    """Prometheus metrics; with CHATAPP_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    token = current_app.config["CHATAPP"].metrics_token
+    if token:
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(sent, token.encode()):
+            return Response("unauthorized\n", status=401, mimetype="text/plain",
+                            headers={"WWW-Authenticate": "Bearer"})
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+async def _database() -> str:
+    try:
+        await current_app.extensions["store"].check_writable()
+    except Exception as error:  # any failure means not ready; the reason goes to the operator
+        return f"error: {type(error).__name__}: {error}"
+    return "ok"
+
+
+async def _model() -> str:
+    try:
+        await current_app.extensions["provider"].check()
+    except LLMError as error:
+        return f"error: {error.kind}: {error.user_message}"
+    return "ok"
