@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from hypercorn.config import Config as HypercornConfig
@@ -28,6 +29,10 @@ def main() -> int:
         config.bind = [f"0.0.0.0:{port}"]  # the platform's router connects from outside the host
     if (workers := _whole_number("WEB_CONCURRENCY", 1, 64)) is not None:
         config.workers = workers
+    if config.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here and /metrics adds them up; a fresh folder per start,
+        # inherited by the worker processes through the environment.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
     return run(config)
 
 

@@ -6,6 +6,8 @@ catches what slips through, such as an exception from a library that quotes a re
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 
@@ -19,6 +21,32 @@ _KEY_SHAPED = re.compile(
 )
 REDACTED = "[redacted]"
 _LOGGERS = ("", "chatapp", "hypercorn.error", "hypercorn.access")
+
+
+# The request being served, for every log line written while serving it ("-" outside requests).
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class AddRequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class RedactSecrets(logging.Filter):
@@ -42,12 +70,19 @@ class RedactSecrets(logging.Filter):
 
 
 def configure(config: Config) -> None:
-    """Our own lines on stderr, beside Hypercorn's (which has its own handlers)."""
+    """Our own lines on stderr, beside Hypercorn's (which has its own handlers), each with the
+    request id that error messages show people."""
     log = logging.getLogger("chatapp")
-    if not log.handlers:
+    handler = next((h for h in log.handlers if getattr(h, "chatapp", False)), None)
+    if handler is None:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.chatapp = True
+        handler.addFilter(AddRequestId())
         log.addHandler(handler)
+    handler.setFormatter(
+        JsonLines() if config.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
     log.setLevel(logging.DEBUG if config.debug else logging.INFO)
     redact_handlers(config)
 

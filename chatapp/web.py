@@ -10,7 +10,7 @@ from quart import Quart, Response, current_app, g, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from . import metrics, visitor
+from . import logs, metrics, visitor
 from .errors import Refused
 from .validation import InvalidMessage, parse_form
 
@@ -99,6 +99,7 @@ def install(app: Quart, *, https: bool) -> None:
     @app.before_request
     async def _assign_request_id() -> None:
         g.request_id = secrets.token_hex(6)
+        logs.request_id_var.set(g.request_id)
 
     @app.context_processor
     async def _request_id() -> dict[str, str]:

@@ -1,0 +1,108 @@
+"""For operators: readiness, metrics, and log lines that carry the request id."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app
+from tests.conftest import app_settings, open_chat, parse_sse, soup
+from tests.fake_openai import FakeOpenAI, Reply
+
+HTMX = {"HX-Request": "true"}
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_ready_when_the_database_and_the_model_server_answer(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert await response.get_json() == {"ready": True, "database": "ok", "model": "ok"}
+    await client.get("/readyz")
+    model_checks = [r for r in fake_upstream.requests if r.path.endswith("/models")]
+    assert len(model_checks) == 1  # the second answer came from the last look
+
+
+async def test_not_ready_when_the_model_server_is_away(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    app = create_app(app_settings(tmp_path, None, openai_base_url=f"http://127.0.0.1:{port}/v1",
+                                  openai_api_key="sk-x", connect_timeout=0.5))
+    async with app.test_app():
+        response = await app.test_client().get("/readyz")
+        body = await response.get_json()
+    assert response.status_code == 503 and body["ready"] is False
+    assert body["database"] == "ok" and body["model"].startswith("error: connection")
+
+
+async def test_metrics_count_answers_tokens_errors_and_requests(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    before = {
+        "complete": metric("chatapp_answers_total", status="complete"),
+        "tokens": metric("chatapp_tokens_relayed_total"),
+        "ttft": metric("chatapp_time_to_first_token_seconds_count"),
+        "server": metric("chatapp_upstream_errors_total", kind="server"),
+        "sends": metric("chatapp_http_requests_total", route="/c/<conversation_id>/messages", status="200"),
+    }
+    fake_upstream.script(Reply(tokens=["one ", "two ", "three"]), Reply(status=500))
+    action, csrf = await open_chat(client)
+    for _ in range(2):
+        await client.post(action, form={"message": "hi"}, headers={**HTMX, "X-CSRF-Token": csrf})
+
+    response = await client.get("/metrics")
+    text = (await response.get_data()).decode()
+    assert response.status_code == 200 and "chatapp_active_streams" in text
+    assert metric("chatapp_answers_total", status="complete") - before["complete"] == 1
+    assert metric("chatapp_tokens_relayed_total") - before["tokens"] == 3
+    assert metric("chatapp_time_to_first_token_seconds_count") - before["ttft"] == 1
+    assert metric("chatapp_upstream_errors_total", kind="server") - before["server"] == 1
+    assert metric("chatapp_http_requests_total", route="/c/<conversation_id>/messages", status="200") - before["sends"] == 2
+    assert metric("chatapp_active_streams") == 0
+
+
+async def test_metrics_can_be_kept_for_those_with_the_token(tmp_path: Path) -> None:
+    app = create_app(app_settings(tmp_path, None, metrics_token="scrape-me"))
+    async with app.test_app():
+        client = app.test_client()
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status_code == 200
+
+
+@pytest.fixture
+async def json_logging_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[tuple[Quart, io.StringIO]]:
+    app = create_app(app_settings(tmp_path, fake_upstream, log_format="json"))
+    handler = next(h for h in logging.getLogger("chatapp").handlers if getattr(h, "chatapp", False))
+    captured = io.StringIO()
+    original = handler.setStream(captured)
+    async with app.test_app():
+        yield app, captured
+    handler.setStream(original)
+    create_app(app_settings(tmp_path, fake_upstream))  # back to text lines for the tests after
+
+
+async def test_log_lines_are_json_with_the_request_id_people_see(json_logging_app, fake_upstream: FakeOpenAI) -> None:
+    app, captured = json_logging_app
+    fake_upstream.script(Reply(status=500))
+    client = app.test_client()
+    action, csrf = await open_chat(client)
+    response = await client.post(action, form={"message": "hi"}, headers={**HTMX, "X-CSRF-Token": csrf})
+    frames = parse_sse((await response.get_data()).decode())
+    shown = soup(frames[-2][1]).select_one("[data-role=error]").get_text()
+    request_id = shown.rsplit("request id ", 1)[1].rstrip(")")
+
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    upstream = [line for line in lines if "upstream error" in line["message"]]
+    assert upstream and upstream[0]["request_id"] == request_id and upstream[0]["level"] == "WARNING"
+    assert response.headers["X-Request-ID"] == request_id
