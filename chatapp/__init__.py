@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import secrets
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     @app.before_serving
     async def _open_resources() -> None:
         logs.redact_handlers(config)  # Hypercorn's handlers exist by now
+        _raise_open_files_limit(2 * config.max_streams + 100)
         store = app.extensions["store"] = await Store.open(config.database)
         if not config.secret_key:
             # Kept in the database, so that every worker signs sessions with the same key.
@@ -74,6 +76,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 
     @app.after_serving
     async def _close_resources() -> None:
+        # Hypercorn may get here while answers still stream: end them first, so each is saved
+        # (as interrupted) before the model client and the database close under it.
+        await app.extensions["quota"].interrupt_all()
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 
@@ -87,6 +92,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
     return app
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each streaming answer holds two sockets (browser and model server): lift the soft limit on
+    open files as far as the hard limit allows, and say so if that is still too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target != resource.RLIM_INFINITY and target < wanted:
+        log.warning("Only %d open files allowed; CHATAPP_MAX_STREAMS=%d needs about %d (raise ulimit -n).",
+                    target, (wanted - 100) // 2, wanted)
 
 
 def _resources(name: str) -> str:

@@ -6,6 +6,7 @@ without JavaScript); everything that must hold for both lives here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -26,6 +27,7 @@ log = logging.getLogger("chatapp.chat")
 SAVE_EVERY_SECONDS = 1.0
 
 UNEXPECTED = "Something went wrong on our side while answering. Please try again."
+INTERRUPTED = "The server restarted before this answer was complete. Please ask again."
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ async def stream_reply(
                 if first_token_at is None:
                     first_token_at = time.monotonic()
                 yield markdown.feed(piece)
+                # Let other streams run: with the upstream's bytes already buffered, nothing here
+                # would wait, and one fast stream could hold the event loop for seconds.
+                await asyncio.sleep(0)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
                     await store.save_partial(turn.assistant.id, markdown.text)
                     saved_at = time.monotonic()
@@ -146,11 +151,14 @@ async def stream_reply(
         metrics.answer_ended(
             status=status, first_token=first_token_at and first_token_at - started,
             duration=time.monotonic() - started, tokens=tokens, error_kind=error_kind,
-            client_left=status == STOPPED,
+            client_left=status == STOPPED and not (slot is not None and slot.interrupted),
         )
         if slot is not None:
             slot.release()
-        if status == STOPPED:
+        if status == STOPPED and slot is not None and slot.interrupted:
+            error = f"{INTERRUPTED} (request id {request_id})"
+            log.info("answer interrupted by shutdown request_id=%s message_id=%s", request_id, turn.assistant.id)
+        elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
         if usage is None:  # the server sent none: count what was sent and received, roughly
             prompt = estimate_tokens("".join(m["content"] for m in turn.history))

@@ -11,8 +11,10 @@ Checked before anything is stored or sent upstream:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from .config import Config, parse_rate
@@ -29,25 +31,55 @@ class OverLimit(Refused):
 
 
 class StreamSlot:
-    """One answer's place among those this process streams at once; given back exactly once."""
+    """One answer's place among those this process streams at once; given back exactly once.
+    It knows the task writing the answer, so a server that stops can end it properly."""
 
     def __init__(self, quota: Quota):
         self._quota, self._held = quota, True
-        quota.streaming += 1
+        self.task = asyncio.current_task()  # the request's task, which also writes its response
+        self.interrupted = False  # set when the server stops before the answer is done
+        quota.slots.add(self)
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._quota.streaming -= 1
+            self._quota.slots.discard(self)
 
-    # A response whose body never started (the client left at once) drops its slot unused.
+    def settle_if_unused(self, settle: Callable[[], Awaitable[object]]) -> None:
+        """If the request ends before its answer ever started streaming (the client left at once),
+        `settle()` saves the empty answer as stopped rather than leave it marked as streaming."""
+
+        def request_done(_: asyncio.Task) -> None:
+            if self._held:
+                self.release()
+                asyncio.ensure_future(settle())
+
+        if self.task is not None:
+            self.task.add_done_callback(request_done)
+
+    # A slot dropped without release() (a bug) does not keep its place for ever.
     __del__ = release
 
 
 class Quota:
     def __init__(self, config: Config):
         self._config = config
-        self.streaming = 0  # answers this process is streaming now
+        self.slots: set[StreamSlot] = set()  # answers this process is streaming now
+
+    @property
+    def streaming(self) -> int:
+        return len(self.slots)
+
+    async def interrupt_all(self, timeout: float = 5.0) -> None:
+        """At shutdown, before the database closes: end every answer still streaming, and wait
+        (a little) for each to save what it has."""
+        for slot in list(self.slots):
+            slot.interrupted = True
+            if slot.task is not None:
+                slot.task.cancel()
+        deadline = time.monotonic() + timeout
+        while self.slots and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def check_send(self, owner: str, address: str, store: Store) -> StreamSlot:
         """Refuse (OverLimit) or hold a stream slot for one more answer."""

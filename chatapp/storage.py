@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -134,19 +135,31 @@ class Store:
         await self._db.close()
 
     async def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded; returns the names applied."""
+        """Apply the migrations not yet recorded; returns the names applied. Safe when several
+        workers start at once: each migration runs in a write transaction, and one that another
+        worker has just applied fails harmlessly and is skipped."""
         await self._db.execute(
             "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        async with self._db.execute("SELECT name FROM migrations") as cursor:
-            done = {row["name"] async for row in cursor}
         applied = []
         for name, script in MIGRATIONS:
-            if name not in done:
-                record = f"INSERT INTO migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
-                await self._db.executescript(f"BEGIN;\n{script}\n{record}\nCOMMIT;")
-                applied.append(name)
+            if name in await self._applied():
+                continue
+            record = f"INSERT INTO migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
+            try:
+                await self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\n{record}\nCOMMIT;")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+                if name not in await self._applied():
+                    raise
+                continue
+            applied.append(name)
         return applied
+
+    async def _applied(self) -> set[str]:
+        async with self._db.execute("SELECT name FROM migrations") as cursor:
+            return {row["name"] async for row in cursor}
 
     async def check_writable(self) -> None:
         """Raises if the database cannot take a write now (read-only, full, locked for too long)."""

@@ -8,7 +8,7 @@ from . import streams, visitor
 from .chat import Turn, settle_abandoned, start_turn
 from .config import Config
 from .llm import Provider
-from .storage import AlreadySent, Conversation, Message, Store
+from .storage import STOPPED, AlreadySent, Conversation, Message, Store
 from .errors import Refused
 from .validation import clean_message, normalize
 from .web import error_response, is_htmx, read_trusted_form, request_id
@@ -80,6 +80,7 @@ async def send(conversation_id: str) -> Response | str:
     except AlreadySent:
         slot.release()
         return await _already_sent(conversation)
+    slot.settle_if_unused(lambda: store.finish_message(turn.assistant.id, content="", html="", status=STOPPED))
     write = streams.event_stream if is_htmx() else streams.page_stream
     return write(store, _provider(), turn, request_id(), slot, _live_page)
 

@@ -42,13 +42,13 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 1, graceful_timeout: float = 5):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-             "chatapp:create_app()"],
+            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+             "--graceful-timeout", str(graceful_timeout), "chatapp:create_app()"],
             cwd=ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_until_up()

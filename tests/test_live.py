@@ -6,6 +6,7 @@ import re
 import socket
 import sqlite3
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.cookiejar import CookieJar
@@ -59,3 +60,67 @@ def test_a_client_leaving_as_its_message_arrives_never_leaves_an_answer_running(
     assert statuses, "at least the slower posts should have been stored"
     assert set(statuses) == {"stopped"}, statuses
     assert fake_upstream.completed == 0
+
+
+def _ask(server: LiveServer, action: str, csrf: str, cookie: str, message: str) -> str:
+    """One htmx send over its own connection; the whole event stream."""
+    request = urllib.request.Request(
+        server.url + action, data=urllib.parse.urlencode({"message": message}).encode(),
+        headers={"Cookie": cookie, "HX-Request": "true", "X-CSRF-Token": csrf,
+                 "Content-Type": "application/x-www-form-urlencoded", "Connection": "close"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return response.read().decode()
+
+
+def test_two_workers_serve_one_conversation(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    server = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db",
+                                        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)),
+                        tmp_path / "server.log", workers=2)
+    try:
+        action, csrf, cookie = _open_chat(server)
+        for turn in range(8):  # separate connections: the kernel hands them to either worker
+            fake_upstream.script(Reply(tokens=[f"answer {turn}"]))
+            stream = _ask(server, action, csrf, cookie, f"question {turn}")
+            assert "event: done" in stream and 'data-status="complete"' in stream
+        metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+    finally:
+        server.stop()
+
+    # Every turn saw the whole conversation so far, whichever worker served it.
+    last = fake_upstream.requests[-1].body["messages"]
+    assert [m["content"] for m in last[1:]] == [
+        text for turn in range(7) for text in (f"question {turn}", f"answer {turn}")
+    ] + ["question 7"]
+    served_by = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
+    assert len(served_by) == 2, "both workers should have answered something"
+    completed = [line for line in metrics.splitlines() if line.startswith('chatapp_answers_total{status="complete"}')]
+    assert completed and float(completed[0].split()[-1]) == 8.0  # summed over both workers
+
+
+def test_sigterm_mid_answer_saves_what_was_written(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.default = Reply(tokens=[f"w{i} " for i in range(200)], delay=0.05)
+    server = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log",
+                        graceful_timeout=1)
+    action, csrf, cookie = _open_chat(server)
+    body = f"message=long&csrf_token={csrf}".encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(
+            f"POST {action} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nHX-Request: true\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        received = b""
+        while received.count(b"msg-") < 6:  # a few token frames in
+            received += sock.recv(65536)
+        server.stop()  # SIGTERM; the graceful timeout (1 s) runs out mid-answer
+    finally:
+        sock.close()
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        rows = db.execute("SELECT role, status, content FROM messages ORDER BY id").fetchall()
+    assert rows[0] == ("user", "complete", "long")
+    role, status, content = rows[1]
+    assert role == "assistant" and status == "stopped"
+    assert content.startswith("w0 w1 ") and len(content.split()) < 200

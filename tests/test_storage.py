@@ -80,3 +80,14 @@ async def test_two_first_messages_racing_create_one_conversation(tmp_path: Path)
     assert first == second and first.id == "c1"
     assert await store.create_conversation("c1", "mallory", "") is None
     await store.close()
+
+
+async def test_workers_starting_together_migrate_once(tmp_path: Path) -> None:
+    stores = await asyncio.gather(*(Store.open(tmp_path / "db.sqlite") for _ in range(4)))
+    async with aiosqlite.connect(tmp_path / "db.sqlite") as db:
+        rows = await (await db.execute("SELECT name FROM migrations")).fetchall()
+    assert sorted(name for (name,) in rows) == sorted(name for name, _ in MIGRATIONS)
+    keys = {await store.setting("secret_key", lambda: str(id(object()))) for store in stores}
+    assert len(keys) == 1  # every worker signs with the same generated key
+    for store in stores:
+        await store.close()
