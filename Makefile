@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
 
-.PHONY: run test bench vendor clean
+.PHONY: run test bench load vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/hostile_report.py
+
+# N concurrent conversations through one worker (bounded, loopback only): make load N=1000
+N ?= 200
+load: $(VENV)/.installed-test
+	$(BIN)/python bench/load.py $(N)
 
 # Refresh the vendored htmx from the npm registry (pinned by HTMX_VERSION).
 vendor:
