@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import aiosqlite
 from markupsafe import Markup
+
+from . import migrations
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
 
@@ -63,49 +64,6 @@ def new_conversation_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-# Named migrations, applied once each, in this order, each in one transaction with its record in
-# the `migrations` table. A new one goes at the end; an applied one is never edited.
-MIGRATIONS: list[tuple[str, str]] = [
-    ("0001_conversations_and_messages", """
-        CREATE TABLE conversations (
-            id TEXT PRIMARY KEY,
-            owner TEXT NOT NULL,
-            title TEXT NOT NULL DEFAULT '',
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        CREATE INDEX conversations_by_owner ON conversations (owner, updated_at);
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-            content TEXT NOT NULL,
-            html TEXT,
-            status TEXT NOT NULL CHECK (status IN ('streaming', 'complete', 'stopped', 'error')),
-            error TEXT,
-            model TEXT,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            send_token TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
-        -- One message per form submission: a re-sent form (reload, double click) is recognised.
-        CREATE UNIQUE INDEX messages_by_send_token ON messages (conversation_id, send_token)
-            WHERE send_token IS NOT NULL;
-        """),
-    ("0002_settings_and_rate_limits", """
-        -- Values every worker must agree on, such as a generated session-signing key.
-        CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-        -- Fixed-window counters, shared by every worker through the database.
-        CREATE TABLE rate_limits (
-            key TEXT PRIMARY KEY, window INTEGER NOT NULL, hits INTEGER NOT NULL, ends REAL NOT NULL
-        );
-        """),
-]
-
-
 class Store:
     """The app's one database connection (aiosqlite runs it on its own thread, off the loop)."""
 
@@ -135,31 +93,7 @@ class Store:
         await self._db.close()
 
     async def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded; returns the names applied. Safe when several
-        workers start at once: each migration runs in a write transaction, and one that another
-        worker has just applied fails harmlessly and is skipped."""
-        await self._db.execute(
-            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        applied = []
-        for name, script in MIGRATIONS:
-            if name in await self._applied():
-                continue
-            record = f"INSERT INTO migrations (name, applied_at) VALUES ('{name}', '{_now()}');"
-            try:
-                await self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\n{record}\nCOMMIT;")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-                if name not in await self._applied():
-                    raise
-                continue
-            applied.append(name)
-        return applied
-
-    async def _applied(self) -> set[str]:
-        async with self._db.execute("SELECT name FROM migrations") as cursor:
-            return {row["name"] async for row in cursor}
+        return await migrations.apply(self._db)
 
     async def check_writable(self) -> None:
         """Raises if the database cannot take a write now (read-only, full, locked for too long)."""

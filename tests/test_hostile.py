@@ -32,7 +32,8 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app, sse
-from chatapp.rendering import ALLOWED_TAGS, PYGMENTS_CLASSES, StreamingMarkdown, render_markdown
+from chatapp.rendering import StreamingMarkdown, render_markdown
+from chatapp.sanitize import ALLOWED_TAGS, PYGMENTS_CLASSES
 from chatapp.validation import normalize
 from tests.conftest import CANARY_KEY, app_settings, parse_sse
 from tests.fake_openai import FakeOpenAI, Reply
@@ -503,10 +504,10 @@ async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: F
     """With the sanitizer switched off, the same checks report the vectors that get through."""
     import bleach
 
-    import chatapp.rendering as rendering
+    import chatapp.sanitize as sanitize
     loose = bleach.Cleaner(tags={"p", "a", "img", "script"}, attributes={"*": ["href", "src", "onerror"]},
                            protocols={"http", "https", "javascript"}, strip_comments=True)
-    monkeypatch.setattr(rendering, "_cleaner", loose)
+    monkeypatch.setattr(sanitize, "_cleaner", loose)
     tally = await views_paths(hostile_app, fake_upstream, [
         ("md-link-javascript", "[x](javascript:alert(1))"),
         ("safe", "plain *text*"),

@@ -8,14 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 
-from chatapp.rendering import (
-    ALLOWED_TAGS,
-    LINK_REL,
-    PYGMENTS_CLASSES,
-    StreamingMarkdown,
-    StreamStep,
-    render_markdown,
-)
+from chatapp.rendering import StreamingMarkdown, StreamStep, render_markdown
+from chatapp.sanitize import ALLOWED_TAGS, LINK_REL, PYGMENTS_CLASSES
 
 SAFE_HREF = ("http:", "https:", "mailto:")
 EMITTED_TAGS = ALLOWED_TAGS - {"img"}

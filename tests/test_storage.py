@@ -7,7 +7,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from chatapp.storage import MIGRATIONS, AlreadySent, Store
+from chatapp.migrations import MIGRATIONS
+from chatapp.storage import AlreadySent, Store
 
 
 async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:

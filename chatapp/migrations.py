@@ -1,0 +1,80 @@
+"""The database schema, built by named migrations: each applied once, in order, and recorded in
+the `migrations` table. A new migration goes at the end; an applied one is never edited.
+(Named SQL scripts rather than functions: each runs in one transaction with its record.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import aiosqlite
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_conversations_and_messages", """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX conversations_by_owner ON conversations (owner, updated_at);
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL,
+            html TEXT,
+            status TEXT NOT NULL CHECK (status IN ('streaming', 'complete', 'stopped', 'error')),
+            error TEXT,
+            model TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            send_token TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+        -- One message per form submission: a re-sent form (reload, double click) is recognised.
+        CREATE UNIQUE INDEX messages_by_send_token ON messages (conversation_id, send_token)
+            WHERE send_token IS NOT NULL;
+        """),
+    ("0002_settings_and_rate_limits", """
+        -- Values every worker must agree on, such as a generated session-signing key.
+        CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- Fixed-window counters, shared by every worker through the database.
+        CREATE TABLE rate_limits (
+            key TEXT PRIMARY KEY, window INTEGER NOT NULL, hits INTEGER NOT NULL, ends REAL NOT NULL
+        );
+        """),
+]
+
+
+async def apply(db: aiosqlite.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; returns the names applied. Safe when several
+    workers start at once: each migration runs in a write transaction, and one that another
+    worker has just applied fails harmlessly and is skipped."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    applied = []
+    for name, script in MIGRATIONS:
+        if name in await _applied(db):
+            continue
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        record = f"INSERT INTO migrations (name, applied_at) VALUES ('{name}', '{now}');"
+        try:
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\n{record}\nCOMMIT;")
+        except sqlite3.Error:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            if name not in await _applied(db):
+                raise
+            continue
+        applied.append(name)
+    return applied
+
+
+async def _applied(db: aiosqlite.Connection) -> set[str]:
+    async with db.execute("SELECT name FROM migrations") as cursor:
+        return {row["name"] async for row in cursor}
