@@ -82,7 +82,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 
-    from . import gate, ops, views, web
+    from . import conversations, gate, ops, views, web
 
     web.install(app, https=config.https)
     if config.trusted_proxy_hops:
@@ -91,6 +91,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     gate.install(app, config.password)
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(conversations.bp)
     return app
 
 

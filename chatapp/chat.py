@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
+from .context import estimate_tokens
 from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
-from .storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, Store
+from .storage import COMPLETE, ERROR, STOPPED, Message, Store
+from .turns import Turn
 
 log = logging.getLogger("chatapp.chat")
 
@@ -43,39 +45,6 @@ def retry_notice(retrying: Retrying) -> str:
             f"(try {retrying.attempt} of {retrying.tries})…")
 
 
-@dataclass(frozen=True)
-class Turn:
-    """A question stored and its answer waiting to be written."""
-
-    earlier: list[Message]
-    user: Message
-    assistant: Message
-    history: list[dict[str, str]]
-
-
-async def start_turn(
-    store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
-    send_token: str | None = None,
-) -> Turn:
-    """Store the question and an empty answer in state `streaming`, before the model is called.
-
-    Raises storage.AlreadySent if this form submission (its send_token) was stored before."""
-    earlier = await store.messages(conversation.id)
-    user = await store.add_message(conversation.id, "user", text, status=COMPLETE, send_token=send_token)
-    assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
-    return Turn(earlier, user, assistant, build_history(system_prompt, [*earlier, user]))
-
-
-def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
-    """The raw markdown of each turn (never HTML), after the system prompt. An answer still being
-    written (in another tab) is left out: half an answer is not a turn."""
-    history = [{"role": "system", "content": system_prompt}]
-    for message in messages:
-        if message.content.strip() and message.status != STREAMING:
-            history.append({"role": message.role, "content": message.content})
-    return history
-
-
 async def settle_abandoned(store: Store, messages: list[Message], *, silent_for: float) -> list[Message]:
     """Answers still marked `streaming` but silent for longer than any live stream can be (the
     process died, or the response never started) are saved as stopped, so they show as cut off
@@ -91,11 +60,6 @@ async def settle_abandoned(store: Store, messages: list[Message], *, silent_for:
             )
         settled.append(message)
     return settled
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token, for servers that report no usage (and the demo model)."""
-    return max(1, len(text) // 4) if text else 0
 
 
 async def stream_reply(
@@ -117,7 +81,7 @@ async def stream_reply(
     try:
         yield turn.assistant
         # aclosing: however this generator ends, the upstream response is closed at once.
-        async with contextlib.aclosing(provider.stream(turn.history)) as pieces:
+        async with contextlib.aclosing(provider.stream(turn.history, turn.assistant.model)) as pieces:
             async for piece in pieces:
                 if isinstance(piece, Usage):
                     usage = piece

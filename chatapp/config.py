@@ -52,6 +52,8 @@ class Config:
     # Prompt + answer tokens a day (UTC); 0: no budget.
     daily_tokens_per_session: int = 0
     daily_tokens: int = 0
+    context_tokens: int = 8000
+    models: tuple[str, ...] = ()
     metrics_token: str | None = None
     log_format: str = "text"
 
@@ -147,6 +149,13 @@ def _rate(value: str) -> str | None:
     return value
 
 
+def _models(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    if any(len(name) > 200 for name in names):
+        raise ValueError("must be model names separated by commas")
+    return names
+
+
 def _log_format(value: str) -> str:
     lowered = value.strip().lower() or "text"
     if lowered not in ("text", "json"):
@@ -186,6 +195,8 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_MAX_STREAMS": ("max_streams", _number(int, 1, 100_000)),
     "CHATAPP_DAILY_TOKENS_PER_SESSION": ("daily_tokens_per_session", _number(int, 0, 10**12)),
     "CHATAPP_DAILY_TOKENS": ("daily_tokens", _number(int, 0, 10**12)),
+    "CHATAPP_CONTEXT_TOKENS": ("context_tokens", _number(int, 0, 10_000_000)),
+    "CHATAPP_MODELS": ("models", _models),
     "CHATAPP_METRICS_TOKEN": ("metrics_token", _text),
     "CHATAPP_LOG_FORMAT": ("log_format", _log_format),
 }

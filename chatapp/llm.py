@@ -50,7 +50,7 @@ class Provider(Protocol):
     label: str
     is_demo: bool
 
-    def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]: ...
+    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage | Retrying]: ...
 
     async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
 
@@ -98,7 +98,7 @@ class OpenAIProvider:
         except openai.OpenAIError as error:
             raise self._error(error, False) from None
 
-    async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Usage | Retrying]:
+    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage | Retrying]:
         """Text pieces, then at most one Usage. A busy, failing or unreachable server is tried again
         (max_retries times, with backoff or as long as it asks, within the first-token deadline),
         but only before the first token: after it, a retry would repeat text already shown."""
@@ -110,7 +110,7 @@ class OpenAIProvider:
         while True:
             started = False
             try:
-                async with contextlib.aclosing(self._attempt(messages, first_deadline)) as pieces:
+                async with contextlib.aclosing(self._attempt(messages, model or self.model, first_deadline)) as pieces:
                     async for piece in pieces:
                         started = started or isinstance(piece, str)
                         yield piece
@@ -134,13 +134,13 @@ class OpenAIProvider:
         wait = min(wait, MAX_RETRY_WAIT)
         return wait if wait < time_left else None  # no point waiting past the first-token deadline
 
-    async def _attempt(self, messages: list[dict[str, str]], first_deadline: float) -> AsyncIterator[str | Usage]:
+    async def _attempt(self, messages: list[dict[str, str]], model: str, first_deadline: float) -> AsyncIterator[str | Usage]:
         """One try: open the stream and relay it, every failure as an LLMError."""
         started = False
         loop = asyncio.get_running_loop()
         try:
             async with self._deadline(first_deadline, started):
-                chunks = await self._open(messages)
+                chunks = await self._open(messages, model)
             async with chunks:
                 usage: Usage | None = None
                 while True:
@@ -174,19 +174,19 @@ class OpenAIProvider:
                 detail = f"no text from the model server within {self.first_token_timeout} s"
             raise LLMError("timeout", self._message("timeout", started), detail) from None
 
-    async def _open(self, messages: list[dict[str, str]]) -> Any:
+    async def _open(self, messages: list[dict[str, str]], model: str) -> Any:
         """Start the stream; a server that rejects `stream_options` gets one retry without it."""
         create = self._client.chat.completions.create
         if self.send_stream_options:
             try:
-                return await create(model=self.model, messages=messages, stream=True,
+                return await create(model=model, messages=messages, stream=True,
                                     stream_options={"include_usage": True})
             except openai.BadRequestError as error:
                 first = error
         else:
             first = None
         try:
-            chunks = await create(model=self.model, messages=messages, stream=True)
+            chunks = await create(model=model, messages=messages, stream=True)
         except openai.BadRequestError:
             if first is not None:
                 raise first from None  # the same 400 either way: report the original request's

@@ -47,6 +47,16 @@ MIGRATIONS: list[tuple[str, str]] = [
             key TEXT PRIMARY KEY, window INTEGER NOT NULL, hits INTEGER NOT NULL, ends REAL NOT NULL
         );
         """),
+    ("0003_presets_models_and_replaced_messages", """
+        -- Per conversation: the task preset (presets.toml), its target language, a custom system
+        -- prompt, and the model chosen from the allowlist.
+        ALTER TABLE conversations ADD COLUMN preset TEXT;
+        ALTER TABLE conversations ADD COLUMN language TEXT;
+        ALTER TABLE conversations ADD COLUMN system_prompt TEXT;
+        ALTER TABLE conversations ADD COLUMN model TEXT;
+        -- A regenerated answer or an edited question is kept, hidden, rather than deleted.
+        ALTER TABLE messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+        """),
 ]
 
 

@@ -33,6 +33,10 @@ class Conversation:
     owner: str
     title: str
     created_at: str
+    preset: str | None = None
+    language: str | None = None
+    system_prompt: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Message:
     completion_tokens: int | None
     created_at: str
     updated_at: str
+    hidden: bool = False
 
     @property
     def busy(self) -> bool:
@@ -147,7 +152,7 @@ class Store:
     async def conversation(self, conversation_id: str, owner: str) -> Conversation | None:
         """The conversation if this owner has it; another owner's looks exactly like a missing one."""
         async with self._db.execute(
-            "SELECT id, owner, title, created_at FROM conversations WHERE id = ? AND owner = ?",
+            f"SELECT {_CONVERSATION} FROM conversations WHERE id = ? AND owner = ?",
             (conversation_id, owner),
         ) as cursor:
             row = await cursor.fetchone()
@@ -155,12 +160,40 @@ class Store:
 
     async def newest_conversation(self, owner: str) -> Conversation | None:
         async with self._db.execute(
-            "SELECT id, owner, title, created_at FROM conversations WHERE owner = ? "
-            "ORDER BY updated_at DESC LIMIT 1",
+            f"SELECT {_CONVERSATION} FROM conversations WHERE owner = ? ORDER BY updated_at DESC LIMIT 1",
             (owner,),
         ) as cursor:
             row = await cursor.fetchone()
         return Conversation(**row) if row else None
+
+    async def conversations(self, owner: str, limit: int = 200) -> list[Conversation]:
+        """This owner's conversations, the one with the newest message first."""
+        async with self._db.execute(
+            f"SELECT {_CONVERSATION} FROM conversations WHERE owner = ? ORDER BY updated_at DESC LIMIT ?",
+            (owner, limit),
+        ) as cursor:
+            return [Conversation(**row) async for row in cursor]
+
+    async def update_conversation(self, conversation_id: str, owner: str, **changes: str | None) -> None:
+        """Change some of: title, preset, language, system_prompt, model."""
+        allowed = {"title", "preset", "language", "system_prompt", "model"}
+        assert changes and set(changes) <= allowed, changes
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        await self._db.execute(
+            f"UPDATE conversations SET {assignments} WHERE id = ? AND owner = ?",
+            (*changes.values(), conversation_id, owner),
+        )
+
+    async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
+        """Delete it and its messages; False if this owner has no such conversation."""
+        cursor = await self._db.execute(
+            "DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+        )
+        return cursor.rowcount > 0
+
+    async def hide_messages(self, message_ids: list[int]) -> None:
+        """Keep them, but out of the page and out of the history sent to the model."""
+        await self._db.executemany("UPDATE messages SET hidden = 1 WHERE id = ?", [(i,) for i in message_ids])
 
     async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
         """Prompt and answer tokens of answers started since `since`, for one owner or for all."""
@@ -179,10 +212,21 @@ class Store:
     # messages
 
     async def messages(self, conversation_id: str) -> list[Message]:
+        """The visible messages, oldest first (replaced ones are kept but left out)."""
         async with self._db.execute(
-            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 ORDER BY id", (conversation_id,)
         ) as cursor:
             return [_message(row) async for row in cursor]
+
+    async def page_of_messages(self, conversation_id: str, *, before: int | None, size: int) -> tuple[list[Message], bool]:
+        """The newest `size` visible messages (older than message `before`, if given), oldest first,
+        and whether there are earlier ones."""
+        async with self._db.execute(
+            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 AND id < ? ORDER BY id DESC LIMIT ?",
+            (conversation_id, before if before is not None else 2**62, size + 1),
+        ) as cursor:
+            rows = [_message(row) async for row in cursor]
+        return rows[:size][::-1], len(rows) > size
 
     async def message(self, message_id: int) -> Message:
         async with self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cursor:
@@ -247,9 +291,13 @@ class Store:
         return await self.message(message_id)
 
 
+_CONVERSATION = "id, owner, title, created_at, preset, language, system_prompt, model"
+
+
 def _message(row: aiosqlite.Row) -> Message:
     values = dict(row)
     del values["send_token"]
+    values["hidden"] = bool(values["hidden"])
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
     # only ever written by finish_message, so it is marked safe again as it comes back.
     values["html"] = Markup(values["html"]) if values["html"] is not None else None

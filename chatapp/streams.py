@@ -15,7 +15,8 @@ from markupsafe import Markup, escape
 from quart import Response, render_template, stream_with_context
 
 from . import sse
-from .chat import UNEXPECTED, Notice, Turn, stream_reply
+from .chat import UNEXPECTED, Notice, stream_reply
+from .turns import Turn
 from .llm import Provider
 from .quota import StreamSlot
 from .rendering import StreamStep

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, redirect, render_template, request, url_for
+import dataclasses
+from collections.abc import Awaitable, Callable
 
-from . import streams, visitor
-from .chat import Turn, settle_abandoned, start_turn
+from quart import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from . import choices, presets, streams, visitor
+from .chat import settle_abandoned
 from .config import Config
+from .errors import Refused
 from .llm import Provider
 from .storage import STOPPED, AlreadySent, Conversation, Message, Store
-from .errors import Refused
+from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .validation import clean_message, normalize
 from .web import error_response, is_htmx, read_trusted_form, request_id
 
 bp = Blueprint("chat", __name__)
+
+# Messages per page: a long conversation opens with the newest ones and a "load earlier" link.
+PAGE_SIZE = 50
 
 
 def _config() -> Config:
@@ -44,45 +52,100 @@ async def new() -> Response:
 
 @bp.get("/c/<conversation_id>")
 async def show(conversation_id: str) -> Response | str:
-    """A conversation with its history; finished answers are served from stored HTML."""
+    """A conversation: its newest page of messages, served from stored HTML (no markdown runs)."""
     found, conversation = await _find(conversation_id)
     if not found:
         return await error_response(404)
-    messages = await _store().messages(conversation_id) if conversation else []
-    return await _page(conversation_id, await settle_abandoned(_store(), messages, silent_for=_config().silence_limit))
+    before = request.args.get("before", type=int)
+    messages, more = (await _store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
+                      if conversation else ([], False))
+    messages = await settle_abandoned(_store(), messages, silent_for=_config().silence_limit)
+    earlier = url_for("chat.show", conversation_id=conversation_id, before=messages[0].id) if more else None
+    if before is not None and is_htmx():  # "load earlier": the older page, in place of the link
+        return await render_template("_older.html", messages=messages, earlier_link=earlier)
+    return await _page(conversation_id, messages, earlier_link=earlier, newest_page=before is None)
+
+
+@bp.get("/c/<conversation_id>/messages/<int:message_id>")
+async def message(conversation_id: str, message_id: int) -> Response | str:
+    """One message as a fragment (after a stop, the page fetches the saved answer)."""
+    found, conversation = await _find(conversation_id)
+    shown = {m.id: m for m in await _store().messages(conversation_id)} if conversation else {}
+    if message_id not in shown:
+        return await error_response(404)
+    return await render_template("_message.html", message=shown[message_id], last=False)
 
 
 @bp.post("/c/<conversation_id>/messages")
-async def send(conversation_id: str) -> Response | str:
+async def send(conversation_id: str) -> Response:
     """Store the question, then stream the answer: as SSE to htmx, as a chunked page without JS."""
+    return await _reply(conversation_id, start_turn, needs_text=True)
+
+
+@bp.post("/c/<conversation_id>/regenerate")
+async def regenerate(conversation_id: str) -> Response:
+    """Write the last answer again; the old one is kept, hidden."""
+    return await _reply(conversation_id, start_regeneration, needs_text=False)
+
+
+@bp.post("/c/<conversation_id>/edit")
+async def edit(conversation_id: str) -> Response:
+    """Change the last question and ask again; the old question and answer are kept, hidden."""
+    return await _reply(conversation_id, start_edit, needs_text=True)
+
+
+async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *, needs_text: bool) -> Response:
+    """Checks, then one turn streamed out. Every refusal says why and gives the typed text back."""
     try:
         form = await read_trusted_form()
     except Refused as refused:
         return await error_response(refused.status, refused.message)
-    owner, store = visitor.owner(), _store()
     found, conversation = await _find(conversation_id)
     if not found:
         return await error_response(404)
+    owner, store, typed = visitor.owner(), _store(), normalize(form.get("message"))
     try:
-        text = clean_message(form.get("message"), max_chars=_config().max_message_chars)
+        text = clean_message(form.get("message"), max_chars=_config().max_message_chars) if needs_text else ""
+        if conversation is None and not needs_text:
+            raise NothingToRedo("There is nothing to write again yet.")
         slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
     except Refused as refused:
-        return await _refused(conversation, conversation_id, normalize(form.get("message")), refused)
+        return await _refused(conversation, conversation_id, typed, refused)
     if conversation is None:
-        conversation = await store.create_conversation(conversation_id, owner, title="")
-        visitor.draft_used(conversation_id)
-    if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
-        slot.release()
-        return await error_response(404)
+        conversation = await _create(conversation_id, text)
+    if changes := choices.changes_from_form(form, conversation, _config()):
+        await store.update_conversation(conversation.id, owner, **changes)
+        conversation = dataclasses.replace(conversation, **changes)
     try:
-        turn = await start_turn(store, conversation, text, system_prompt=_config().system_prompt,
-                                model=_provider().label, send_token=form.get("send_token") or None)
-    except AlreadySent:
+        arguments = (text,) if needs_text else ()
+        turn = await start(store, conversation, *arguments, **_turn_settings(conversation, form))
+    except (AlreadySent, NothingToRedo) as refused:
         slot.release()
-        return await _already_sent(conversation)
+        return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
+                      else _refused(conversation, conversation_id, typed, refused))
     slot.settle_if_unused(lambda: store.finish_message(turn.assistant.id, content="", html="", status=STOPPED))
     write = streams.event_stream if is_htmx() else streams.page_stream
     return write(store, _provider(), turn, request_id(), slot, _live_page)
+
+
+async def _create(conversation_id: str, first_question: str) -> Conversation:
+    """A draft gets stored with its first message, titled by it."""
+    conversation = await _store().create_conversation(conversation_id, visitor.owner(), title=title_from(first_question))
+    visitor.draft_used(conversation_id)
+    if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
+        abort(404)
+    return conversation
+
+
+def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "system_prompt": choices.system_prompt(conversation, _config()),
+        "model": _provider().label if _provider().is_demo else choices.current(conversation, _config()).model,
+        "context_tokens": _config().context_tokens,
+    }
+    if "send_token" in form:
+        settings["send_token"] = form["send_token"] or None
+    return settings
 
 
 async def _find(conversation_id: str) -> tuple[bool, Conversation | None]:
@@ -120,19 +183,39 @@ async def _live_page(turn: Turn) -> str:
     return await _page(turn.user.conversation_id, turn.earlier, live=turn)
 
 
-async def _page(conversation_id: str, messages: list[Message], *, typed: str = "",
-                form_error: str | None = None, live: Turn | None = None) -> str:
+async def _page(conversation_id: str, messages: list[Message], *, typed: str = "", form_error: str | None = None,
+                live: Turn | None = None, earlier_link: str | None = None, newest_page: bool = True) -> str:
+    conversation = await _store().conversation(conversation_id, visitor.owner())
+    owner_conversations = await _store().conversations(visitor.owner())
     return await render_template(
         "chat.html",
         conversation_id=conversation_id,
+        conversation=conversation,
+        conversations=owner_conversations,
         messages=messages,
+        last_ids=_last_ids(messages) if newest_page and live is None else set(),
         live=live,
         answer_mark=streams.ANSWER_MARK,
-        csrf_token=visitor.csrf_token(),
         send_token_field=streams.send_token_field(),
         demo=_provider().is_demo,
         model_label=_provider().label,
         typed=typed,
         form_error=form_error,
         signed_in=bool(_config().password),
+        earlier_link=earlier_link,
+        presets=presets.PRESETS,
+        languages=presets.LANGUAGES,
+        models=choices.allowed_models(_config()),
+        chosen=choices.current(conversation, _config()),
+        context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], _config()),
+        usage_total=sum((m.prompt_tokens or 0) + (m.completion_tokens or 0) for m in messages),
     )
+
+
+def _last_ids(messages: list[Message]) -> set[int]:
+    """The newest answer (to regenerate) and the newest question (to edit), when nothing streams."""
+    if not messages or any(m.busy for m in messages):
+        return set()
+    last_user = next((m.id for m in reversed(messages) if m.role == "user"), None)
+    last_answer = messages[-1].id if messages[-1].role == "assistant" else None
+    return {i for i in (last_user, last_answer) if i is not None}

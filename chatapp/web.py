@@ -102,8 +102,8 @@ def install(app: Quart, *, https: bool) -> None:
         logs.request_id_var.set(g.request_id)
 
     @app.context_processor
-    async def _request_id() -> dict[str, str]:
-        return {"request_id": request_id()}
+    async def _request_context() -> dict[str, str]:
+        return {"request_id": request_id(), "csrf_token": visitor.csrf_token()}
 
     @app.after_request
     async def _headers(response: Response) -> Response:

@@ -33,7 +33,7 @@ def main() -> None:
                 )
                 page = browser.new_page(viewport={"width": 1000, "height": 1100})
                 page.goto(server.url + "/")
-                page.fill("textarea[name=message]", QUESTION)
+                page.fill("#composer textarea[name=message]", QUESTION)
                 page.keyboard.press("Enter")
                 page.locator("article[data-role=assistant][aria-busy=false]").wait_for()
                 page.mouse.move(0, 0)

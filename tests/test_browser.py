@@ -66,7 +66,7 @@ def test_answer_streams_in_steps_and_the_indicator_stops(browser: Browser, serve
     page = context.new_page()
     seen = _watch(page, server.url)
     page.goto(server.url + "/")
-    page.fill("textarea[name=message]", "Tell me something")
+    page.fill("#composer textarea[name=message]", "Tell me something")
     page.keyboard.press("Enter")
 
     answer = page.locator("article[data-role=assistant]").last
@@ -88,7 +88,7 @@ def test_answer_streams_in_steps_and_the_indicator_stops(browser: Browser, serve
     assert final.get_attribute("aria-busy") == "false"
     assert final.locator("strong").first.text_content() == "several"
     assert final.locator("li").count() == 6
-    assert page.locator("textarea[name=message]").input_value() == ""
+    assert page.locator("#composer textarea[name=message]").input_value() == ""
     assert not page.locator("form.htmx-request").count()  # the indicator is off
     assert page.evaluate("window.__cspViolations") == [] and seen["console_csp"] == []
     assert seen["foreign"] == [] and seen["dialogs"] == []
@@ -105,9 +105,9 @@ def test_without_javascript_the_form_round_trip_shows_the_answer(browser: Browse
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     page.goto(server.url + "/")
-    page.fill("textarea[name=message]", "No scripts please")
+    page.fill("#composer textarea[name=message]", "No scripts please")
     with page.expect_navigation():
-        page.click("button[type=submit]")
+        page.click("#composer button[type=submit]")
     answer = page.locator("article[data-role=assistant]").last
     assert answer.get_attribute("aria-busy") == "false"
     assert answer.locator("em").text_content() == "HTML"
@@ -121,8 +121,8 @@ def test_upstream_error_shows_a_friendly_message(browser: Browser, server: LiveS
     context = browser.new_context()
     page = context.new_page()
     page.goto(server.url + "/")
-    page.fill("textarea[name=message]", "hello")
-    page.click("button[type=submit]")
+    page.fill("#composer textarea[name=message]", "hello")
+    page.click("#composer button[type=submit]")
     error = page.locator("article[data-role=assistant] [data-role=error]")
     error.wait_for(timeout=10_000)
     assert "request id" in error.text_content()

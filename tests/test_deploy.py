@@ -270,6 +270,7 @@ def test_a_plain_install_carries_the_templates_and_static_files(tmp_path: Path) 
                    check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("chatapp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    assert "chatapp/presets.toml" in names
     for folder in ("templates", "static"):
         for path in (ROOT / folder).rglob("*"):
             if path.is_file():

@@ -371,31 +371,44 @@ def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> 
 
 
 def frame_violations(page: BeautifulSoup) -> list[str]:
-    """The page's own frame stayed whole: one form, its scripts, no stray active elements."""
+    """The page's own frame stayed whole: only its own forms and controls, its scripts, no stray
+    active elements; and nothing active inside the text of any message."""
     problems = []
     messages = page.select_one("section#messages")
     if messages is None:
         return ["no #messages section"]
     if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
         problems.append("an article outside #messages or nested in another")
-    forms = page.find_all("form")
-    if len(forms) != 1 or forms[0].get("id") != "composer" or len(page.find_all("textarea")) != 1:
+    if [f.get("id") for f in page.find_all("form") if f.get("id")] != ["composer"]:
         problems.append("the page's form was tampered with")
+    for form in page.find_all("form"):
+        own = (form.get("id") == "composer" or form.find_parent(class_="actions") is not None
+               or form.find_parent(class_="conversation-settings") is not None
+               or form.get("action") == "/logout")
+        if not own or not str(form.get("action", "")).startswith(("/c/", "/logout")):
+            problems.append("the page's form was tampered with")
+    for content in page.select(".content"):
+        if content.find(["form", "textarea", "input", "button", "select", "details", "article"]):
+            problems.append("a control inside a message's text")
     scripts = page.find_all("script")
     if len(scripts) != 3 or not all(s.get("src", "").startswith("/static/") and not s.string for s in scripts):
         problems.append("unexpected script elements")
     for name in ("iframe", "frame", "object", "embed", "img", "svg", "math", "style", "base", "template", "video",
-                 "audio", "details", "dialog", "input[type=image]"):
+                 "audio", "dialog", "input[type=image]"):
         if page.select(name):
             problems.append(f"a <{name}> in the page")
+    for details in page.find_all("details"):
+        if "conversation-settings" not in details.get("class", []) and details.find_parent(class_="actions") is None:
+            problems.append("a <details> in the page")
     if len(page.find_all("meta")) != 4 or len(page.find_all("link")) != 2:
         problems.append("extra meta or link elements")
     for tag in page.find_all(True):
         for attr in tag.attrs:
             if attr.lower().startswith("on") or attr.lower() == "style":
                 problems.append(f"<{tag.name} {attr}> in the page")
-            elif attr.lower().startswith(("hx-", "data-hx")) and tag.get("id") != "composer":
-                problems.append(f"<{tag.name} {attr}> outside the form")
+            elif attr.lower().startswith(("hx-", "data-hx")) and tag.name != "form" and not (
+                    tag.name == "a" and tag.find_parent(class_="earlier") is not None):
+                problems.append(f"<{tag.name} {attr}> outside the page's own forms")
         if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")):
             problems.append(f"<a href={tag.get('href')!r}> in the page")
     return problems
@@ -618,7 +631,7 @@ def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations
             text = "\n\n".join(t for _, t in batch)
             user = text if _valid_message(text) else "Please answer."
             fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-            page.fill("textarea[name=message]", user)
+            page.fill("#composer textarea[name=message]", user)
             page.keyboard.press("Enter")
             problems = []
             try:
@@ -649,18 +662,18 @@ def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
         valid = _valid_message(text)
         if not valid:  # first the refusal, which gives the text back in the form
             with page.expect_navigation():
-                page.fill("textarea[name=message]", text)
-                page.click("button[type=submit]")
+                page.fill("#composer textarea[name=message]", text)
+                page.click("#composer button[type=submit]")
             problems = watch.problems(js=False) + frame_violations(_soup(page.content()))
-            if page.locator("textarea[name=message]").input_value() != text.replace("\r\n", "\n").replace("\r", "\n"):
+            if page.locator("#composer textarea[name=message]").input_value() != text.replace("\r\n", "\n").replace("\r", "\n"):
                 problems.append("the refused text is not given back")
             for name, _ in batch:
                 tally.record("browser, JS off (refused input)", name, problems)
         user = text if valid else "Please answer."
         fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-        page.fill("textarea[name=message]", user)
+        page.fill("#composer textarea[name=message]", user)
         with page.expect_navigation():
-            page.click("button[type=submit]")
+            page.click("#composer button[type=submit]")
         users.append(user)
         problems = watch.problems(js=False) + page_violations(page.content(), users, live=True)
         for name, _ in batch:

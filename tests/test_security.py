@@ -154,7 +154,7 @@ async def test_sending_too_fast_gets_429_with_retry_after_and_keeps_the_text(str
     assert response.status_code == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
     page = soup(await response.get_data())
     assert "too quickly" in page.select_one("[data-role=error]").get_text()
-    assert page.select_one("textarea[name=message]").get_text() == "the fourth message"
+    assert page.select_one("#composer textarea[name=message]").get_text() == "the fourth message"
 
 
 async def test_the_address_limit_spans_sessions(strict_app: Quart) -> None:

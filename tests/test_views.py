@@ -36,7 +36,7 @@ async def test_start_page_is_a_real_form_with_csrf_and_no_inline_code(client: Qu
     page = soup(await response.get_data())
     form = page.select_one("form#composer")
     assert form["method"] == "post" and form["action"] == form["hx-post"]
-    assert form.select_one("textarea[name=message]") is not None
+    assert form.select_one("#composer textarea[name=message]") is not None
     assert len(form.select_one("input[type=hidden][name=csrf_token]")["value"]) >= 20
     assert "X-CSRF-Token" in form["hx-headers"]
     # No inline script or style: every script has a src, and there are no style elements or attributes.
@@ -148,7 +148,7 @@ async def test_too_long_message_keeps_the_text_in_the_box(client: QuartClient, a
     assert response.status_code == 400
     page = soup(await response.get_data())
     assert "limit is 8,000" in page.select_one("#composer-error [data-role=error]").get_text()
-    assert page.select_one("textarea[name=message]").get_text() == long_text
+    assert page.select_one("#composer textarea[name=message]").get_text() == long_text
     assert fake_upstream.requests == []
 
 

@@ -1,0 +1,60 @@
+"""A conversation's choices: its task preset (and translate's language), and its model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from werkzeug.datastructures import MultiDict
+
+from . import presets
+from .config import Config
+from .context import fit_history
+from .storage import Conversation, Message
+from .turns import build_history
+
+
+@dataclass(frozen=True)
+class Choices:
+    preset: str
+    language: str
+    model: str
+
+
+def allowed_models(config: Config) -> list[str]:
+    """CHATAPP_MODELS, or just OPENAI_MODEL: nothing else may be asked for."""
+    return list(config.models) or [config.openai_model]
+
+
+def current(conversation: Conversation | None, config: Config) -> Choices:
+    models = allowed_models(config)
+    preset = conversation.preset if conversation and conversation.preset in presets.PRESETS else presets.DEFAULT_PRESET
+    model = conversation.model if conversation and conversation.model in models else models[0]
+    return Choices(preset, presets.language_or_default(conversation.language if conversation else None), model)
+
+
+def changes_from_form(form: MultiDict[str, str], conversation: Conversation, config: Config) -> dict[str, str]:
+    """What the composer's selects change; anything not on the lists is ignored."""
+    changes = {}
+    if form.get("preset") in presets.PRESETS and form["preset"] != conversation.preset:
+        changes["preset"] = form["preset"]
+    if form.get("language") in presets.LANGUAGES and form["language"] != conversation.language:
+        changes["language"] = form["language"]
+    if form.get("model") in allowed_models(config) and form["model"] != conversation.model:
+        changes["model"] = form["model"]
+    return changes
+
+
+def system_prompt(conversation: Conversation, config: Config) -> str:
+    return presets.system_prompt(conversation.preset, language=conversation.language,
+                                 custom=conversation.system_prompt, fallback=config.system_prompt)
+
+
+def context_note(conversation: Conversation | None, messages: list[Message], config: Config) -> str:
+    """Says so when the oldest turns no longer fit in what is sent to the model."""
+    if conversation is None or not config.context_tokens:
+        return ""
+    left_out = fit_history(build_history(system_prompt(conversation, config), messages), config.context_tokens).left_out
+    if not left_out:
+        return ""
+    return (f"The {left_out} oldest message{'s are' if left_out > 1 else ' is'} no longer sent to the model, "
+            "to fit its context.")

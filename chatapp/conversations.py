@@ -1,0 +1,71 @@
+"""Managing conversations: settings and title, export, delete (with a confirmation page)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, redirect, render_template, url_for
+
+from . import export, visitor
+from .errors import Refused
+from .storage import Conversation, Store
+from .web import error_response, read_trusted_form
+
+bp = Blueprint("conversations", __name__)
+
+EXPORTS = {"md": ("text/markdown", export.to_markdown), "json": ("application/json", export.to_json)}
+
+
+def _store() -> Store:
+    return current_app.extensions["store"]
+
+
+async def _mine(conversation_id: str) -> Conversation | None:
+    return await _store().conversation(conversation_id, visitor.owner())
+
+
+@bp.post("/c/<conversation_id>/settings")
+async def update(conversation_id: str) -> Response:
+    """Rename the conversation, or give it instructions of its own."""
+    try:
+        form = await read_trusted_form()
+    except Refused as refused:
+        return await error_response(refused.status, refused.message)
+    if await _mine(conversation_id) is None:
+        return await error_response(404)
+    title = " ".join((form.get("title") or "").split())[:200] or "New chat"
+    prompt = (form.get("system_prompt") or "").strip()[:4000] or None
+    await _store().update_conversation(conversation_id, visitor.owner(), title=title, system_prompt=prompt)
+    return redirect(url_for("chat.show", conversation_id=conversation_id), 303)
+
+
+@bp.get("/c/<conversation_id>/export.<extension>")
+async def export_file(conversation_id: str, extension: str) -> Response:
+    """The whole conversation (raw markdown, never HTML) as a download."""
+    conversation = await _mine(conversation_id)
+    if conversation is None or extension not in EXPORTS:
+        return await error_response(404)
+    mimetype, write = EXPORTS[extension]
+    body = write(conversation, await _store().messages(conversation_id))
+    filename = export.filename(conversation, extension)
+    return Response(body, mimetype=mimetype,
+                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.get("/c/<conversation_id>/delete")
+async def confirm_delete(conversation_id: str) -> Response | str:
+    """Are you sure? (A page, so deleting works without JavaScript too.)"""
+    conversation = await _mine(conversation_id)
+    if conversation is None:
+        return await error_response(404)
+    return await render_template("delete.html", conversation=conversation)
+
+
+@bp.post("/c/<conversation_id>/delete")
+async def delete(conversation_id: str) -> Response:
+    """Delete it, with its messages, for good."""
+    try:
+        await read_trusted_form()
+    except Refused as refused:
+        return await error_response(refused.status, refused.message)
+    if not await _store().delete_conversation(conversation_id, visitor.owner()):
+        return await error_response(404)
+    return redirect(url_for("chat.index"), 303)

@@ -1,0 +1,108 @@
+"""A conversation as a download: Markdown to read, JSON to keep. The raw text only, never HTML.
+
+Serve either as an attachment (Content-Disposition: attachment; filename="..." from `filename`),
+so a browser saves it rather than rendering what the model wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from datetime import UTC, datetime
+
+from .storage import ERROR, STOPPED, STREAMING, Conversation, Message
+
+_NOTES = {STOPPED: "stopped before it was complete", STREAMING: "still being written when exported"}
+_FENCE_OPEN = re.compile(r" {0,3}(?P<fence>`{3,}(?=[^`]*$)|~{3,})")
+_SPECIAL = re.compile(r"([\\`*_\[\]<>])")
+
+
+def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    """`# title`, the date it was started, then each message under `## You` or
+    `## Assistant (model)`, its raw Markdown as written, with a note if the answer is unfinished."""
+    title = _one_line(conversation.title) or "Conversation"
+    parts = [f"# {title}", f"_Created {_when(conversation.created_at)}_"]
+    for message in _shown(messages):
+        parts.append(_heading(message))
+        if content := message.content.strip("\n"):
+            parts.append(_close_fence(content))
+        if note := _note(message):
+            parts.append(f"_({note})_")
+    return "\n\n".join(parts) + "\n"
+
+
+def to_json(conversation: Conversation, messages: list[Message]) -> str:
+    """The conversation and its messages' raw text and metadata (not the owner, not HTML)."""
+    data = {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": conversation.created_at,
+        "messages": [
+            {
+                "id": m.id, "role": m.role, "content": m.content, "status": m.status, "model": m.model,
+                "created_at": m.created_at, "prompt_tokens": m.prompt_tokens,
+                "completion_tokens": m.completion_tokens, "error": m.error,
+            }
+            for m in _shown(messages)
+        ],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+def filename(conversation: Conversation, extension: str) -> str:
+    """A safe ASCII file name: the title lowercased to [a-z0-9-] (accents dropped, at most 60
+    characters, "conversation" if nothing is left), "-", the id's first 8 characters, ".extension"."""
+    ext = extension.removeprefix(".")
+    if not re.fullmatch(r"[a-z0-9]{1,10}", ext):
+        raise ValueError(f"not a file extension: {extension!r}")
+    ascii_title = unicodedata.normalize("NFKD", conversation.title).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].rstrip("-") or "conversation"
+    short_id = re.sub(r"[^A-Za-z0-9_-]", "", conversation.id)[:8]
+    return f"{stem}-{short_id}.{ext}" if short_id else f"{stem}.{ext}"
+
+
+def _shown(messages: list[Message]) -> list[Message]:
+    # A regenerated answer or an edited question is kept hidden in the database, not shown.
+    return [m for m in messages if not m.hidden]
+
+
+def _heading(message: Message) -> str:
+    if message.role == "user":
+        return "## You"
+    if message.role == "assistant":
+        model = _one_line(message.model)
+        return f"## Assistant ({model})" if model else "## Assistant"
+    return f"## {message.role.capitalize()}"
+
+
+def _note(message: Message) -> str | None:
+    if message.status == ERROR:
+        error = _SPECIAL.sub(r"\\\1", _one_line(message.error))  # its text, not Markdown
+        return f"error: {error}" if error else "error"
+    return _NOTES.get(message.status)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _when(timestamp: str) -> str:
+    try:
+        when = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    return (when.astimezone(UTC) if when.tzinfo else when).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _close_fence(content: str) -> str:
+    """The content, with a closing fence added if it ends inside a code block (an answer cut off
+    mid-code), so that the headings after it are not swallowed into the block."""
+    fence = None
+    for line in content.split("\n"):
+        if fence is None:
+            if m := _FENCE_OPEN.match(line):
+                fence = m["fence"]
+        elif re.fullmatch(rf" {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*", line):
+            fence = None
+    return f"{content}\n{fence}" if fence else content

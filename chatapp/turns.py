@@ -1,0 +1,95 @@
+"""Starting a turn: a new question, a regenerated answer, or an edited last question.
+
+Each stores what it must before the model is called (the question, and an empty answer in state
+`streaming`) and works out the history to send: the raw markdown of the visible conversation.
+A replaced answer or question is hidden, not deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .context import fit_history
+from .errors import Refused
+from .storage import COMPLETE, STREAMING, Conversation, Message, Store
+
+
+class NothingToRedo(Refused):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A question stored and its answer waiting to be written."""
+
+    earlier: list[Message]  # the visible conversation before this turn
+    user: Message
+    assistant: Message
+    history: list[dict[str, str]]  # what goes to the model
+    new_question: bool = True  # False when an answer is regenerated for the same question
+    replaced: list[int] = field(default_factory=list)  # ids hidden by this turn
+    left_out: int = 0  # older messages left out of the history to fit the context budget
+
+
+async def start_turn(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
+                     context_tokens: int = 0, send_token: str | None = None) -> Turn:
+    """A new question. Raises storage.AlreadySent if this form submission was stored before."""
+    earlier = await store.messages(conversation.id)
+    user = await store.add_message(conversation.id, "user", text, status=COMPLETE, send_token=send_token)
+    return await _answer(store, conversation, earlier, user, system_prompt, model, context_tokens)
+
+
+async def start_regeneration(store: Store, conversation: Conversation, *, system_prompt: str, model: str,
+                             context_tokens: int = 0) -> Turn:
+    """A new answer to the last question; the old answer is kept, hidden."""
+    messages = await store.messages(conversation.id)
+    if len(messages) < 2 or messages[-1].role != "assistant" or messages[-1].busy:
+        raise NothingToRedo("There is no finished answer to write again.")
+    old_answer = messages[-1]
+    await store.hide_messages([old_answer.id])
+    turn = await _answer(store, conversation, messages[:-2], messages[-2], system_prompt, model, context_tokens)
+    return _replacing(turn, [old_answer.id], new_question=False)
+
+
+async def start_edit(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
+                     context_tokens: int = 0) -> Turn:
+    """The last question, changed and sent again; the old question and its answer are kept, hidden."""
+    messages = await store.messages(conversation.id)
+    last_question = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if last_question is None or any(m.busy for m in messages[last_question:]):
+        raise NothingToRedo("There is no finished question to edit.")
+    replaced = [m.id for m in messages[last_question:]]
+    await store.hide_messages(replaced)
+    earlier = messages[:last_question]
+    user = await store.add_message(conversation.id, "user", text, status=COMPLETE)
+    turn = await _answer(store, conversation, earlier, user, system_prompt, model, context_tokens)
+    return _replacing(turn, replaced, new_question=True)
+
+
+async def _answer(store: Store, conversation: Conversation, earlier: list[Message], user: Message,
+                  system_prompt: str, model: str, context_tokens: int) -> Turn:
+    assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
+    fitted = fit_history(build_history(system_prompt, [*earlier, user]), context_tokens)
+    return Turn(earlier, user, assistant, fitted.messages, left_out=fitted.left_out)
+
+
+def _replacing(turn: Turn, replaced: list[int], *, new_question: bool) -> Turn:
+    return Turn(turn.earlier, turn.user, turn.assistant, turn.history, new_question, replaced, turn.left_out)
+
+
+def title_from(question: str, limit: int = 60) -> str:
+    """A conversation's first title: its first question's first line, shortened at a word."""
+    line = next((part.strip() for part in question.splitlines() if part.strip()), "New chat")
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+
+
+def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
+    """The raw markdown of each turn (never HTML), after the system prompt. An answer still being
+    written (in another tab) is left out: half an answer is not a turn."""
+    history = [{"role": "system", "content": system_prompt}]
+    for message in messages:
+        if message.content.strip() and message.status != STREAMING:
+            history.append({"role": message.role, "content": message.content})
+    return history

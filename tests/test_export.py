@@ -1,0 +1,142 @@
+"""Exports: the raw Markdown, never HTML; JSON that parses; file names that are safe anywhere."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from markupsafe import Markup
+
+from chatapp.export import filename, to_json, to_markdown
+from chatapp.storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message
+
+CONVERSATION = Conversation(id="AbC_d-12xyzXYZ", owner="alice-secret-owner", title="Sorting in Python",
+                            created_at="2025-03-04T05:06:07.890+00:00")
+
+
+def _message(id: int, role: str, content: str, *, status: str = COMPLETE, error: str | None = None,
+             model: str | None = None, hidden: bool = False) -> Message:
+    return Message(
+        id=id, conversation_id=CONVERSATION.id, role=role, content=content,
+        html=Markup(f"<p>RENDERED {id}</p>"), status=status, error=error, model=model,
+        prompt_tokens=11 if role == "assistant" else None, completion_tokens=22 if role == "assistant" else None,
+        created_at=f"2025-03-04T05:06:{id:02d}.000+00:00", updated_at=f"2025-03-04T05:07:{id:02d}.000+00:00",
+        hidden=hidden,
+    )
+
+
+QUESTION = "How do I sort a list of *dicts* by a key? <b>not html</b>"
+ANSWER = "Use `sorted`:\n\n```python\nsorted(rows, key=lambda r: r[\"age\"])\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+MESSAGES = [
+    _message(1, "user", QUESTION),
+    _message(2, "assistant", ANSWER, model="gpt-4o-mini"),
+    _message(3, "user", "And in reverse?"),
+    _message(4, "assistant", "Pass `reverse=True`, and", status=STOPPED, model="gpt-4o-mini"),
+    _message(5, "user", "Again?"),
+    _message(6, "assistant", "", status=ERROR, error="The model is busy_now; try *again*.", model="m"),
+]
+
+
+def test_markdown_has_title_date_and_each_messages_raw_text() -> None:
+    text = to_markdown(CONVERSATION, MESSAGES)
+    lines = text.split("\n")
+    assert lines[0] == "# Sorting in Python"
+    assert "2025-03-04 05:06 UTC" in "\n".join(lines[1:3])
+    for message in MESSAGES:
+        if message.content:
+            assert message.content in text
+    assert "RENDERED" not in text and "<p>" not in text
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == ["## You", "## Assistant (gpt-4o-mini)"] * 2 + ["## You", "## Assistant (m)"]
+    assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_markdown_notes_unfinished_answers() -> None:
+    text = to_markdown(CONVERSATION, MESSAGES)
+    assert "Pass `reverse=True`, and\n\n_(stopped before it was complete)_\n" in text
+    assert text.endswith("## Assistant (m)\n\n_(error: The model is busy\\_now; try \\*again\\*.)_\n")
+    assert text.count("_(") == 2  # complete answers and questions get no note
+    streaming = to_markdown(CONVERSATION, [_message(1, "assistant", "half", status=STREAMING)])
+    assert "## Assistant\n\nhalf\n\n_(still being written when exported)_" in streaming
+    no_text = to_markdown(CONVERSATION, [_message(1, "assistant", "", status=ERROR, error=None)])
+    assert no_text.endswith("## Assistant\n\n_(error)_\n")
+
+
+def test_markdown_closes_a_code_block_cut_off_mid_answer() -> None:
+    cut = "Here:\n\n````python\nprint('```')\nx = 1"
+    text = to_markdown(CONVERSATION, [_message(1, "assistant", cut, status=STOPPED), _message(2, "user", "Next")])
+    assert f"{cut}\n````\n\n_(stopped before it was complete)_\n\n## You\n\nNext\n" in text
+    closed = "```\ncode\n```"
+    assert to_markdown(CONVERSATION, [_message(1, "assistant", closed)]).endswith(f"\n\n{closed}\n")
+
+
+def test_markdown_title_fallback_and_one_line() -> None:
+    untitled = Conversation(id="c1", owner="o", title="  ", created_at="not a date")
+    text = to_markdown(untitled, [])
+    assert text.startswith("# Conversation\n\n") and "not a date" in text
+    multi = Conversation(id="c1", owner="o", title="two\nlines\n## You", created_at="2025-01-01T00:00:00+00:00")
+    assert to_markdown(multi, []).split("\n")[0] == "# two lines ## You"
+
+
+def test_hidden_messages_are_not_exported() -> None:
+    messages = [*MESSAGES, _message(7, "assistant", "OLD ANSWER REGENERATED", hidden=True)]
+    assert "OLD ANSWER" not in to_markdown(CONVERSATION, messages)
+    assert "OLD ANSWER" not in to_json(CONVERSATION, messages)
+
+
+def test_json_has_the_raw_text_and_no_html() -> None:
+    text = to_json(CONVERSATION, MESSAGES)
+    data = json.loads(text)
+    assert set(data) == {"id", "title", "created_at", "messages"}
+    assert (data["id"], data["title"], data["created_at"]) == (
+        CONVERSATION.id, CONVERSATION.title, CONVERSATION.created_at)
+    assert [m["content"] for m in data["messages"]] == [m.content for m in MESSAGES]
+    for exported, message in zip(data["messages"], MESSAGES, strict=True):
+        assert set(exported) == {"id", "role", "content", "status", "model", "created_at",
+                                 "prompt_tokens", "completion_tokens", "error"}
+        assert exported == {key: getattr(message, key) for key in exported}
+    assert all("html" not in m for m in data["messages"])
+    assert "RENDERED" not in text and "<p>" not in text and "alice-secret-owner" not in text
+    assert text.startswith('{\n  "id"')  # indented for people to read
+
+
+def test_json_keeps_unicode_readable() -> None:
+    conversation = Conversation(id="c1", owner="o", title="Café ☕", created_at="2025-01-01T00:00:00+00:00")
+    text = to_json(conversation, [_message(1, "user", "日本語 </script>")])
+    assert "Café ☕" in text and "日本語 </script>" in text
+    assert json.loads(text)["messages"][0]["content"] == "日本語 </script>"
+
+
+def _titled(title: str, id: str = "AbC_d-12xyz") -> Conversation:
+    return Conversation(id=id, owner="o", title=title, created_at="2025-01-01T00:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Sorting in Python", "sorting-in-python-AbC_d-12.md"),
+        ("../../etc/passwd", "etc-passwd-AbC_d-12.md"),
+        ("<script>alert(1)</script>", "script-alert-1-script-AbC_d-12.md"),
+        ("Café crème à la française", "cafe-creme-a-la-francaise-AbC_d-12.md"),
+        ("日本語のタイトル", "conversation-AbC_d-12.md"),
+        ("", "conversation-AbC_d-12.md"),
+        ("   --- ...  ", "conversation-AbC_d-12.md"),
+        ('C:\\Windows\\evil"; name=x.exe\r\n', "c-windows-evil-name-x-exe-AbC_d-12.md"),
+        ("x" * 100, "x" * 60 + "-AbC_d-12.md"),
+        ("a" * 59 + " b", "a" * 59 + "-AbC_d-12.md"),  # cut at 60, no dangling hyphen
+    ],
+)
+def test_filenames_are_safe(title: str, expected: str) -> None:
+    name = filename(_titled(title), "md")
+    assert name == expected
+    assert re.fullmatch(r"[a-z0-9-]{1,60}-[A-Za-z0-9_-]{1,8}\.md", name)
+
+
+def test_filename_extension_and_id() -> None:
+    assert filename(_titled("Hi"), ".json") == "hi-AbC_d-12.json"
+    assert filename(_titled("Hi", id="c1"), "md") == "hi-c1.md"
+    assert filename(_titled("Hi", id="../é/x"), "md") == "hi-x.md"
+    for bad in ["", "md/../x", "MD ", "m.d", "html\r\n"]:
+        with pytest.raises(ValueError):
+            filename(_titled("Hi"), bad)
