@@ -53,7 +53,11 @@ def context_note(conversation: Conversation | None, messages: list[Message], con
     """Says so when the oldest turns no longer fit in what is sent to the model."""
     if conversation is None or not config.context_tokens:
         return ""
-    left_out = fit_history(build_history(system_prompt(conversation, config), messages), config.context_tokens).left_out
+    return left_out_note(fit_history(build_history(system_prompt(conversation, config), messages),
+                                     config.context_tokens).left_out)
+
+
+def left_out_note(left_out: int) -> str:
     if not left_out:
         return ""
     return (f"The {left_out} oldest message{'s are' if left_out > 1 else ' is'} no longer sent to the model, "

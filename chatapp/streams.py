@@ -16,6 +16,7 @@ from quart import Response, render_template, stream_with_context
 
 from . import sse
 from .chat import UNEXPECTED, Notice, stream_reply
+from .choices import left_out_note
 from .turns import Turn
 from .llm import Provider
 from .quota import StreamSlot
@@ -27,6 +28,9 @@ log = logging.getLogger("chatapp.streams")
 # Where the answer goes in a page rendered around a reply in progress. Model and user text can never
 # produce it: user text is escaped and model HTML is sanitized, which drops comments.
 ANSWER_MARK = Markup("<!--chatapp:answer-->")
+
+# Empties every message's controls: while an answer streams, nothing may be regenerated or edited.
+CLEAR_CONTROLS = '<hx-partial hx-target="#messages .actions" hx-swap="innerHTML"></hx-partial>'
 
 # Renders the page around an answer in progress, with ANSWER_MARK where the answer goes.
 PageRenderer = Callable[[Turn], Coroutine[Any, Any, str]]
@@ -56,14 +60,29 @@ def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, 
             elif isinstance(item, Notice):
                 yield sse.frame(sse.text_partial(f"msg-{turn.assistant.id}-notice", "innerHTML", item.text))
             elif item.busy:
-                bubbles = await render_template("_turn.html", turn=turn)
-                yield sse.frame(bubbles + send_token_partial())
+                yield sse.frame(await _opening(turn))
             else:
-                final = await render_template("_message.html", message=item)
-                yield sse.frame(sse.partial(f"msg-{item.id}", "outerHTML", final))
+                yield sse.frame(await _closing(turn, item))
         yield sse.close()
 
     return _streaming(Response(events(), mimetype="text/event-stream"))
+
+
+async def _opening(turn: Turn) -> str:
+    """The first frame: the new bubbles (swapped into #messages), the replaced messages gone, the
+    old controls cleared (only the newest messages get regenerate and edit), a new send token,
+    and the note on older turns left out of the context."""
+    bubbles = await render_template("_turn.html", turn=turn)
+    removed = "".join(sse.partial(f"msg-{message_id}", "delete", "") for message_id in turn.replaced)
+    note = sse.text_partial("context-note", "innerHTML", left_out_note(turn.left_out))
+    return bubbles + removed + CLEAR_CONTROLS + send_token_partial() + note
+
+
+async def _closing(turn: Turn, answer: Message) -> str:
+    """The last frame: the finished answer, and the question with its edit control."""
+    final = await render_template("_message.html", message=answer, last=True)
+    question = await render_template("_message.html", message=turn.user, last=True)
+    return sse.partial(f"msg-{answer.id}", "outerHTML", final) + sse.partial(f"msg-{turn.user.id}", "outerHTML", question)
 
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
@@ -114,7 +133,7 @@ def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, s
                 final = item
         yield b"</div></div>"  # closes the draft opened by the page template
         if final is not None:
-            yield (await render_template("_message.html", message=final)).encode()
+            yield (await render_template("_message.html", message=final, last=True)).encode()
         yield tail.encode()
 
     return _streaming(Response(chunks(), mimetype="text/html"))

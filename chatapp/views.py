@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -68,12 +69,17 @@ async def show(conversation_id: str) -> Response | str:
 
 @bp.get("/c/<conversation_id>/messages/<int:message_id>")
 async def message(conversation_id: str, message_id: int) -> Response | str:
-    """One message as a fragment (after a stop, the page fetches the saved answer)."""
-    found, conversation = await _find(conversation_id)
-    shown = {m.id: m for m in await _store().messages(conversation_id)} if conversation else {}
+    """One message as a fragment: after a stop, the page fetches the saved answer (waiting a
+    moment for the stopped stream to save it)."""
+    _, conversation = await _find(conversation_id)
+    for _ in range(30):
+        shown = {m.id: m for m in await _store().messages(conversation_id)} if conversation else {}
+        if message_id not in shown or not shown[message_id].busy:
+            break
+        await asyncio.sleep(0.1)
     if message_id not in shown:
         return await error_response(404)
-    return await render_template("_message.html", message=shown[message_id], last=False)
+    return await render_template("_message.html", message=shown[message_id], last=True)
 
 
 @bp.post("/c/<conversation_id>/messages")

@@ -388,7 +388,8 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
         if not own or not str(form.get("action", "")).startswith(("/c/", "/logout")):
             problems.append("the page's form was tampered with")
     for content in page.select(".content"):
-        if content.find(["form", "textarea", "input", "button", "select", "details", "article"]):
+        if content.find(["form", "textarea", "input", "select", "details", "article"]) or any(
+                "code-copy" not in b.get("class", []) for b in content.find_all("button")):
             problems.append("a control inside a message's text")
     scripts = page.find_all("script")
     if len(scripts) != 3 or not all(s.get("src", "").startswith("/static/") and not s.string for s in scripts):
