@@ -1,0 +1,197 @@
+"""Many conversations, regenerate and edit, presets, models, context budget, export, long pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app, presets
+from tests.conftest import app_settings, open_chat, parse_sse, soup
+from tests.fake_openai import FakeOpenAI, Reply
+
+HTMX = {"HX-Request": "true"}
+
+
+async def ask(client: QuartClient, action: str, csrf: str, message: str, **fields: str) -> list:
+    response = await client.post(action, form={"message": message, **fields}, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert response.status_code == 200, await response.get_data()
+    return parse_sse((await response.get_data()).decode())
+
+
+async def post(client: QuartClient, url: str, csrf: str, **fields: str):
+    return await client.post(url, form={"csrf_token": csrf, **fields})
+
+
+def sent_messages(fake: FakeOpenAI) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in fake.requests[-1].body["messages"]]
+
+
+async def test_the_side_list_shows_this_browsers_conversations_newest_first(client: QuartClient, app: Quart) -> None:
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "First topic: sourdough\nwith more lines")
+    second = (await client.get("/new")).headers["Location"]
+    await ask(client, f"{second}/messages", csrf, "Second topic: " + "long " * 30)
+    page = soup(await (await client.get(second)).get_data())
+    titles = [a.get_text() for a in page.select("nav.sidebar a")]
+    assert titles[0].startswith("Second topic: long") and titles[0].endswith("…") and len(titles[0]) <= 61
+    assert titles[1] == "First topic: sourdough"
+    assert page.select_one("nav.sidebar a[aria-current=page]").get_text() == titles[0]
+    other = app.test_client()
+    await open_chat(other)
+    assert soup(await (await other.get("/", follow_redirects=True)).get_data()).select("nav.sidebar a") == []
+
+
+async def test_rename_and_custom_instructions(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "hello")
+    url = action.removesuffix("/messages")
+    response = await post(client, f"{url}/settings", csrf, title="  My   renamed chat ", system_prompt="Answer in haiku.")
+    assert response.status_code == 303
+    page = soup(await (await client.get(url)).get_data())
+    assert page.select_one("nav.sidebar a[aria-current=page]").get_text() == "My renamed chat"
+    await ask(client, action, csrf, "again")
+    assert sent_messages(fake_upstream)[0] == ("system", "Answer in haiku.")
+
+
+async def test_delete_asks_first_then_deletes_for_good(client: QuartClient, app: Quart) -> None:
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "to be deleted")
+    url = action.removesuffix("/messages")
+    confirm = soup(await (await client.get(f"{url}/delete")).get_data())
+    assert "deleted for good" in confirm.get_text()
+    assert confirm.select_one("form")["action"] == f"{url}/delete"
+    assert (await client.get(url)).status_code == 200  # asking did not delete it
+    assert (await post(client, f"{url}/delete", "forged")).status_code == 403
+    assert (await post(client, f"{url}/delete", csrf)).status_code == 303
+    assert (await client.get(url)).status_code == 404
+    assert await app.extensions["store"].messages(url.split("/")[-1]) == []
+
+
+async def test_regenerate_keeps_the_old_answer_hidden_and_sends_the_visible_history(
+        client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["first answer"]), Reply(tokens=["second answer"]))
+    action, csrf = await open_chat(client)
+    frames = await ask(client, action, csrf, "question")
+    old_id = soup(frames[-2][1]).find("article")["id"]
+    url = action.removesuffix("/messages")
+    response = await client.post(f"{url}/regenerate", form={}, headers={**HTMX, "X-CSRF-Token": csrf})
+    frames = parse_sse((await response.get_data()).decode())
+    opening = soup(frames[0][1])
+    assert [a["data-role"] for a in opening.find_all("article")] == ["assistant"]  # no second question
+    assert opening.find("hx-partial", attrs={"hx-target": f"#{old_id}", "hx-swap": "delete"}) is not None
+    assert sent_messages(fake_upstream)[1:] == [("user", "question")]
+    page = soup(await (await client.get(url)).get_data())
+    assert [a.select_one(".content").get_text(strip=True) for a in page.select("article")] == ["question", "second answer"]
+    kept = await app.extensions["store"]._db.execute_fetchall("SELECT content, hidden FROM messages ORDER BY id")
+    assert [tuple(row) for row in kept] == [("question", 0), ("first answer", 1), ("second answer", 0)]
+
+
+async def test_edit_and_resend_replaces_the_last_question(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["one"]), Reply(tokens=["two"]), Reply(tokens=["two again"]))
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "first question")
+    await ask(client, action, csrf, "second question, with a typo")
+    url = action.removesuffix("/messages")
+    page = soup(await (await client.get(url)).get_data())
+    edit = page.select_one("article[data-role=user]:nth-last-of-type(2) details.edit form")
+    assert edit["action"] == f"{url}/edit" and edit.select_one("textarea").get_text() == "second question, with a typo"
+    await client.post(f"{url}/edit", form={"message": "second question, fixed"}, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert sent_messages(fake_upstream)[1:] == [("user", "first question"), ("assistant", "one"),
+                                               ("user", "second question, fixed")]
+    page = soup(await (await client.get(url)).get_data())
+    assert [a.select_one(".content").get_text(strip=True) for a in page.select("article")] == [
+        "first question", "one", "second question, fixed", "two again"]
+
+
+async def test_only_the_newest_messages_offer_regenerate_and_edit(client: QuartClient) -> None:
+    action, csrf = await open_chat(client)
+    for question in ("a", "b"):
+        await ask(client, action, csrf, question)
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    articles = page.select("article")
+    assert [bool(a.select("details.edit")) for a in articles] == [False, False, True, False]
+    assert [bool(a.select("form[action$=regenerate]")) for a in articles] == [False, False, False, True]
+
+
+@pytest.mark.parametrize(("preset", "language", "expected"), [
+    ("summarize", "", presets.PRESETS["summarize"].prompt),
+    ("translate", "French", presets.PRESETS["translate"].prompt.replace("{language}", "French")),
+    ("translate", "Klingon", presets.PRESETS["translate"].prompt.replace("{language}", "English")),
+])
+async def test_a_preset_changes_the_system_message(client: QuartClient, fake_upstream: FakeOpenAI,
+                                                   preset: str, language: str, expected: str) -> None:
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "some text", preset=preset, language=language)
+    assert sent_messages(fake_upstream)[0] == ("system", expected)
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    assert page.select_one("select[name=preset] option[selected]")["value"] == preset  # remembered
+
+
+@pytest.fixture
+async def small_context_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
+    app = create_app(app_settings(tmp_path, fake_upstream, context_tokens=120, models=("model-a", "model-b")))
+    async with app.test_app():
+        yield app
+
+
+async def test_the_history_is_trimmed_oldest_first_and_the_page_says_so(small_context_app: Quart, fake_upstream: FakeOpenAI) -> None:
+    client = small_context_app.test_client()
+    action, csrf = await open_chat(client)
+    for turn in range(5):
+        fake_upstream.script(Reply(tokens=[f"answer {turn} " + "x" * 60]))
+        await ask(client, action, csrf, f"question {turn} " + "y" * 60)
+    sent = sent_messages(fake_upstream)
+    assert sent[0][0] == "system" and sent[-1][1].startswith("question 4")
+    assert sent[1][0] == "user" and len(sent) < 10  # older turns left out, whole pairs, oldest first
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    assert "no longer sent to the model" in page.select_one("#context-note").get_text()
+
+
+async def test_the_model_is_chosen_from_the_allowlist_and_stored(small_context_app: Quart, fake_upstream: FakeOpenAI) -> None:
+    client = small_context_app.test_client()
+    action, csrf = await open_chat(client)
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    assert [o.get_text() for o in page.select("select[name=model] option")] == ["model-a", "model-b"]
+    frames = await ask(client, action, csrf, "hi", model="model-b")
+    assert fake_upstream.requests[-1].body["model"] == "model-b"
+    assert "model-b" in soup(frames[-2][1]).select_one(".usage").get_text()
+    await ask(client, action, csrf, "hi", model="not-allowed")
+    assert fake_upstream.requests[-1].body["model"] == "model-b"  # unchanged
+
+
+async def test_export_as_markdown_and_json(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["**bold** answer"]))
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "Export me")
+    url = action.removesuffix("/messages")
+    markdown = await client.get(f"{url}/export.md")
+    assert markdown.headers["Content-Disposition"].startswith('attachment; filename="export-me-')
+    text = (await markdown.get_data()).decode()
+    assert "Export me" in text and "**bold** answer" in text and "<strong>" not in text
+    data = json.loads((await (await client.get(f"{url}/export.json")).get_data()).decode())
+    assert [m["content"] for m in data["messages"]] == ["Export me", "**bold** answer"]
+    assert (await client.get(f"{url}/export.exe")).status_code == 404
+
+
+async def test_a_long_conversation_opens_with_its_newest_page(client: QuartClient, app: Quart) -> None:
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "start")
+    conversation_id = action.split("/")[2]
+    store = app.extensions["store"]
+    for i in range(120):
+        await store.add_message(conversation_id, "user", f"message {i}", status="complete", html=None)
+    page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
+    articles = page.select("#messages article")
+    assert len(articles) == 50 and articles[-1].select_one(".content").get_text() == "message 119"
+    earlier = page.select_one(".earlier a")
+    older = await client.get(earlier["href"], headers=HTMX)  # htmx: the older page, as a fragment
+    fragment = soup(await older.get_data())
+    assert fragment.find("html") is None and len(fragment.select("article")) == 50
+    assert fragment.select_one(".earlier a") is not None
+    no_js = soup(await (await client.get(earlier["href"])).get_data())  # without JS: a whole page
+    assert no_js.select_one("form#composer") is not None and len(no_js.select("#messages article")) == 50
