@@ -19,7 +19,8 @@ bp = Blueprint("gate", __name__)
 
 # Reachable without signing in: the sign-in page itself, the operators' endpoints (metrics has a
 # token of its own), the stylesheets.
-OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "ops.healthz", "ops.readyz", "ops.metrics_page", "static"}
+OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "ops.healthz", "ops.readyz", "ops.metrics_page", "ops.favicon",
+                  "static"}
 
 
 def _fingerprint(password: str) -> str:

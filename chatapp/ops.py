@@ -23,6 +23,12 @@ async def healthz() -> Response:
     return Response("ok\n", mimetype="text/plain")
 
 
+@bp.get("/favicon.ico")
+async def favicon() -> Response:
+    """No icon, said once: browsers ask for one on every page otherwise."""
+    return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
 @bp.get("/readyz")
 async def readyz() -> Response:
     """The database is writable and the model server answers (looked at every few seconds)."""

@@ -50,6 +50,14 @@ def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
     live.stop()
 
 
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll from Python: the page's CSP forbids the eval that page.wait_for_function needs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _watch(page: Page, origin: str) -> dict[str, list[str]]:
     seen: dict[str, list[str]] = {"console_csp": [], "foreign": [], "dialogs": []}
     page.on("console", lambda m: "Content Security Policy" in m.text and seen["console_csp"].append(m.text))
@@ -128,4 +136,69 @@ def test_upstream_error_shows_a_friendly_message(browser: Browser, server: LiveS
     assert "request id" in error.text_content()
     assert page.locator("article[data-role=assistant]").last.get_attribute("aria-busy") == "false"
     assert CANARY_KEY not in page.content()
+    context.close()
+
+
+def test_stop_ends_the_answer_and_closes_the_upstream_request(browser: Browser, server: LiveServer,
+                                                              fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=[f"word{i} " for i in range(400)], delay=0.02))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/")
+    assert not page.locator("#composer .stop").is_visible()  # only while an answer streams
+    page.fill("#composer textarea[name=message]", "Write a lot")
+    page.keyboard.press("Enter")
+    answer = page.locator("article[data-role=assistant]").last
+    _wait_until(lambda: len(answer.locator(".tail").text_content() or "") > 40)
+    stop = page.locator("#composer .stop")
+    assert stop.is_visible()
+    stopped_at = time.monotonic()
+    stop.click()
+    assert fake_upstream.wait_for_disconnect(timeout=2)
+    assert fake_upstream.disconnects[-1] - stopped_at < 1.0
+    page.wait_for_selector("article[data-role=assistant][data-status=stopped]", timeout=5000)
+    assert answer.get_attribute("aria-busy") == "false"
+    assert "stopped before it was complete" in answer.text_content()
+    assert answer.locator("button[form=regenerate-form]").count() == 1  # cut off: offered again
+    assert not stop.is_visible()
+    context.close()
+
+
+def test_regenerate_replaces_the_answer_in_place(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["First ", "try."]), Reply(tokens=["Second ", "try."], delay=0.05))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#composer textarea[name=message]", "Question")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("article[data-role=assistant][data-status=complete]")
+    page.click("article[data-role=assistant] button[form=regenerate-form]")
+    final = page.locator("article[data-role=assistant][data-status=complete]")
+    _wait_until(lambda: final.count() == 1 and "Second try." in final.text_content())
+    assert page.locator("article[data-role=assistant]").count() == 1
+    assert page.locator("article[data-role=user]").count() == 1
+    assert page.locator("article[data-role=user] details.edit").count() == 1
+    context.close()
+
+
+def test_without_javascript_a_conversation_can_be_renamed_and_deleted(browser: Browser, server: LiveServer) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#composer textarea[name=message]", "Keep this short")
+    with page.expect_navigation():
+        page.click("#composer button[type=submit]")
+    page.goto(page.url.removesuffix("/messages"))
+    page.click("details.conversation-settings summary")
+    page.fill("#title", "Renamed without scripts")
+    with page.expect_navigation():
+        page.click("form.settings button[type=submit]")
+    assert page.locator("nav.sidebar a[aria-current=page]").text_content() == "Renamed without scripts"
+    assert not page.locator("#composer .stop").is_visible() and not page.locator("button.copy").first.is_visible()
+    page.click("details.conversation-settings summary")
+    with page.expect_navigation():
+        page.click("text=Delete…")
+    with page.expect_navigation():
+        page.click("button.danger")
+    assert page.locator("nav.sidebar a").count() == 0
     context.close()

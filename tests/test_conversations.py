@@ -98,8 +98,9 @@ async def test_edit_and_resend_replaces_the_last_question(client: QuartClient, f
     await ask(client, action, csrf, "second question, with a typo")
     url = action.removesuffix("/messages")
     page = soup(await (await client.get(url)).get_data())
-    edit = page.select_one("article[data-role=user]:nth-last-of-type(2) details.edit form")
-    assert edit["action"] == f"{url}/edit" and edit.select_one("textarea").get_text() == "second question, with a typo"
+    edit = page.select_one("article[data-role=user]:nth-last-of-type(2) details.edit textarea")
+    assert page.select_one(f"form#{edit['form']}")["action"] == f"{url}/edit"
+    assert edit.get_text() == "second question, with a typo"
     await client.post(f"{url}/edit", form={"message": "second question, fixed"}, headers={**HTMX, "X-CSRF-Token": csrf})
     assert sent_messages(fake_upstream)[1:] == [("user", "first question"), ("assistant", "one"),
                                                ("user", "second question, fixed")]
@@ -115,7 +116,7 @@ async def test_only_the_newest_messages_offer_regenerate_and_edit(client: QuartC
     page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
     articles = page.select("article")
     assert [bool(a.select("details.edit")) for a in articles] == [False, False, True, False]
-    assert [bool(a.select("form[action$=regenerate]")) for a in articles] == [False, False, False, True]
+    assert [bool(a.select("button[form=regenerate-form]")) for a in articles] == [False, False, False, True]
 
 
 @pytest.mark.parametrize(("preset", "language", "expected"), [

@@ -245,8 +245,10 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 # --- path 2: the views ---------------------------------------------------------------------------
 HTMX = {"HX-Request": "true"}
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="#(?P<target>msg-\d+(?:-blocks|-tail)?|send-token)" '
-    r'hx-swap="(?P<swap>beforeend|innerHTML|outerHTML)">(?P<body>.*?)</hx-partial>', re.S)
+    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.actions)" '
+    r'hx-swap="(?P<swap>beforeend|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
+# The first frame's own partials: a new send token, the old controls cleared, the context note.
+OPENING_PARTIALS = ["#context-note", "#messages .actions", "#send-token"]
 
 
 def _cleaned(text: str) -> str:
@@ -282,7 +284,8 @@ def sse_violations(frames: list[tuple[str | None, str]], user_text: str) -> list
     bubbles, steps, final = frames[0][1], frames[1:-2], frames[-2][1] if len(frames) >= 3 else ""
     # The bubbles: two articles and the send-token partial; the user's text shown exactly, as text.
     problems += raw_violations(WRAPPER.sub("", bubbles))
-    if len(HX_TAG.findall(bubbles)) != 2:
+    wrappers = WRAPPER.findall(bubbles)
+    if len(HX_TAG.findall(bubbles)) != 2 * len(wrappers) or sorted(w[0] for w in wrappers) != OPENING_PARTIALS:
         problems.append("extra <hx-…> tags in the bubbles frame")
     page = _soup(bubbles)
     articles = page.find_all("article", recursive=False)
@@ -301,16 +304,19 @@ def sse_violations(frames: list[tuple[str | None, str]], user_text: str) -> list
         found, frame_problems = _partials(data)
         problems += frame_problems
         for m in found:
-            if m["target"].endswith("-tail"):
+            if m["target"].endswith(("-tail", "-notice")):
                 problems += tail_violations(m.group(0))
             elif m["target"].endswith("-blocks") and m["swap"] == "beforeend":
                 problems += fragment_violations(m["body"])
             else:
                 problems.append(f"unexpected partial target in a step: {m['target']}")
-    # The final message: one partial with one article; its content sanitized.
+    # The final frame: the answer, then the question again (with its edit control); both one article.
     found, frame_problems = _partials(final)
     problems += frame_problems
-    if len(found) != 1 or found[0]["swap"] != "outerHTML":
+    question = _soup(found[1]["body"]).find("article") if len(found) == 2 else None
+    if question is None or question.select_one(".content.plain").get_text() != _cleaned(user_text):
+        problems.append("the question is not given back exactly in the final frame")
+    if len(found) != 2 or found[0]["swap"] != "outerHTML":
         problems.append(f"final frame: {final[:200]!r}")
     else:
         body = found[0]["body"]
@@ -379,14 +385,18 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
         return ["no #messages section"]
     if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
         problems.append("an article outside #messages or nested in another")
-    if [f.get("id") for f in page.find_all("form") if f.get("id")] != ["composer"]:
+    ids = [f.get("id") for f in page.find_all("form") if f.get("id")]
+    if ids != ["regenerate-form", "edit-form", "composer"]:
         problems.append("the page's form was tampered with")
     for form in page.find_all("form"):
-        own = (form.get("id") == "composer" or form.find_parent(class_="actions") is not None
+        own = (form.get("id") in ("composer", "regenerate-form", "edit-form")
                or form.find_parent(class_="conversation-settings") is not None
                or form.get("action") == "/logout")
         if not own or not str(form.get("action", "")).startswith(("/c/", "/logout")):
             problems.append("the page's form was tampered with")
+    for textarea in page.find_all("textarea"):
+        if textarea.find_parent("form") is None and textarea.get("form") != "edit-form":
+            problems.append("a text box outside the page's forms")
     for content in page.select(".content"):
         if content.find(["form", "textarea", "input", "select", "details", "article"]) or any(
                 "code-copy" not in b.get("class", []) for b in content.find_all("button")):
@@ -607,8 +617,11 @@ class Watch:
 
 
 def _browser_dom_violations(html: str, users: list[str]) -> list[str]:
-    # htmx may leave its own settle classes on swapped elements for a moment; they are not model text.
+    # htmx may leave its own settle classes on swapped elements for a moment, and app.js adds copy
+    # buttons to code blocks: neither is model text.
     html = re.sub(r' class="(htmx-[\w-]+ ?)+"', "", html)
+    html = re.sub(r'<button type="button" class="copy code-copy">Copy</button>', "", html)
+    html = html.replace('<pre class="has-copy">', "<pre>")
     return page_violations(html, users)
 
 
