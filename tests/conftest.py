@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -96,3 +98,18 @@ def parse_sse(body: str) -> list[tuple[str | None, str]]:
                 data.append(value)
         frames.append((event, "\n".join(data)))
     return frames
+
+
+def _database_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def _no_database_left_open() -> Iterator[None]:
+    """A test must close every database it opens: aiosqlite's threads would keep pytest from exiting."""
+    before = _database_threads()
+    yield
+    deadline = time.monotonic() + 2
+    while (left := _database_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, f"{len(left)} database connection(s) left open"
