@@ -1,0 +1,80 @@
+"""Opening a 1,000-message conversation: time to serve the page and its size, and proof that no
+markdown is rendered on a page load (stored HTML is served).
+
+    python bench/long_conversation.py [RUNS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chatapp import create_app, rendering  # noqa: E402
+from tests.conftest import app_settings, open_chat  # noqa: E402
+
+ANSWER = """## A heading
+
+Some **bold** text and a [link](https://example.com), then a list:
+
+- one
+- two
+
+```python
+def f(x):
+    return x * 2
+```
+"""
+
+
+async def main(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(app_settings(Path(tmp), None))
+        async with app.test_app():
+            client = app.test_client()
+            action, csrf = await open_chat(client)
+            await client.post(action, form={"message": "start", "csrf_token": csrf})
+            conversation_id = action.split("/")[2]
+            store = app.extensions["store"]
+            html = str(rendering.render_markdown(ANSWER))
+            for i in range(499):
+                await store.add_message(conversation_id, "user", f"Question number {i}?", status="complete")
+                await store.add_message(conversation_id, "assistant", ANSWER, status="complete", html=html)
+            count = len(await store.messages(conversation_id))
+
+            # Count calls of the renderer's core (every markdown render goes through it).
+            renders = 0
+            original = rendering._render
+
+            def counting(*args: object) -> str:
+                nonlocal renders
+                renders += 1
+                return original(*args)
+
+            rendering._render = counting
+            times, size = [], 0
+            for _ in range(runs):
+                started = time.perf_counter()
+                response = await client.get(f"/c/{conversation_id}")
+                body = await response.get_data()
+                times.append(time.perf_counter() - started)
+                size = len(body)
+            rendering._render = original
+            older = await client.get(f"/c/{conversation_id}?before=999999", headers={"HX-Request": "true"})
+    print(f"conversation of {count} messages, {runs} page loads (in-process test client, no network)")
+    print(f"  time to serve the page   median {statistics.median(times) * 1000:.1f} ms, "
+          f"p90 {sorted(times)[int(runs * 0.9)] * 1000:.1f} ms")
+    print(f"  HTML                     {size:,} bytes, {len(gzip.compress(body)):,} gzipped (newest 50 messages)")
+    print(f"  markdown renders         {renders} during {runs} page loads")
+    print(f"  'load earlier' fragment  {older.status_code}, {len(await older.get_data()):,} bytes")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 50))
