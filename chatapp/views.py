@@ -69,8 +69,8 @@ async def show(conversation_id: str) -> Response | str:
 
 @bp.get("/c/<conversation_id>/messages/<int:message_id>")
 async def message(conversation_id: str, message_id: int) -> Response | str:
-    """One message as a fragment: after a stop, the page fetches the saved answer (waiting a
-    moment for the stopped stream to save it)."""
+    """One message as a fragment: after a stop, or for an answer a page load found streaming, the
+    page fetches it (this waits up to 3 s for it to finish; a busy answer keeps asking)."""
     _, conversation = await _find(conversation_id)
     for _ in range(30):
         shown = {m.id: m for m in await _store().messages(conversation_id)} if conversation else {}
@@ -79,7 +79,7 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
         await asyncio.sleep(0.1)
     if message_id not in shown:
         return await error_response(404)
-    return await render_template("_message.html", message=shown[message_id], last=True)
+    return await render_template("_message.html", message=shown[message_id], last=True, poll=True)
 
 
 @bp.post("/c/<conversation_id>/messages")

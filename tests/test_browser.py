@@ -202,3 +202,23 @@ def test_without_javascript_a_conversation_can_be_renamed_and_deleted(browser: B
         page.click("button.danger")
     assert page.locator("nav.sidebar a").count() == 0
     context.close()
+
+
+def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(browser: Browser, server: LiveServer,
+                                                                  fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=[f"part{i} " for i in range(300)], delay=0.02))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#composer textarea[name=message]", "A long one")
+    page.keyboard.press("Enter")
+    tail = page.locator("article[data-role=assistant] .tail")
+    _wait_until(lambda: (tail.count() and len(tail.text_content() or "") > 100))
+    page.reload()
+    answer = page.locator("article[data-role=assistant]").last
+    _wait_until(lambda: answer.get_attribute("aria-busy") == "false")
+    assert answer.get_attribute("data-status") == "stopped"
+    assert answer.text_content().count("part") > 10  # the text so far, not an empty bubble
+    assert "stopped before it was complete" in answer.text_content()
+    assert answer.locator("button[form=regenerate-form]").count() == 1
+    context.close()

@@ -418,7 +418,8 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
             if attr.lower().startswith("on") or attr.lower() == "style":
                 problems.append(f"<{tag.name} {attr}> in the page")
             elif attr.lower().startswith(("hx-", "data-hx")) and tag.name != "form" and not (
-                    tag.name == "a" and tag.find_parent(class_="earlier") is not None):
+                    tag.name == "a" and tag.find_parent(class_="earlier") is not None) and not (
+                    tag.name == "article" and tag.get("aria-busy") == "true" and attr in ("hx-get", "hx-trigger", "hx-swap")):
                 problems.append(f"<{tag.name} {attr}> outside the page's own forms")
         if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")):
             problems.append(f"<a href={tag.get('href')!r}> in the page")

@@ -271,7 +271,9 @@ async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartCli
     store = _store(app)
     abandoned = await store.add_message(conversation_id, "assistant", "half an ans", status="streaming")
     page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
-    assert page.select_one(f"#msg-{abandoned.id}")["aria-busy"] == "true"  # fresh: it may still be live
+    busy = page.select_one(f"#msg-{abandoned.id}")
+    assert busy["aria-busy"] == "true"  # fresh: it may still be live, so it keeps asking how it is doing
+    assert busy["hx-get"] == f"/c/{conversation_id}/messages/{abandoned.id}" and busy["hx-trigger"] == "load delay:1s"
 
     await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?",
                             (abandoned.id,))
