@@ -17,7 +17,7 @@ from quart import Response, render_template, stream_with_context
 from . import sse
 from .chat import UNEXPECTED, Notice, stream_reply
 from .choices import left_out_note
-from .turns import Turn
+from .turns import Turn, title_from
 from .llm import Provider
 from .quota import StreamSlot
 from .rendering import StreamStep
@@ -75,7 +75,12 @@ async def _opening(turn: Turn) -> str:
     bubbles = await render_template("_turn.html", turn=turn)
     removed = "".join(sse.partial(f"msg-{message_id}", "delete", "") for message_id in turn.replaced)
     note = sse.text_partial("context-note", "innerHTML", left_out_note(turn.left_out))
-    return bubbles + removed + CLEAR_CONTROLS + send_token_partial() + note
+    listed = ""
+    if turn.new_question and not turn.earlier and not turn.replaced:  # a new conversation: list it
+        entry = await render_template("_conversation_entry.html", conversation_id=turn.user.conversation_id,
+                                      title=title_from(turn.user.content))
+        listed = sse.partial("no-conversations", "delete", "") + sse.partial("conversation-list", "afterbegin", entry)
+    return bubbles + removed + CLEAR_CONTROLS + send_token_partial() + note + listed
 
 
 async def _closing(turn: Turn, answer: Message) -> str:

@@ -196,3 +196,29 @@ async def test_a_long_conversation_opens_with_its_newest_page(client: QuartClien
     assert fragment.select_one(".earlier a") is not None
     no_js = soup(await (await client.get(earlier["href"])).get_data())  # without JS: a whole page
     assert no_js.select_one("form#composer") is not None and len(no_js.select("#messages article")) == 50
+
+
+async def test_regenerate_and_edit_work_without_javascript(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["one"]), Reply(tokens=["two"]), Reply(tokens=["three"]))
+    action, csrf = await open_chat(client)
+    await client.post(action, form={"message": "question", "csrf_token": csrf})
+    url = action.removesuffix("/messages")
+    page = soup(await (await client.post(f"{url}/regenerate", form={"csrf_token": csrf})).get_data())
+    assert page.select_one(".draft + article[data-role=assistant]").select_one(".content").get_text() == "two"
+    page = soup(await (await client.post(f"{url}/edit", form={"csrf_token": csrf, "message": "better question"})).get_data())
+    assert page.select_one(".draft + article[data-role=assistant]").select_one(".content").get_text() == "three"
+    page = soup(await (await client.get(url)).get_data())
+    assert [a.select_one(".content").get_text(strip=True) for a in page.select("article")] == ["better question", "three"]
+    refused = await client.post(f"/c/{'x' * 22}/regenerate", form={"csrf_token": csrf})
+    assert refused.status_code == 404
+
+
+async def test_a_new_conversation_joins_the_side_list_as_its_first_answer_starts(client: QuartClient) -> None:
+    action, csrf = await open_chat(client)
+    frames = await ask(client, action, csrf, "Brand new topic")
+    opening = soup(frames[0][1])
+    entry = opening.find("hx-partial", attrs={"hx-target": "#conversation-list"})
+    assert entry["hx-swap"] == "afterbegin" and entry.find("a").get_text() == "Brand new topic"
+    assert opening.find("hx-partial", attrs={"hx-target": "#no-conversations", "hx-swap": "delete"}) is not None
+    frames = await ask(client, action, csrf, "a second question")
+    assert soup(frames[0][1]).find("hx-partial", attrs={"hx-target": "#conversation-list"}) is None

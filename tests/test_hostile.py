@@ -245,8 +245,9 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 # --- path 2: the views ---------------------------------------------------------------------------
 HTMX = {"HX-Request": "true"}
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.actions)" '
-    r'hx-swap="(?P<swap>beforeend|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
+    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.actions'
+    r'|#conversation-list|#no-conversations)" '
+    r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.
 OPENING_PARTIALS = ["#context-note", "#messages .actions", "#send-token"]
 
@@ -285,7 +286,8 @@ def sse_violations(frames: list[tuple[str | None, str]], user_text: str) -> list
     # The bubbles: two articles and the send-token partial; the user's text shown exactly, as text.
     problems += raw_violations(WRAPPER.sub("", bubbles))
     wrappers = WRAPPER.findall(bubbles)
-    if len(HX_TAG.findall(bubbles)) != 2 * len(wrappers) or sorted(w[0] for w in wrappers) != OPENING_PARTIALS:
+    own = sorted(w[0] for w in wrappers if w[0] not in ("#conversation-list", "#no-conversations"))
+    if len(HX_TAG.findall(bubbles)) != 2 * len(wrappers) or own != OPENING_PARTIALS:
         problems.append("extra <hx-…> tags in the bubbles frame")
     page = _soup(bubbles)
     articles = page.find_all("article", recursive=False)
