@@ -127,6 +127,10 @@ async def stream_reply(
         if usage is None:  # the server sent none: count what was sent and received, roughly
             prompt = estimate_tokens("".join(m["content"] for m in turn.history))
             usage = Usage(prompt, estimate_tokens(markdown.text))
+        if turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
+            # A regeneration that failed, or was stopped before any text: the answer it was to
+            # replace comes back, rather than leave the question with no answer at all.
+            await store.hide_messages(turn.replaced, hidden=False)
         finished = await store.finish_message(
             turn.assistant.id,
             content=markdown.text,

@@ -5,16 +5,19 @@ from __future__ import annotations
 import hmac
 import time
 
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, jsonify, redirect, request
 
 from . import metrics
+from .errors import Refused
 from .llm import LLMError
+from .web import error_response, read_trusted_form
 
 bp = Blueprint("ops", __name__)
 
 # /readyz asks the database and the model server at most this often; in between it answers from
 # its last look, so a load balancer polling every second costs the model server nothing.
 READY_CACHE_SECONDS = 5.0
+THEMES = ("system", "light", "dark")
 
 
 @bp.get("/healthz")
@@ -27,6 +30,23 @@ async def healthz() -> Response:
 async def favicon() -> Response:
     """No icon, said once: browsers ask for one on every page otherwise."""
     return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@bp.post("/theme")
+async def set_theme() -> Response:
+    """Light, dark, or the system's: a cookie, so the choice works without JavaScript."""
+    try:
+        form = await read_trusted_form()
+    except Refused as refused:
+        return await error_response(refused.status, refused.message)
+    theme = form.get("theme") if form.get("theme") in THEMES else "system"
+    back = form.get("back") or "/"
+    if not back.startswith("/") or back.startswith("//"):  # only back to a page of this site
+        back = "/"
+    response = redirect(back, 303)
+    response.set_cookie("theme", theme, max_age=365 * 86400, httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return response
 
 
 @bp.get("/readyz")

@@ -191,9 +191,9 @@ class Store:
         )
         return cursor.rowcount > 0
 
-    async def hide_messages(self, message_ids: list[int]) -> None:
-        """Keep them, but out of the page and out of the history sent to the model."""
-        await self._db.executemany("UPDATE messages SET hidden = 1 WHERE id = ?", [(i,) for i in message_ids])
+    async def hide_messages(self, message_ids: list[int], hidden: bool = True) -> None:
+        """Keep them, but out of the page and out of the history sent to the model (or back in)."""
+        await self._db.executemany("UPDATE messages SET hidden = ? WHERE id = ?", [(int(hidden), i) for i in message_ids])
 
     async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
         """Prompt and answer tokens of answers started since `since`, for one owner or for all."""
@@ -228,9 +228,10 @@ class Store:
             rows = [_message(row) async for row in cursor]
         return rows[:size][::-1], len(rows) > size
 
-    async def message(self, message_id: int) -> Message:
+    async def message(self, message_id: int) -> Message | None:
         async with self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cursor:
-            return _message(await cursor.fetchone())
+            row = await cursor.fetchone()
+        return _message(row) if row else None
 
     async def add_message(
         self,

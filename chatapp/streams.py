@@ -29,8 +29,8 @@ log = logging.getLogger("chatapp.streams")
 # produce it: user text is escaped and model HTML is sanitized, which drops comments.
 ANSWER_MARK = Markup("<!--chatapp:answer-->")
 
-# Empties every message's controls: while an answer streams, nothing may be regenerated or edited.
-CLEAR_CONTROLS = '<hx-partial hx-target="#messages .actions" hx-swap="innerHTML"></hx-partial>'
+# Removes the regenerate and edit controls: while an answer streams, nothing may be redone.
+CLEAR_CONTROLS = '<hx-partial hx-target="#messages .redo" hx-swap="delete"></hx-partial>'
 
 # Renders the page around an answer in progress, with ANSWER_MARK where the answer goes.
 PageRenderer = Callable[[Turn], Coroutine[Any, Any, str]]

@@ -72,14 +72,24 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
     """One message as a fragment: after a stop, or for an answer a page load found streaming, the
     page fetches it (this waits up to 3 s for it to finish; a busy answer keeps asking)."""
     _, conversation = await _find(conversation_id)
+    shown = await _visible_message(conversation, message_id)
     for _ in range(30):
-        shown = {m.id: m for m in await _store().messages(conversation_id)} if conversation else {}
-        if message_id not in shown or not shown[message_id].busy:
+        if shown is None or not shown.busy:
             break
         await asyncio.sleep(0.1)
-    if message_id not in shown:
+        shown = await _visible_message(conversation, message_id)
+    if shown is None:
         return await error_response(404)
-    return await render_template("_message.html", message=shown[message_id], last=True, poll=True)
+    (shown,) = await settle_abandoned(_store(), [shown], silent_for=_config().silence_limit)
+    newest, _ = await _store().page_of_messages(conversation_id, before=None, size=2)
+    return await render_template("_message.html", message=shown, last=shown.id in _last_ids(newest), poll=True)
+
+
+async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
+    message = await _store().message(message_id) if conversation else None
+    if message is None or message.conversation_id != conversation.id or message.hidden:
+        return None
+    return message
 
 
 @bp.post("/c/<conversation_id>/messages")

@@ -103,7 +103,8 @@ def install(app: Quart, *, https: bool) -> None:
 
     @app.context_processor
     async def _request_context() -> dict[str, str]:
-        return {"request_id": request_id(), "csrf_token": visitor.csrf_token()}
+        return {"request_id": request_id(), "csrf_token": visitor.csrf_token(),
+                "theme": request.cookies.get("theme", "system")}
 
     @app.after_request
     async def _headers(response: Response) -> Response:

@@ -20,6 +20,10 @@
 
   document.addEventListener("htmx:before:request", (event) => {
     if (event.target.tagName !== "FORM" || !event.target.hasAttribute("hx-sse:close")) return;
+    if (streaming) {  // one answer at a time: a second send, regenerate or edit waits for Stop
+      event.preventDefault();
+      return;
+    }
     streaming = event.target;
     document.body.classList.add("streaming");
     errors.textContent = "";
@@ -57,7 +61,9 @@
     const button = event.target.closest("button.copy");
     if (!button) return;
     const source = button.closest("pre") || button.closest("article").querySelector(".content");
-    const text = (source.querySelector("code") || source).innerText;
+    const copy = (source.querySelector("code") || source).cloneNode(true);
+    copy.querySelectorAll(".code-copy").forEach((extra) => extra.remove());
+    const text = copy.innerText || copy.textContent;
     navigator.clipboard.writeText(text).then(() => {
       button.textContent = "Copied";
       setTimeout(() => { button.textContent = "Copy"; }, 1500);

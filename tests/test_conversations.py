@@ -222,3 +222,15 @@ async def test_a_new_conversation_joins_the_side_list_as_its_first_answer_starts
     assert opening.find("hx-partial", attrs={"hx-target": "#no-conversations", "hx-swap": "delete"}) is not None
     frames = await ask(client, action, csrf, "a second question")
     assert soup(frames[0][1]).find("hx-partial", attrs={"hx-target": "#conversation-list"}) is None
+
+
+async def test_a_failed_regeneration_gives_the_old_answer_back(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["the good answer"]), Reply(status=500))
+    action, csrf = await open_chat(client)
+    await ask(client, action, csrf, "question")
+    url = action.removesuffix("/messages")
+    await client.post(f"{url}/regenerate", form={}, headers={**HTMX, "X-CSRF-Token": csrf})
+    page = soup(await (await client.get(url)).get_data())
+    contents = [a.select_one(".content").get_text(strip=True) for a in page.select("article")]
+    assert contents[:2] == ["question", "the good answer"]  # nothing lost
+    assert page.select("article")[-1]["data-status"] == "error"  # and the failed try says why

@@ -245,11 +245,11 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 # --- path 2: the views ---------------------------------------------------------------------------
 HTMX = {"HX-Request": "true"}
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.actions'
+    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
     r'|#conversation-list|#no-conversations)" '
     r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.
-OPENING_PARTIALS = ["#context-note", "#messages .actions", "#send-token"]
+OPENING_PARTIALS = ["#context-note", "#messages .redo", "#send-token"]
 
 
 def _cleaned(text: str) -> str:
@@ -393,8 +393,8 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
     for form in page.find_all("form"):
         own = (form.get("id") in ("composer", "regenerate-form", "edit-form")
                or form.find_parent(class_="conversation-settings") is not None
-               or form.get("action") == "/logout")
-        if not own or not str(form.get("action", "")).startswith(("/c/", "/logout")):
+               or form.get("action") in ("/logout", "/theme"))
+        if not own or not str(form.get("action", "")).startswith(("/c/", "/logout", "/theme")):
             problems.append("the page's form was tampered with")
     for textarea in page.find_all("textarea"):
         if textarea.find_parent("form") is None and textarea.get("form") != "edit-form":

@@ -106,3 +106,18 @@ async def test_log_lines_are_json_with_the_request_id_people_see(json_logging_ap
     upstream = [line for line in lines if "upstream error" in line["message"]]
     assert upstream and upstream[0]["request_id"] == request_id and upstream[0]["level"] == "WARNING"
     assert response.headers["X-Request-ID"] == request_id
+
+
+async def test_the_theme_switch_works_without_javascript(client: QuartClient) -> None:
+    _, csrf = await open_chat(client)
+    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
+    assert page.find("html").get("data-theme") is None  # the system's choice by default
+    assert (await client.post("/theme", form={"theme": "dark"})).status_code == 403  # no token
+    response = await client.post("/theme", form={"theme": "dark", "back": "//evil.example/x", "csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["Location"] == "/"  # never off-site
+    assert "HttpOnly" in response.headers["Set-Cookie"] and "theme=dark" in response.headers["Set-Cookie"]
+    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
+    assert page.find("html")["data-theme"] == "dark"
+    assert page.select_one("select[name=theme] option[selected]")["value"] == "dark"
+    await client.post("/theme", form={"theme": "<script>", "csrf_token": csrf})
+    assert soup(await (await client.get("/", follow_redirects=True)).get_data()).find("html").get("data-theme") is None
