@@ -195,6 +195,15 @@ class Store:
         """Keep them, but out of the page and out of the history sent to the model (or back in)."""
         await self._db.executemany("UPDATE messages SET hidden = ? WHERE id = ?", [(int(hidden), i) for i in message_ids])
 
+    async def tokens_in_conversation(self, conversation_id: str) -> int:
+        """Prompt and answer tokens of every answer in the conversation, replaced ones included."""
+        async with self._db.execute(
+            "SELECT COALESCE(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)), 0) "
+            "FROM messages WHERE conversation_id = ?", (conversation_id,),
+        ) as cursor:
+            (total,) = await cursor.fetchone()
+        return total
+
     async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
         """Prompt and answer tokens of answers started since `since`, for one owner or for all."""
         query = (

@@ -61,7 +61,7 @@ async def show(conversation_id: str) -> Response | str:
     messages, more = (await _store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
                       if conversation else ([], False))
     messages = await settle_abandoned(_store(), messages, silent_for=_config().silence_limit)
-    earlier = url_for("chat.show", conversation_id=conversation_id, before=messages[0].id) if more else None
+    earlier = _earlier_link(conversation_id, messages, more)
     if before is not None and is_htmx():  # "load earlier": the older page, in place of the link
         return await render_template("_older.html", messages=messages, earlier_link=earlier)
     return await _page(conversation_id, messages, earlier_link=earlier, newest_page=before is None)
@@ -177,8 +177,10 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
     if is_htmx():
         response = await error_response(refused.status, refused.message)
     else:
-        messages = await _store().messages(conversation_id) if conversation else []
-        body = await _page(conversation_id, messages, typed=typed, form_error=refused.message)
+        messages, more = (await _store().page_of_messages(conversation_id, before=None, size=PAGE_SIZE)
+                          if conversation else ([], False))
+        body = await _page(conversation_id, messages, typed=typed, form_error=refused.message,
+                           earlier_link=_earlier_link(conversation_id, messages, more))
         response = Response(body, status=refused.status, mimetype="text/html")
     if refused.retry_after:
         response.headers["Retry-After"] = str(refused.retry_after)
@@ -195,8 +197,14 @@ async def _already_sent(conversation: Conversation) -> Response:
 
 
 async def _live_page(turn: Turn) -> str:
-    """The page around an answer in progress: history, the question, and the answer's mark."""
-    return await _page(turn.user.conversation_id, turn.earlier, live=turn)
+    """The page around an answer in progress: the newest history, the question, the answer's mark."""
+    shown = turn.earlier[-PAGE_SIZE:]
+    earlier = _earlier_link(turn.user.conversation_id, shown, len(turn.earlier) > PAGE_SIZE)
+    return await _page(turn.user.conversation_id, shown, live=turn, earlier_link=earlier)
+
+
+def _earlier_link(conversation_id: str, shown: list[Message], more: bool) -> str | None:
+    return url_for("chat.show", conversation_id=conversation_id, before=shown[0].id) if more and shown else None
 
 
 async def _page(conversation_id: str, messages: list[Message], *, typed: str = "", form_error: str | None = None,
@@ -224,7 +232,7 @@ async def _page(conversation_id: str, messages: list[Message], *, typed: str = "
         models=choices.allowed_models(_config()),
         chosen=choices.current(conversation, _config()),
         context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], _config()),
-        usage_total=sum((m.prompt_tokens or 0) + (m.completion_tokens or 0) for m in messages),
+        usage_total=await _store().tokens_in_conversation(conversation_id) if conversation else 0,
     )
 
 
