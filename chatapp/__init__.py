@@ -82,9 +82,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 
-    from . import conversations, gate, ops, views, web
+    from . import assets, conversations, gate, ops, views, web
 
     web.install(app, https=config.https)
+    assets.install(app)
     if config.trusted_proxy_hops:
         # Behind a reverse proxy: the client's address and scheme come from its X-Forwarded-* headers.
         app.asgi_app = ProxyFixMiddleware(app.asgi_app, mode="legacy", trusted_hops=config.trusted_proxy_hops)

@@ -121,3 +121,24 @@ async def test_the_theme_switch_works_without_javascript(client: QuartClient) ->
     assert page.select_one("select[name=theme] option[selected]")["value"] == "dark"
     await client.post("/theme", form={"theme": "<script>", "csrf_token": csrf})
     assert soup(await (await client.get("/", follow_redirects=True)).get_data()).find("html").get("data-theme") is None
+
+
+async def test_static_files_are_versioned_cached_and_compressed_but_streams_never(client: QuartClient,
+                                                                                 fake_upstream: FakeOpenAI) -> None:
+    import gzip
+
+    page = await client.get("/", follow_redirects=True, headers={"Accept-Encoding": "gzip"})
+    assert page.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in page.headers["Vary"]
+    html = soup(gzip.decompress(await page.get_data()))
+    css = html.select_one("link[rel=stylesheet]")["href"]
+    assert css.startswith("/static/app.css?v=") and len(css.split("v=")[1]) == 12
+    response = await client.get(css, headers={"Accept-Encoding": "gzip"})
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert b":root" in gzip.decompress(await response.get_data())
+    action = html.select_one("form#composer")["action"]
+    csrf = html.select_one("form#composer input[name=csrf_token]")["value"]
+    stream = await client.post(action, form={"message": "hi"},
+                               headers={**HTMX, "X-CSRF-Token": csrf, "Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in stream.headers and (await stream.get_data()).startswith(b"data: ")
+    no_js = await client.post(action, form={"message": "hi", "csrf_token": csrf}, headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in no_js.headers  # the chunked answer page is a stream too
