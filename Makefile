@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
+AXE_VERSION := 4.14.1
 
 .PHONY: run test bench load vendor clean
 
@@ -34,13 +35,17 @@ N ?= 200
 load: $(VENV)/.installed-test
 	$(BIN)/python bench/load.py $(N)
 
-# Refresh the vendored htmx from the npm registry (pinned by HTMX_VERSION).
+# Refresh the vendored htmx (and the tests' axe-core) from the npm registry, at the pinned versions.
 vendor:
 	rm -rf build/htmx && mkdir -p build/htmx
 	cd build/htmx && npm pack --silent htmx.org@$(HTMX_VERSION) && tar xzf htmx.org-$(HTMX_VERSION).tgz
 	cp build/htmx/package/dist/htmx.min.js build/htmx/package/dist/ext/hx-sse.min.js static/vendor/
 	cp build/htmx/package/LICENSE static/vendor/htmx-LICENSE
 	echo "htmx.org $(HTMX_VERSION) (dist/htmx.min.js, dist/ext/hx-sse.min.js)" > static/vendor/VERSION
+	# axe-core, for the accessibility tests only (tests/test_accessibility.py)
+	cd build/htmx && npm pack --silent axe-core@$(AXE_VERSION) && tar xzf axe-core-$(AXE_VERSION).tgz --one-top-level=axe
+	cp build/htmx/axe/package/axe.min.js tests/vendor/axe-$(AXE_VERSION).min.js
+	cp build/htmx/axe/package/LICENSE tests/vendor/axe-LICENSE
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
