@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
 AXE_VERSION := 4.14.1
 
-.PHONY: run test bench load vendor clean
+.PHONY: run test bench load screenshots vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/hostile_report.py
+
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python scripts/screenshots.py
 
 # N concurrent conversations through one worker (bounded, loopback only): make load N=1000
 N ?= 200

@@ -1,6 +1,9 @@
 """Regenerate the README's screenshots: the real app in demo mode, in Debian's Chromium.
 
     python scripts/screenshots.py        (or: make screenshots)
+
+Writes docs/screenshot.png (desktop, light), docs/screenshot-dark.png, docs/screenshot-phone.png
+(360 px wide) and docs/screenshot-nojs.png (JavaScript off).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -17,6 +20,29 @@ sys.path.insert(0, str(ROOT))
 from tests.live_server import LiveServer  # noqa: E402
 
 QUESTION = "How do I read a CSV file in Python?"
+SHOTS = {  # file → (viewport, color scheme, JavaScript on)
+    "screenshot.png": ({"width": 1100, "height": 1000}, "light", True),
+    "screenshot-dark.png": ({"width": 1100, "height": 1000}, "dark", True),
+    "screenshot-phone.png": ({"width": 360, "height": 760}, "light", True),
+    "screenshot-nojs.png": ({"width": 1100, "height": 1000}, "light", False),
+}
+
+
+def shoot(browser: Browser, url: str, name: str, viewport: dict, scheme: str, javascript: bool) -> None:
+    context = browser.new_context(viewport=viewport, color_scheme=scheme, java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(url + "/new")
+    page.fill("#composer textarea[name=message]", QUESTION)
+    if javascript:
+        page.keyboard.press("Enter")
+    else:
+        with page.expect_navigation():
+            page.click("#composer button[type=submit]")
+    page.locator("article[data-role=assistant][aria-busy=false]").last.wait_for()
+    page.mouse.move(0, 0)
+    page.evaluate("window.scrollTo(0, 0)") if javascript else None
+    page.screenshot(path=ROOT / "docs" / name)
+    context.close()
 
 
 def main() -> None:
@@ -31,17 +57,12 @@ def main() -> None:
                     executable_path="/usr/bin/chromium",
                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
                 )
-                page = browser.new_page(viewport={"width": 1000, "height": 1100})
-                page.goto(server.url + "/")
-                page.fill("#composer textarea[name=message]", QUESTION)
-                page.keyboard.press("Enter")
-                page.locator("article[data-role=assistant][aria-busy=false]").wait_for()
-                page.mouse.move(0, 0)
-                page.screenshot(path=ROOT / "docs" / "screenshot.png")
+                for name, (viewport, scheme, javascript) in SHOTS.items():
+                    shoot(browser, server.url, name, viewport, scheme, javascript)
+                    print(f"wrote docs/{name}")
                 browser.close()
         finally:
             server.stop()
-    print("wrote docs/screenshot.png")
 
 
 if __name__ == "__main__":
