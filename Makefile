@@ -25,10 +25,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+# Every benchmark (bounded, loopback only); the figures go to docs/benchmarks.md.
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/render.py
-	$(BIN)/python bench/relay.py
-	$(BIN)/python bench/hostile_report.py
+	$(BIN)/python bench/report.py
 
 screenshots: $(VENV)/.installed-test
 	$(BIN)/python scripts/screenshots.py
