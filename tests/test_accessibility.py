@@ -50,12 +50,12 @@ def _server(tmp_path: Path, fake: FakeOpenAI, **env: str) -> LiveServer:
     return LiveServer(app_environment(fake.base_url, tmp_path / "chat.db", **env), tmp_path / "server.log")
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize(("scheme", "width"), [("light", 1100), ("dark", 1100), ("light", 360)])
 def test_every_state_of_the_chat_page_has_no_violations(browser: Browser, tmp_path: Path,
-                                                       fake_upstream: FakeOpenAI, scheme: str) -> None:
+                                                       fake_upstream: FakeOpenAI, scheme: str, width: int) -> None:
     server = _server(tmp_path, fake_upstream)
     try:
-        context = browser.new_context(bypass_csp=True, color_scheme=scheme)
+        context = browser.new_context(bypass_csp=True, color_scheme=scheme, viewport={"width": width, "height": 800})
         page = context.new_page()
         page.goto(server.url + "/")
         assert violations(page) == [], "empty page"
