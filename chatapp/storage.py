@@ -176,8 +176,8 @@ class Store:
 
     async def update_conversation(self, conversation_id: str, owner: str, **changes: str | None) -> None:
         """Change some of: title, preset, language, system_prompt, model."""
-        allowed = {"title", "preset", "language", "system_prompt", "model"}
-        assert changes and set(changes) <= allowed, changes
+        if not changes or not set(changes) <= {"title", "preset", "language", "system_prompt", "model"}:
+            raise ValueError(f"not conversation settings: {sorted(changes)}")
         assignments = ", ".join(f"{name} = ?" for name in changes)
         await self._db.execute(
             f"UPDATE conversations SET {assignments} WHERE id = ? AND owner = ?",
