@@ -48,8 +48,7 @@ def send_token_partial() -> str:
     return sse.partial("send-token", "outerHTML", send_token_field())
 
 
-def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
-                 render_page: PageRenderer | None = None) -> Response:  # render_page: as page_stream's
+def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
 
     @stream_with_context

@@ -64,7 +64,8 @@ async def show(conversation_id: str) -> Response | str:
     earlier = _earlier_link(conversation_id, messages, more)
     if before is not None and is_htmx():  # "load earlier": the older page, in place of the link
         return await render_template("_older.html", messages=messages, earlier_link=earlier)
-    return await _page(conversation_id, messages, earlier_link=earlier, newest_page=before is None)
+    return await _page(conversation_id, messages, conversation=conversation, earlier_link=earlier,
+                       newest_page=before is None)
 
 
 @bp.get("/c/<conversation_id>/messages/<int:message_id>")
@@ -140,8 +141,9 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
                       else _refused(conversation, conversation_id, typed, refused))
     slot.settle_if_unused(lambda: store.finish_message(turn.assistant.id, content="", html="", status=STOPPED))
-    write = streams.event_stream if is_htmx() else streams.page_stream
-    return write(store, _provider(), turn, request_id(), slot, _live_page)
+    if is_htmx():
+        return streams.event_stream(store, _provider(), turn, request_id(), slot)
+    return streams.page_stream(store, _provider(), turn, request_id(), slot, _live_page)
 
 
 async def _create(conversation_id: str, first_question: str) -> Conversation:
@@ -179,7 +181,7 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
     else:
         messages, more = (await _store().page_of_messages(conversation_id, before=None, size=PAGE_SIZE)
                           if conversation else ([], False))
-        body = await _page(conversation_id, messages, typed=typed, form_error=refused.message,
+        body = await _page(conversation_id, messages, conversation=conversation, typed=typed, form_error=refused.message,
                            earlier_link=_earlier_link(conversation_id, messages, more))
         response = Response(body, status=refused.status, mimetype="text/html")
     if refused.retry_after:
@@ -207,9 +209,11 @@ def _earlier_link(conversation_id: str, shown: list[Message], more: bool) -> str
     return url_for("chat.show", conversation_id=conversation_id, before=shown[0].id) if more and shown else None
 
 
-async def _page(conversation_id: str, messages: list[Message], *, typed: str = "", form_error: str | None = None,
-                live: Turn | None = None, earlier_link: str | None = None, newest_page: bool = True) -> str:
-    conversation = await _store().conversation(conversation_id, visitor.owner())
+async def _page(conversation_id: str, messages: list[Message], *, conversation: Conversation | None = None,
+                typed: str = "", form_error: str | None = None, live: Turn | None = None,
+                earlier_link: str | None = None, newest_page: bool = True) -> str:
+    if conversation is None and live is not None:  # the page around an answer: its conversation exists
+        conversation = await _store().conversation(conversation_id, visitor.owner())
     owner_conversations = await _store().conversations(visitor.owner())
     return await render_template(
         "chat.html",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatapp import chat
 from chatapp.context import MESSAGE_OVERHEAD, Fitted, estimate_messages, estimate_tokens, fit_history
 
 
