@@ -88,6 +88,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACTION = re.compile(r'<form id="composer"[^>]*action="([^"]+)"')
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FINAL = re.compile(rb'data-status="(\w+)" aria-busy="false"')
+WORD = re.compile(rb"word(\d+)")  # token i of the fake server's answers is word<i> (bench/fake_server.py)
 
 
 # --- the processes ---------------------------------------------------------------------------
@@ -313,12 +314,16 @@ class Load:
                             return
                         elif (final := FINAL.search(frame)) and b'hx-swap="outerHTML"' in frame:
                             result.final_status = final.group(1).decode()
-                        else:
-                            result.tokens += 1
+                        elif (count := max(map(int, WORD.findall(frame)), default=-1) + 1 - result.tokens) > 0:
+                            # A frame may carry several tokens (the app paces its writes): the
+                            # first waited since the last frame, the others came with it. (Tokens
+                            # are numbered: a finished block's HTML repeats words already counted.)
+                            result.tokens += count
                             if last is None:
                                 result.ttft = now - started
+                                result.gaps += [0.0] * (count - 1)
                             else:
-                                result.gaps.append(now - last)
+                                result.gaps += [now - last] + [0.0] * (count - 1)
                             last = now
                             if result.leaves and result.tokens >= self.args.disconnect_after:
                                 result.outcome, result.reason = "disconnected", ""

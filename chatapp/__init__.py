@@ -17,6 +17,7 @@ from quart import Quart
 from . import logs
 from .config import Config, ConfigError, load_config
 from .llm import make_provider
+from .pacing import PacedProvider
 from .quota import Quota
 from .storage import Store
 
@@ -56,7 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
             # Kept in the database, so that every worker signs sessions with the same key.
             app.config["SECRET_KEY"] = await store.setting("secret_key", lambda: secrets.token_hex(32))
             log.warning("SECRET_KEY is not set: using a random one kept in the database %s.", config.database)
-        app.extensions["provider"] = make_provider(
+        provider = make_provider(
             api_key=config.openai_api_key,
             base_url=config.openai_base_url,
             model=config.openai_model,
@@ -66,7 +67,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
             max_retries=config.max_retries,
             demo_delay=config.demo_delay,
         )
-        provider = app.extensions["provider"]
+        if config.stream_interval:
+            provider = PacedProvider(provider, config.stream_interval)
+        app.extensions["provider"] = provider
         if provider.is_demo:
             log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL set: the offline demo model answers.")
         else:

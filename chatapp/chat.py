@@ -28,6 +28,10 @@ log = logging.getLogger("chatapp.chat")
 # reload loses at most this much, rarely enough that a fast model is not slowed by the disk.
 SAVE_EVERY_SECONDS = 1.0
 
+# A stream gives way to the others at least every this many pieces (more often costs a loop turn
+# per token; never let one stream with a backlog hold the loop for seconds).
+YIELD_EVERY = 16
+
 UNEXPECTED = "Something went wrong on our side while answering. Please try again."
 INTERRUPTED = "The server restarted before this answer was complete. Please ask again."
 
@@ -76,7 +80,7 @@ async def stream_reply(
     markdown = StreamingMarkdown()
     status, error, usage, error_kind = STOPPED, None, None, None
     started = saved_at = time.monotonic()
-    first_token_at, tokens = None, 0
+    first_token_at, pieces_read = None, 0
     metrics.ACTIVE_STREAMS.inc()
     try:
         yield turn.assistant
@@ -90,13 +94,14 @@ async def stream_reply(
                     metrics.RETRIES.inc()
                     yield Notice(retry_notice(piece))
                     continue
-                tokens += 1
+                pieces_read += 1
                 if first_token_at is None:
                     first_token_at = time.monotonic()
                 yield markdown.feed(piece)
-                # Let other streams run: with the upstream's bytes already buffered, nothing here
-                # would wait, and one fast stream could hold the event loop for seconds.
-                await asyncio.sleep(0)
+                if pieces_read % YIELD_EVERY == 0:
+                    # Let other streams run: with the upstream's bytes already buffered, reading
+                    # does not wait, and one stream that fell behind could hold the event loop.
+                    await asyncio.sleep(0)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
                     await store.save_partial(turn.assistant.id, markdown.text)
                     saved_at = time.monotonic()
@@ -112,9 +117,12 @@ async def stream_reply(
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
         metrics.ACTIVE_STREAMS.dec()
+        if usage is None:  # the server sent none: count what was sent and received, roughly
+            prompt = estimate_tokens("".join(m["content"] for m in turn.history))
+            usage = Usage(prompt, estimate_tokens(markdown.text))
         metrics.answer_ended(
             status=status, first_token=first_token_at and first_token_at - started,
-            duration=time.monotonic() - started, tokens=tokens, error_kind=error_kind,
+            duration=time.monotonic() - started, tokens=usage.completion_tokens, error_kind=error_kind,
             client_left=status == STOPPED and not (slot is not None and slot.interrupted),
         )
         if slot is not None:
@@ -124,9 +132,6 @@ async def stream_reply(
             log.info("answer interrupted by shutdown request_id=%s message_id=%s", request_id, turn.assistant.id)
         elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
-        if usage is None:  # the server sent none: count what was sent and received, roughly
-            prompt = estimate_tokens("".join(m["content"] for m in turn.history))
-            usage = Usage(prompt, estimate_tokens(markdown.text))
         if turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
             # A regeneration that failed, or was stopped before any text: the answer it was to
             # replace comes back, rather than leave the question with no answer at all.

@@ -38,6 +38,8 @@ class Config:
     idle_timeout: float = 30.0
     max_retries: int = 2
     demo_delay: float = 0.02
+    # An answer's text goes to the browser gathered, at most once per this many seconds (pacing.py).
+    stream_interval: float = 0.05
     debug: bool = False
     production: bool = False
     https: bool = False
@@ -183,6 +185,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_IDLE_TIMEOUT": ("idle_timeout", _number(float, 0.1, 3600)),
     "CHATAPP_MAX_RETRIES": ("max_retries", _number(int, 0, 10)),
     "CHATAPP_DEMO_DELAY": ("demo_delay", _number(float, 0, 5)),
+    "CHATAPP_STREAM_INTERVAL_MS": ("stream_interval", lambda v: _number(int, 0, 1000)(v) / 1000),
     "CHATAPP_DEBUG": ("debug", _flag),
     "CHATAPP_ENV": ("production", _environment),
     "CHATAPP_HTTPS": ("https", _flag),

@@ -59,10 +59,21 @@ def kind_of(error: openai.OpenAIError) -> str:
     if isinstance(error, openai.APIStatusError):
         return "bad_request" if 400 <= error.status_code < 500 and error.status_code != 408 else "server"
     if isinstance(error, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
-        return "timeout"
+        return "connection" if _could_not_connect(error) else "timeout"
     if isinstance(error, openai.APIConnectionError):
         return "connection"
     return "server"  # an error event inside the stream, or another SDK failure
+
+
+def _could_not_connect(error: BaseException) -> bool:
+    """The SDK's aiohttp transport reports every failure to connect (refused, no route, unknown
+    host) as a connect timeout; the error underneath says which it was."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def retry_after(error: openai.OpenAIError) -> float | None:

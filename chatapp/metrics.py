@@ -30,7 +30,7 @@ STREAM_DURATION = Histogram(
     "chatapp_stream_duration_seconds", "From the question stored to the answer saved, however it ended.",
     buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320),
 )
-TOKENS = Counter("chatapp_tokens_relayed_total", "Pieces of answers relayed to browsers.")
+TOKENS = Counter("chatapp_tokens_relayed_total", "Answer tokens relayed to browsers (as the model server counts them, else estimated).")
 ANSWERS = Counter("chatapp_answers_total", "Answers ended, by how they ended.", ["status"])
 UPSTREAM_ERRORS = Counter("chatapp_upstream_errors_total", "Failures of the model server, by kind.", ["kind"])
 RETRIES = Counter("chatapp_upstream_retries_total", "Requests to the model server tried again.")

@@ -57,6 +57,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- A regenerated answer or an edited question is kept, hidden, rather than deleted.
         ALTER TABLE messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
         """),
+    ("0004_new_message_touches_its_conversation", """
+        -- The side list is ordered by each conversation's newest message: kept by the database,
+        -- so storing a message is one statement.
+        CREATE TRIGGER message_added_touches_conversation AFTER INSERT ON messages BEGIN
+            UPDATE conversations SET updated_at = NEW.created_at WHERE id = NEW.conversation_id;
+        END;
+        """),
 ]
 
 
@@ -86,5 +93,4 @@ async def apply(db: aiosqlite.Connection) -> list[str]:
 
 
 async def _applied(db: aiosqlite.Connection) -> set[str]:
-    async with db.execute("SELECT name FROM migrations") as cursor:
-        return {row["name"] async for row in cursor}
+    return {row["name"] for row in await db.execute_fetchall("SELECT name FROM migrations")}

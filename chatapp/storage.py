@@ -76,6 +76,16 @@ class Store:
         self._db = db
         self._finishing: set[asyncio.Task] = set()
 
+    # Each call below is one trip to the database thread, and every trip costs a thread switch
+    # each way: reads fetch all their rows in the same trip, writes return their rows (RETURNING).
+
+    async def _rows(self, sql: str, parameters: tuple = ()) -> list[aiosqlite.Row]:
+        return list(await self._db.execute_fetchall(sql, parameters))
+
+    async def _row(self, sql: str, parameters: tuple = ()) -> aiosqlite.Row | None:
+        rows = await self._rows(sql, parameters)
+        return rows[0] if rows else None
+
     @classmethod
     async def open(cls, path: Path | str) -> Store:
         # Autocommit: each statement is its own transaction. The connection is shared by every
@@ -109,32 +119,28 @@ class Store:
         """The stored value, or `make()`'s, stored first: every worker gets the same one."""
         await self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                (name, make()))
-        async with self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)) as cursor:
-            (value,) = await cursor.fetchone()
-        return value
+        return (await self._row("SELECT value FROM settings WHERE name = ?", (name,)))["value"]
 
     async def hit(self, key: str, window: int, ends: float) -> int:
         """Count one more request for `key` in its time window number `window` (which ends at the
         Unix time `ends`); returns the count so far in that window."""
-        async with self._db.execute(
+        (hits,) = await self._row(
             "INSERT INTO rate_limits (key, window, hits, ends) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE "
             "SET hits = CASE WHEN window = excluded.window THEN hits + 1 ELSE 1 END, "
             "window = excluded.window, ends = excluded.ends RETURNING hits",
             (key, window, ends),
-        ) as cursor:
-            (hits,) = await cursor.fetchone()
+        )
         if random.random() < 0.01:  # now and then, forget the counters of windows gone by
             await self._db.execute("DELETE FROM rate_limits WHERE ends < ?", (time.time(),))
         return hits
 
     async def answers_streaming(self, owner: str, since: datetime) -> int:
         """This owner's answers being written now (saved since `since`: the others were abandoned)."""
-        async with self._db.execute(
+        (count,) = await self._row(
             "SELECT COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
             "WHERE c.owner = ? AND m.status = 'streaming' AND m.updated_at >= ?",
             (owner, since.isoformat(timespec="milliseconds")),
-        ) as cursor:
-            (count,) = await cursor.fetchone()
+        )
         return count
 
     # conversations
@@ -142,37 +148,30 @@ class Store:
     async def create_conversation(self, conversation_id: str, owner: str, title: str) -> Conversation | None:
         """Create it, or return it if this owner's two first messages raced to create it."""
         now = _now()
-        await self._db.execute(
+        row = await self._row(
             "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING",
+            f"ON CONFLICT (id) DO NOTHING RETURNING {_CONVERSATION}",
             (conversation_id, owner, title, now, now),
         )
-        return await self.conversation(conversation_id, owner)
+        return Conversation(**row) if row else await self.conversation(conversation_id, owner)
 
     async def conversation(self, conversation_id: str, owner: str) -> Conversation | None:
         """The conversation if this owner has it; another owner's looks exactly like a missing one."""
-        async with self._db.execute(
-            f"SELECT {_CONVERSATION} FROM conversations WHERE id = ? AND owner = ?",
-            (conversation_id, owner),
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(
+            f"SELECT {_CONVERSATION} FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner))
         return Conversation(**row) if row else None
 
     async def newest_conversation(self, owner: str) -> Conversation | None:
-        async with self._db.execute(
-            f"SELECT {_CONVERSATION} FROM conversations WHERE owner = ? ORDER BY updated_at DESC LIMIT 1",
-            (owner,),
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(
+            f"SELECT {_CONVERSATION} FROM conversations WHERE owner = ? ORDER BY updated_at DESC LIMIT 1", (owner,))
         return Conversation(**row) if row else None
 
     async def conversations(self, owner: str, limit: int = 200) -> list[Conversation]:
         """This owner's conversations, the one with the newest message first."""
-        async with self._db.execute(
+        rows = await self._rows(
             f"SELECT {_CONVERSATION} FROM conversations WHERE owner = ? ORDER BY updated_at DESC LIMIT ?",
-            (owner, limit),
-        ) as cursor:
-            return [Conversation(**row) async for row in cursor]
+            (owner, limit))
+        return [Conversation(**row) for row in rows]
 
     async def update_conversation(self, conversation_id: str, owner: str, **changes: str | None) -> None:
         """Change some of: title, preset, language, system_prompt, model."""
@@ -186,10 +185,8 @@ class Store:
 
     async def delete_conversation(self, conversation_id: str, owner: str) -> bool:
         """Delete it and its messages; False if this owner has no such conversation."""
-        cursor = await self._db.execute(
-            "DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
-        )
-        return cursor.rowcount > 0
+        return bool(await self._rows(
+            "DELETE FROM conversations WHERE id = ? AND owner = ? RETURNING id", (conversation_id, owner)))
 
     async def hide_messages(self, message_ids: list[int], hidden: bool = True) -> None:
         """Keep them, but out of the page and out of the history sent to the model (or back in)."""
@@ -197,11 +194,10 @@ class Store:
 
     async def tokens_in_conversation(self, conversation_id: str) -> int:
         """Prompt and answer tokens of every answer in the conversation, replaced ones included."""
-        async with self._db.execute(
+        (total,) = await self._row(
             "SELECT COALESCE(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)), 0) "
             "FROM messages WHERE conversation_id = ?", (conversation_id,),
-        ) as cursor:
-            (total,) = await cursor.fetchone()
+        )
         return total
 
     async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
@@ -214,32 +210,28 @@ class Store:
         if owner is not None:
             query += " AND c.owner = ?"
             params += (owner,)
-        async with self._db.execute(query, params) as cursor:
-            (total,) = await cursor.fetchone()
+        (total,) = await self._row(query, params)
         return total
 
     # messages
 
     async def messages(self, conversation_id: str) -> list[Message]:
         """The visible messages, oldest first (replaced ones are kept but left out)."""
-        async with self._db.execute(
-            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 ORDER BY id", (conversation_id,)
-        ) as cursor:
-            return [_message(row) async for row in cursor]
+        rows = await self._rows(
+            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 ORDER BY id", (conversation_id,))
+        return [_message(row) for row in rows]
 
     async def page_of_messages(self, conversation_id: str, *, before: int | None, size: int) -> tuple[list[Message], bool]:
         """The newest `size` visible messages (older than message `before`, if given), oldest first,
         and whether there are earlier ones."""
-        async with self._db.execute(
+        rows = [_message(row) for row in await self._rows(
             "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 AND id < ? ORDER BY id DESC LIMIT ?",
             (conversation_id, before if before is not None else 2**62, size + 1),
-        ) as cursor:
-            rows = [_message(row) async for row in cursor]
+        )]
         return rows[:size][::-1], len(rows) > size
 
     async def message(self, message_id: int) -> Message | None:
-        async with self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row("SELECT * FROM messages WHERE id = ?", (message_id,))
         return _message(row) if row else None
 
     async def add_message(
@@ -253,19 +245,17 @@ class Store:
         model: str | None = None,
         send_token: str | None = None,
     ) -> Message:
-        """Raises AlreadySent if this conversation has a message with this send_token."""
+        """Raises AlreadySent if this conversation has a message with this send_token. (A trigger
+        moves the conversation's updated_at, which orders the side list.)"""
         now = _now()
-        cursor = await self._db.execute(
+        row = await self._row(
             "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
             (conversation_id, role, content, html, status, model, send_token, now, now),
         )
-        if cursor.rowcount == 0:
+        if row is None:
             raise AlreadySent(send_token)
-        await self._db.execute(
-            "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
-        )
-        return await self.message(cursor.lastrowid)
+        return _message(row)
 
     async def save_partial(self, message_id: int, content: str) -> None:
         """Keep the text so far while an answer streams, so a crash or a reload loses little."""
@@ -293,12 +283,11 @@ class Store:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
     ) -> Message:
-        await self._db.execute(
+        return _message(await self._row(
             "UPDATE messages SET content = ?, html = ?, status = ?, error = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, updated_at = ? WHERE id = ?",
+            "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING *",
             (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
-        )
-        return await self.message(message_id)
+        ))
 
 
 _CONVERSATION = "id, owner, title, created_at, preset, language, system_prompt, model"

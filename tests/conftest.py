@@ -43,6 +43,9 @@ def app_settings(tmp_path: Path, fake: FakeOpenAI | None, **extra: object) -> di
         # Off unless a test is about them: other tests send many messages quickly on purpose.
         "rate_limit_per_session": None,
         "rate_limit_per_address": None,
+        # Each piece its own frame, so tests can follow the frames; pacing is tested on its own
+        # (test_pacing.py) and is on in the live-server and browser tests, as deployed.
+        "stream_interval": 0,
     }
     if fake is not None:
         settings.update(openai_base_url=fake.base_url, openai_api_key=CANARY_KEY, openai_model="fake-model")
