@@ -74,15 +74,15 @@ class OpenAIProvider:
         self.idle_timeout = idle_timeout
         self.send_stream_options = True
         self._secret = api_key if api_key != PLACEHOLDER_KEY else ""
-        # The SDK's read timeout covers the wait for response headers; the chunk deadlines below
-        # are tighter and speak in terms a person understands (first token, then silence).
-        read = max(first_token_timeout, idle_timeout)
         try:
             self._client = openai.AsyncOpenAI(
                 # Retries are ours (stream() below): they can be told to the person and must stop
                 # at the first token, where the SDK's would not.
                 api_key=api_key, base_url=base_url, max_retries=0,
-                timeout=openai.Timeout(read, connect=connect_timeout),
+                # Connecting has its own limit; everything after (the response headers, then each
+                # chunk) is bounded by _Deadline, in terms a person understands (first token, then
+                # silence). A read timeout too would re-arm a timer for every chunk.
+                timeout=openai.Timeout(None, connect=connect_timeout),
                 # The SDK's aiohttp transport (the `openai[aiohttp]` extra): reading a streamed
                 # answer through it costs about a third of the CPU of the default transport
                 # (38 against 105 µs a token, measured with bench/read_floor.py).
