@@ -96,7 +96,9 @@ def main() -> None:
     with FakeOpenAI(default=Reply(tokens=TOKENS)) as fake, tempfile.TemporaryDirectory() as tmp:
         server = LiveServer(
             {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": KEY, "CHATAPP_DATABASE": f"{tmp}/bench.db",
-             "SECRET_KEY": "bench", "CHATAPP_MAX_RETRIES": "0"},
+             "SECRET_KEY": "bench", "CHATAPP_MAX_RETRIES": "0",
+             # Limits on, as deployed, but high enough for a benchmark's many requests per minute.
+             "CHATAPP_RATE_LIMIT_PER_SESSION": "100000/minute", "CHATAPP_RATE_LIMIT_PER_ADDRESS": "100000/minute"},
             Path(tmp) / "server.log",
         )
         try:

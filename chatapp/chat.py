@@ -83,9 +83,11 @@ async def stream_reply(
     first_token_at, pieces_read = None, 0
     metrics.ACTIVE_STREAMS.inc()
     try:
-        yield turn.assistant
         # aclosing: however this generator ends, the upstream response is closed at once.
         async with contextlib.aclosing(provider.stream(turn.history, turn.assistant.model)) as pieces:
+            # The page's first frame goes out while the request to the model is on its way (a
+            # paced provider starts it at once).
+            yield turn.assistant
             async for piece in pieces:
                 if isinstance(piece, Usage):
                     usage = piece

@@ -14,6 +14,7 @@ before it, and the end of the answer goes at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeVar
@@ -21,49 +22,72 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def paced(source: AsyncIterator[str | T], interval: float) -> AsyncIterator[str | T]:
-    """`source`'s items, in order, with consecutive text pieces joined so that text is handed on
-    at most once per `interval` seconds. `source` is read in a task of its own (so text can be
-    gathered while the caller waits); closing this generator cancels that task and closes
-    `source`, and an error of `source` is raised here after the items before it."""
-    loop = asyncio.get_running_loop()
-    waiting: list[str | T] = []
-    arrived = asyncio.Event()
+def paced(source: AsyncIterator[str | T], interval: float) -> Paced:
+    """`source`, paced (see Paced)."""
+    return Paced(source, interval)
 
-    async def read() -> None:
+
+class Paced:
+    """`source`'s items, in order, with consecutive text pieces joined so that text is handed on at
+    most once per `interval` seconds.
+
+    `source` is read in a task of its own, started at once: the request to the model goes out
+    while the caller writes the page's first frame, and text gathers while the caller waits.
+    `aclose()` (use contextlib.aclosing) cancels that task and closes `source`; an error of
+    `source` is raised here after the items that came before it."""
+
+    def __init__(self, source: AsyncIterator[str | T], interval: float) -> None:
+        self._source, self._interval = source, interval
+        self._loop = asyncio.get_running_loop()
+        self._waiting: list[str | T] = []  # read, not yet looked at
+        self._ready: collections.deque[str | T] = collections.deque()  # to hand on, in order
+        self._arrived = asyncio.Event()
+        self._text_due = self._loop.time()  # text is not handed on before this time
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
         try:
-            async with contextlib.aclosing(source):
-                async for item in source:
-                    waiting.append(item)
-                    arrived.set()
+            async with contextlib.aclosing(self._source):
+                async for item in self._source:
+                    self._waiting.append(item)
+                    self._arrived.set()
         finally:
-            arrived.set()  # the end, or an error: the writer must look
+            self._arrived.set()  # the end, or an error: the writer must look
 
-    reader = asyncio.ensure_future(read())
-    text_due = loop.time()  # text is not handed on before this time
-    try:
-        while True:
-            await arrived.wait()
-            if not reader.done() and all(type(item) is str for item in waiting):
-                delay = text_due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)  # more text may come meanwhile: it goes together
-            arrived.clear()
-            items = waiting[:]
-            waiting.clear()
-            for item in _joined(items):
-                if type(item) is str:
-                    text_due = loop.time() + interval
-                yield item
-            if reader.done() and not waiting:
-                reader.result()  # the source's error, if it had one
-                return
-    finally:
-        if not reader.done():
-            reader.cancel()
-            await asyncio.wait([reader])
-        elif not reader.cancelled():
-            reader.exception()  # retrieved (raised above, or the caller left first)
+    def __aiter__(self) -> Paced:
+        return self
+
+    async def __anext__(self) -> str | T:
+        while not self._ready:
+            if self._reader.done() and not self._waiting:
+                self._reader.result()  # the source's error, if it had one
+                raise StopAsyncIteration
+            try:
+                await self._gather()
+            except asyncio.CancelledError:  # the caller is being cancelled: so is the reading
+                await self.aclose()
+                raise
+        item = self._ready.popleft()
+        if type(item) is str:
+            self._text_due = self._loop.time() + self._interval
+        return item
+
+    async def _gather(self) -> None:
+        await self._arrived.wait()
+        if not self._reader.done() and all(type(item) is str for item in self._waiting):
+            delay = self._text_due - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # more text may come meanwhile: it goes together
+        self._arrived.clear()
+        self._ready.extend(_joined(self._waiting))
+        self._waiting.clear()
+
+    async def aclose(self) -> None:
+        if not self._reader.done():
+            self._reader.cancel()
+            await asyncio.wait([self._reader])
+        elif not self._reader.cancelled():
+            self._reader.exception()  # retrieved (raised by __anext__, or the caller left first)
 
 
 def _joined(items: list[str | T]) -> list[str | T]:
