@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK insists on one.
 PLACEHOLDER_KEY = "no-key-needed"
+# Headers the SDK adds to every request that the model server has no need of: this machine's OS,
+# CPU and Python version, and the SDK's own retry state (its retries are off). Left out, each
+# answer's request is smaller, and so is what every open stream keeps of it (about 3 KB).
+SDK_TELEMETRY_HEADERS = ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
+                         "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async")
+SDK_REQUEST_HEADERS = ("X-Stainless-Retry-Count", "X-Stainless-Read-Timeout")
 # The longest pause between tries, whatever a Retry-After header asks for.
 MAX_RETRY_WAIT = 20.0
 
@@ -87,6 +93,7 @@ class OpenAIProvider:
                 # answer through it costs about a third of the CPU of the default transport
                 # (38 against 105 µs a token, measured with bench/read_floor.py).
                 http_client=openai.DefaultAioHttpClient(),
+                default_headers=dict.fromkeys(SDK_TELEMETRY_HEADERS, openai.omit),
             )
         except openai.OpenAIError as error:
             raise LLMError("config", "The model connection is not configured correctly.",
@@ -157,6 +164,7 @@ class OpenAIProvider:
                             yield text
                         if deadline.started:  # from the first text on, each chunk has idle_timeout
                             deadline.move(loop.time() + self.idle_timeout)
+                        del chunk  # not kept while the next one is awaited: memory per open stream
                     if usage is not None:
                         yield usage
         except TimeoutError:
@@ -186,7 +194,8 @@ class OpenAIProvider:
 
         async def create(**body: Any) -> httpx2.Response:
             return await self._client.post("/chat/completions", body={"stream": True, **body},
-                                           cast_to=httpx2.Response, stream=True)
+                                           cast_to=httpx2.Response, stream=True,
+                                           options={"headers": dict.fromkeys(SDK_REQUEST_HEADERS, openai.omit)})
 
         if self.send_stream_options:
             try:
@@ -282,35 +291,77 @@ class _Deadline:
             self._timeout.reschedule(now)
 
 
+# An event bigger than any Chat Completions chunk: the stream is broken (or hostile), not slow.
+MAX_EVENT_BYTES = 1 << 20
+
+
 async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
     """The JSON of each event of an OpenAI-style event stream, until `[DONE]`. The response is
-    closed however this ends, so the model server stops generating when we stop reading.
-
-    A minimal Server-Sent Events reader: `data:` lines gather into an event until a blank line
-    (the Chat Completions stream uses no other field); lines end in LF or CRLF."""
-    buffer = b""
-    data: list[bytes] = []
+    closed however this ends, so the model server stops generating when we stop reading."""
     try:
-        async for received in response.aiter_bytes():
-            *lines, buffer = (buffer + received).split(b"\n")
-            for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if line.startswith(b"data:"):
-                    data.append(line[5:])
-                elif not line and data:
-                    event = b"\n".join(data).strip()
-                    data = []
+        lines = _EventReader()
+        async with contextlib.aclosing(response.aiter_bytes()) as received:
+            async for data in received:
+                for event in lines.feed(data):
                     if event == b"[DONE]":
                         return
                     yield json.loads(event)
-        if buffer.startswith(b"data:"):  # the last line, without its line break
-            data.append(buffer[5:])
-        event = b"\n".join(data).strip()
-        if event and event != b"[DONE]":
-            yield json.loads(event)
+        for event in lines.finish():
+            if event != b"[DONE]":
+                yield json.loads(event)
     finally:
         await response.aclose()
+
+
+class _EventReader:
+    """A minimal Server-Sent Events reader: `data:` lines gather into an event until a blank line
+    (the Chat Completions stream uses no other field); lines end in LF or CRLF. Linear in the
+    bytes fed however they are split, and refuses (ValueError) an event over MAX_EVENT_BYTES."""
+
+    def __init__(self) -> None:
+        self._partial: list[bytes] = []  # the current line, not yet ended
+        self._data: list[bytes] = []  # the current event's data lines
+        self._size = 0  # bytes held in both
+        self._first = True
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events completed by `chunk`."""
+        if self._first:
+            self._first = False
+            chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a byte order mark may open the stream
+        if b"\n" not in chunk:
+            self._partial.append(chunk)
+            self._held(len(chunk))
+            return []
+        *lines, rest = (b"".join(self._partial) + chunk if self._partial else chunk).split(b"\n")
+        self._partial = [rest] if rest else []
+        events = []
+        for line in lines:
+            event = self._line(line[:-1] if line.endswith(b"\r") else line)
+            if event:
+                events.append(event)
+        self._size = 0
+        self._held(len(rest) + sum(map(len, self._data)))
+        return events
+
+    def _held(self, more: int) -> None:
+        self._size += more
+        if self._size > MAX_EVENT_BYTES:
+            raise ValueError(f"an event of more than {MAX_EVENT_BYTES} bytes")
+
+    def finish(self) -> list[bytes]:
+        """The last event, if the stream ended without its blank line."""
+        last = self._line(b"".join(self._partial).removesuffix(b"\r"))
+        return [event for event in (last, self._line(b"")) if event]
+
+    def _line(self, line: bytes) -> bytes | None:
+        if line.startswith(b"data:"):
+            self._data.append(line[5:])
+        elif not line and self._data:
+            event = b"\n".join(self._data).strip()
+            self._data = []
+            return event or None
+        return None
 
 
 def make_provider(*, api_key: str | None, base_url: str | None, model: str, connect_timeout: float,

@@ -14,7 +14,6 @@ before it, and the end of the answer goes at once.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeVar
@@ -33,16 +32,19 @@ class Paced:
 
     `source` is read in a task of its own, started at once: the request to the model goes out
     while the caller writes the page's first frame, and text gathers while the caller waits.
-    `aclose()` (use contextlib.aclosing) cancels that task and closes `source`; an error of
-    `source` is raised here after the items that came before it."""
+    Close it with `aclose()` (contextlib.aclosing): that cancels the reading and closes `source`,
+    as does cancelling the task that iterates it. An error of `source` is raised here after the
+    items that came before it."""
 
     def __init__(self, source: AsyncIterator[str | T], interval: float) -> None:
         self._source, self._interval = source, interval
         self._loop = asyncio.get_running_loop()
-        self._waiting: list[str | T] = []  # read, not yet looked at
-        self._ready: collections.deque[str | T] = collections.deque()  # to hand on, in order
-        self._arrived = asyncio.Event()
+        self._waiting: list[str | T] = []  # read, not yet handed on
+        self._ready: list[str | T] = []  # to hand on next, in order
+        self._urgent = False  # waiting holds something that must not wait: not text, or the end
         self._text_due = self._loop.time()  # text is not handed on before this time
+        self._wakeup: asyncio.Future[None] | None = None  # what the caller waits on, if it waits
+        self._timed = False  # ... until the text waiting is due (else until anything comes)
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -50,37 +52,53 @@ class Paced:
             async with contextlib.aclosing(self._source):
                 async for item in self._source:
                     self._waiting.append(item)
-                    self._arrived.set()
+                    if type(item) is not str:
+                        self._urgent = True
+                    if self._urgent or not self._timed:
+                        self._ring()
         finally:
-            self._arrived.set()  # the end, or an error: the writer must look
+            self._urgent = True  # the end, or an error: the caller must look now
+            self._ring()
+
+    def _ring(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     def __aiter__(self) -> Paced:
         return self
 
     async def __anext__(self) -> str | T:
-        while not self._ready:
-            if self._reader.done() and not self._waiting:
-                self._reader.result()  # the source's error, if it had one
-                raise StopAsyncIteration
+        if not self._ready:
             try:
                 await self._gather()
             except asyncio.CancelledError:  # the caller is being cancelled: so is the reading
                 await self.aclose()
                 raise
-        item = self._ready.popleft()
+            if not self._ready:  # the end
+                self._reader.result()  # the source's error, if it had one
+                raise StopAsyncIteration
+        item = self._ready.pop(0)
         if type(item) is str:
             self._text_due = self._loop.time() + self._interval
         return item
 
     async def _gather(self) -> None:
-        await self._arrived.wait()
-        if not self._reader.done() and all(type(item) is str for item in self._waiting):
-            delay = self._text_due - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)  # more text may come meanwhile: it goes together
-        self._arrived.clear()
-        self._ready.extend(_joined(self._waiting))
-        self._waiting.clear()
+        """Wait until something may be handed on (or the source has ended), then make it ready."""
+        while not (self._waiting and (self._urgent or self._loop.time() >= self._text_due)):
+            if self._reader.done():
+                return
+            self._wakeup = self._loop.create_future()
+            self._timed = bool(self._waiting)  # only text, not yet due: more may join it
+            timer = self._loop.call_at(self._text_due, self._ring) if self._timed else None
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+                if timer is not None:
+                    timer.cancel()
+        self._ready = _joined(self._waiting)
+        self._waiting = []
+        self._urgent = self._reader.done()
 
     async def aclose(self) -> None:
         if not self._reader.done():
