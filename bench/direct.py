@@ -1,7 +1,8 @@
 """The physical limit for bench/load.py: N streams at once from the official SDK, straight to the fake server.
 
     python bench/direct.py 200
-    python bench/direct.py 1000 [--tokens 200] [--delay 0.01] [--deadline 120] [--json]
+    python bench/direct.py 1000 [--tokens 200] [--delay 0.01] [--deadline 120] [--ramp 0] [--repeat 1]
+                                [--transport httpx|aiohttp] [--json]
 
 bench/load.py measures the app as a relay between the model server and N browsers. This measures
 the same streams with no app at all: one process reading them through the official `openai` SDK,
@@ -12,14 +13,20 @@ What it does, in order, and every step is bounded:
     fake server, so both can hold N connections.
  2. Starts the fake OpenAI-compatible server in a subprocess (bench/fake_server.py, listen backlog
     4096), as load.py does by default: TOKENS word tokens, DELAY seconds apart.
- 3. Makes ONE openai.AsyncOpenAI client for all the streams, as an app would (max_retries=0), on an
-    httpx2 pool with no connection limit (the SDK's default stops at 1,000).
+ 3. Makes ONE openai.AsyncOpenAI client for all the streams, as the app does (max_retries=0, no
+    read timeout), on the transport --transport names (see sdk_client):
+      - httpx (the default): the SDK's default client, an httpx2 pool with no connection limit
+        (the SDK's default stops at 1,000);
+      - aiohttp: openai.DefaultAioHttpClient (the `openai[aiohttp]` extra), the transport the app
+        itself uses, so the fairer "physical limit" for it.
  4. Warms up with 3 streams (imports, the SDK's models), not counted.
  5. Load phase: all N call chat.completions.create(stream=True, stream_options include_usage), as
-    the app does, at once, and read the chunks to the end. Time to first token runs from just
-    before create() to the first chunk with content; the gaps are between content chunks. A stream
-    is completed when it got all TOKENS content tokens, finish_reason "stop", and ended normally.
-    Meanwhile a thread samples this process's RSS every 0.1 s (see watch_memory).
+    the app does, at once (or spread over RAMP seconds, as load.py's --ramp), and read the chunks to
+    the end. With --repeat K, K waves of N, one after another, pooled in one report. Time to first
+    token runs from just before create() to the first chunk with content; the gaps are between
+    content chunks. A stream is completed when it got all TOKENS content tokens, finish_reason
+    "stop", and ended normally. Meanwhile a thread samples this process's RSS every 0.1 s
+    (load.py's watch).
  6. Prints a table (and, with --json, one last line `JSON {...}`), then stops the fake server.
     Exit status 0 only with 0 errors.
 
@@ -39,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import math
 import os
 import re
 import resource
@@ -57,7 +62,9 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import FakeProcess, Samples, kill_quietly, percentile, raise_fd_limit, status_kb  # noqa: E402
+from bench.load import (  # noqa: E402
+    FakeProcess, Samples, kill_quietly, percentile, print_json, raise_fd_limit, status_kb, watching,
+)
 
 KEY = "sk-bench-not-a-real-key"
 
@@ -78,21 +85,33 @@ class Result:
     finish: str | None = None
 
 
+def sdk_client(base_url: str, transport: str, streams: int) -> openai.AsyncOpenAI:
+    """One client for all the streams, configured as the app's (chatapp/llm.py): no retries, no read
+    timeout (the deadline bounds the run), only a connect timeout."""
+    if transport == "aiohttp":
+        # The transport reads max_connections=None as aiohttp's own default, 100: keep the SDK's 1,000.
+        http_client = openai.DefaultAioHttpClient(limits=httpx2.Limits(max_connections=max(1000, streams)),
+                                                  trust_env=False)
+    else:
+        http_client = openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None), trust_env=False)
+    return openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, http_client=http_client,
+                              timeout=openai.Timeout(None, connect=30.0))
+
+
 class Direct:
     """The streams, on one shared client, and how many of them are open."""
 
-    def __init__(self, base_url: str, tokens: int) -> None:
+    def __init__(self, base_url: str, tokens: int, transport: str, streams: int) -> None:
         self.tokens = tokens
         self.open_streams = 0
-        self.client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=KEY, max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None),
-                timeout=httpx2.Timeout(60.0, connect=30.0, pool=30.0), trust_env=False),
-        )
+        self.client = sdk_client(base_url, transport, streams)
 
-    async def stream(self, result: Result, start: asyncio.Event) -> None:
+    async def stream(self, result: Result, start: asyncio.Event, after: float = 0.0) -> None:
+        """Waits for start, then `after` seconds (the ramp), then reads one stream to the end."""
         await start.wait()
+        if after:
+            await asyncio.sleep(after)
         result.reason = "no response"
         opened = False
         started = time.perf_counter()
@@ -132,21 +151,8 @@ class Direct:
                 self.open_streams -= 1
 
 
-def watch_memory(direct: Direct, samples: Samples, stop: threading.Event) -> None:
-    """load.py's sample(), in a thread: the SDK parses every chunk already buffered before it gives
-    the event loop back, so once this process is the bottleneck one turn of the loop takes seconds
-    (5 ticks of an asyncio sampler in a 6 s run of 200 streams) and a sampler on the loop misses the peak."""
-    while not stop.wait(0.1):
-        rss, open_streams = status_kb(os.getpid(), "VmRSS"), direct.open_streams
-        samples.peak_rss_kb = max(samples.peak_rss_kb, rss)
-        if open_streams > samples.peak_open:
-            samples.peak_open, samples.rss_at_peak_open_kb = open_streams, rss
-        elif open_streams == samples.peak_open and open_streams:
-            samples.rss_at_peak_open_kb = max(samples.rss_at_peak_open_kb, rss)
-
-
 async def run(fake: FakeProcess, args: argparse.Namespace, deadline: float) -> dict:
-    direct = Direct(fake.base_url, args.tokens)
+    direct = Direct(fake.base_url, args.tokens, args.transport, args.streams)
     figures: dict = {}
     try:
         go = asyncio.Event()
@@ -157,28 +163,29 @@ async def run(fake: FakeProcess, args: argparse.Namespace, deadline: float) -> d
         if failed := [r.reason for r in warm if r.outcome != "complete"]:
             raise RuntimeError(f"warm-up failed: {failed}")
 
-        start, samples = asyncio.Event(), Samples()
-        results = [Result(i) for i in range(args.streams)]
-        tasks = [asyncio.create_task(direct.stream(r, start)) for r in results]
-        await asyncio.sleep(0)  # every task is waiting for the start
+        n, samples = args.streams, Samples()
+        waves = [asyncio.Event() for _ in range(args.repeat)]
+        results = [Result(i) for i in range(n * args.repeat)]
+        tasks = [asyncio.create_task(direct.stream(r, waves[r.index // n], args.ramp * (r.index % n) / n))
+                 for r in results]
+        await asyncio.sleep(0)  # every task is waiting for its start
         samples.rss_before_kb = status_kb(os.getpid(), "VmRSS")
         fake_before, cpu_before = fake.stats(), cpu_now()
-        stop = threading.Event()
-        watcher = threading.Thread(target=watch_memory, args=(direct, samples, stop), daemon=True)
-        watcher.start()
         started = time.perf_counter()
-        start.set()
         try:
-            async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
-                await asyncio.gather(*tasks)
+            with watching(os.getpid(), lambda: direct.open_streams, samples):
+                async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
+                    for wave, start in enumerate(waves):
+                        start.set()
+                        await asyncio.gather(*tasks[wave * n:(wave + 1) * n])
         except TimeoutError:
             figures["deadline_hit"] = True
-            await asyncio.gather(*tasks, return_exceptions=True)  # gather cancelled them
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             figures["wall_s"] = time.perf_counter() - started
             figures["cpu_s"] = cpu_now() - cpu_before
-            stop.set()
-            watcher.join()
         fake_after = fake.stats()
         figures["fake_cpu_s"] = fake_after["cpu_seconds"] - fake_before["cpu_seconds"]
         figures["fake_completed"] = fake_after["completed"] - fake_before["completed"]
@@ -199,14 +206,15 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
     per_stream = ((samples.rss_at_peak_open_kb - samples.rss_before_kb) / samples.peak_open
                   if samples.peak_open else nan)
     summary = {
-        "streams": len(results), "completed": len(results) - len(errors), "errors": len(errors),
+        "streams": args.streams, "repeat": args.repeat, "completed": len(results) - len(errors),
+        "errors": len(errors),
         "ttft_p50_ms": statistics.median(ttft) * ms if ttft else nan, "ttft_p99_ms": percentile(ttft, .99) * ms,
         "gap_p50_ms": percentile(gaps, .5) * ms, "gap_p99_ms": percentile(gaps, .99) * ms,
         "tokens": tokens, "cpu_s": cpu, "cpu_ms_per_1000_tokens": cpu / tokens * 1000 * ms if tokens else nan,
         "mem_per_stream_kib": per_stream, "wall_s": wall,
     }
     rows = [
-        ("streams", f"{len(results)}  (one AsyncOpenAI client, openai {openai.__version__})"),
+        ("streams", f"{len(results)}  (one AsyncOpenAI client, openai {openai.__version__}, {args.transport})"),
         ("answer", f"{args.tokens} tokens, {args.delay * ms:g} ms apart; fake server: process"),
         ("completed", f"{summary['completed']}"),
         ("errors", f"{len(errors)}"),
@@ -227,7 +235,8 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
     ]
     width = max(len(name) for name, _ in rows)
     print()
-    print(f"direct: {args.streams} concurrent streams, the openai SDK straight to the fake server, loopback")
+    waves = f", {args.repeat} times one after another" if args.repeat > 1 else ""
+    print(f"direct: {args.streams} concurrent streams{waves}, the openai SDK straight to the fake server, loopback")
     print("-" * (width + 60))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -252,6 +261,10 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=200, help="tokens per answer (default 200)")
     parser.add_argument("--delay", type=float, default=0.01, help="seconds between tokens (default 0.01)")
     parser.add_argument("--deadline", type=float, default=120.0, help="global deadline in seconds (120)")
+    parser.add_argument("--ramp", type=float, default=0.0, help="spread the starts over this many seconds (0)")
+    parser.add_argument("--repeat", type=int, default=1, help="waves of N, one after another, pooled (1)")
+    parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
+                        help="the SDK's HTTP client: httpx (its default) or aiohttp (the app's)")
     parser.add_argument("--json", action="store_true", help="also print one last line: JSON {...}")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
@@ -270,16 +283,17 @@ def main() -> int:
     timer.daemon = True
     timer.start()
     try:
-        print(f"fd limit {limit[0]}/{limit[1]}; fake server {fake.base_url}; "
-              f"{args.streams} streams at once after 3 to warm up ...", flush=True)
+        start = f"over {args.ramp:g} s" if args.ramp else "at once"
+        waves = f", in {args.repeat} waves of {args.streams}" if args.repeat > 1 else ""
+        print(f"fd limit {limit[0]}/{limit[1]}; fake server {fake.base_url}; {args.transport}; "
+              f"{args.streams} streams {start}{waves}, after 3 to warm up ...", flush=True)
         figures = asyncio.run(run(fake, args, deadline))
         summary = report(args, figures)
     finally:
         fake.stop()
         timer.cancel()
     if args.json:
-        clean = {k: None if isinstance(v, float) and math.isnan(v) else round(v, 3) for k, v in summary.items()}
-        print("JSON " + json.dumps(clean))
+        print_json(summary)
     return 0 if summary["errors"] == 0 else 1
 
 

@@ -3,7 +3,8 @@
     python bench/load.py 200
     python bench/load.py 1000 [--tokens 200] [--delay 0.01] [--disconnect-share 0.1]
                               [--disconnect-after 50] [--deadline 120] [--fake process|thread]
-                              [--ramp 0] [--backlog N] [--fake-backlog 4096] [--env NAME=VALUE]
+                              [--ramp 0] [--repeat 1] [--backlog N] [--fake-backlog 4096]
+                              [--env NAME=VALUE] [--json]
 
 What it does, in order, and every step is bounded:
  1. Raises this process's open-file limit (RLIMIT_NOFILE) to the hard limit, before starting any
@@ -17,15 +18,18 @@ What it does, in order, and every step is bounded:
  4. Warms up with 3 conversations (templates compiled, modules imported), not counted.
  5. Sets up N clients, each its own httpx2 client (its own cookie jar: its own session): GET /
     (following the redirect), reads the composer form's action and csrf_token.
- 6. Load phase: all N POST one message at once (htmx headers) and read the SSE stream to
-    `event: done`. A share of them (default 10%) closes the response after DISCONNECT_AFTER tokens.
-    Meanwhile it samples the app worker's RSS, open fds and open-stream count every 0.1 s, and the
-    latency of GET /healthz every 0.5 s (a stand-in for the app's event-loop lag).
+ 6. Load phase: all N POST one message at once (htmx headers), or spread over RAMP seconds, and read
+    the SSE stream to `event: done`. A share of them (default 10%) closes the response after
+    DISCONNECT_AFTER tokens. With --repeat K, K waves of N, one after another (each with clients
+    of its own), pooled in one report: for a stable p50 at 1 stream. Meanwhile a thread samples the
+    app worker's RSS and open fds and the open-stream count every 0.1 s (see watch), and a task
+    times GET /healthz every 0.5 s (a stand-in for the app's event-loop lag; it runs on this
+    process's loop, so a busy client adds to it).
  7. Checks the database (read-only): every conversation has its user message, and its answer is
     `complete` with the full text (or `stopped`, a prefix, for the clients that left); none is left
     `streaming` (it waits up to 5 s for the last saves).
- 8. Prints a table, stops the app (and its worker) and the fake server. Exit status 0 only with
-    0 errors and nothing lost.
+ 8. Prints a table (and, with --json, one last line `JSON {...}`, keyed as bench/direct.py's), stops
+    the app (and its worker) and the fake server. Exit status 0 only with 0 errors and nothing lost.
 
 A global deadline (--deadline, default 120 s) bounds the whole run: when it passes, the clients
 still streaming are cancelled and counted as errors, and the report is printed for what finished.
@@ -60,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import resource
@@ -72,6 +77,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +244,7 @@ class Result:
     index: int
     leaves: bool                       # disconnects by design
     message: str
+    wave: int = 0                      # with --repeat: which of the waves, one after another
     conversation_id: str | None = None
     outcome: str = "error"             # complete | disconnected | error
     reason: str = "not started"
@@ -252,7 +260,7 @@ class Load:
         self.base_url, self.args = base_url, args
         self.ssl = ssl.create_default_context()  # one for all clients (each would load the CA file)
         self.open_streams = 0
-        self.start = asyncio.Event()
+        self.waves = [asyncio.Event() for _ in range(args.repeat)]  # set: that wave starts
 
     def client(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
@@ -275,9 +283,10 @@ class Load:
                 return
             finally:
                 ready[0] += 1  # set up, or failed to: either way the load phase need not wait for it
-            await self.start.wait()
+            await self.waves[result.wave].wait()
             if self.args.ramp:
-                await asyncio.sleep(self.args.ramp * result.index / self.args.conversations)
+                n = self.args.conversations
+                await asyncio.sleep(self.args.ramp * (result.index % n) / n)
             await self.stream(client, result, action, csrf)
 
     async def stream(self, client: httpx2.AsyncClient, result: Result, action: str, csrf: str) -> None:
@@ -350,22 +359,43 @@ class Samples:
     health_failures: int = 0
 
 
-async def sample(load: Load, pid: int, samples: Samples) -> None:
+def watch(pid: int, open_streams: Callable[[], int], samples: Samples, stop: threading.Event) -> None:
+    """Samples pid's RSS and the open-stream count every 0.1 s, its open fds every 0.5 s, until stop.
+
+    Run in a thread (see watching), not as a task on the client's event loop: once the client is
+    busy, one turn of its loop can take seconds (bench/direct.py with 200 streams: 5 ticks of an
+    asyncio sampler in a 6 s run, as the SDK parses every buffered chunk before it yields), and a
+    sampler on the loop misses the peak. A thread gets the GIL back within the switch interval."""
     ticks = 0
     while True:
         try:
             rss = status_kb(pid, "VmRSS")
         except OSError:
             return
+        now_open = open_streams()
         samples.peak_rss_kb = max(samples.peak_rss_kb, rss)
-        if load.open_streams > samples.peak_open:
-            samples.peak_open, samples.rss_at_peak_open_kb = load.open_streams, rss
-        elif load.open_streams == samples.peak_open and load.open_streams:
+        if now_open > samples.peak_open:
+            samples.peak_open, samples.rss_at_peak_open_kb = now_open, rss
+        elif now_open == samples.peak_open and now_open:
             samples.rss_at_peak_open_kb = max(samples.rss_at_peak_open_kb, rss)
         if ticks % 5 == 0:
             samples.peak_fds = max(samples.peak_fds, open_fds(pid))
         ticks += 1
-        await asyncio.sleep(0.1)
+        if stop.wait(0.1):
+            return
+
+
+@contextmanager
+def watching(pid: int, open_streams: Callable[[], int], samples: Samples) -> Iterator[None]:
+    """watch() in a thread for the duration of the block."""
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(pid, open_streams, samples, stop), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 async def probe_health(load: Load, samples: Samples) -> None:
@@ -385,8 +415,8 @@ async def probe_health(load: Load, samples: Samples) -> None:
 
 
 async def warm_up(base_url: str, args: argparse.Namespace) -> None:
-    load = Load(base_url, argparse.Namespace(**{**vars(args), "ramp": 0, "conversations": 3}))
-    load.start.set()
+    load = Load(base_url, argparse.Namespace(**{**vars(args), "ramp": 0, "conversations": 3, "repeat": 1}))
+    load.waves[0].set()
     results = [Result(i, False, f"warm-up {i}") for i in range(3)]
     await asyncio.gather(*(load.conversation(r, asyncio.Semaphore(3), [0]) for r in results))
     failed = [r.reason for r in results if r.outcome != "complete"]
@@ -397,8 +427,9 @@ async def warm_up(base_url: str, args: argparse.Namespace) -> None:
 async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: float) -> dict:
     load = Load(base_url, args)
     every = round(1 / args.disconnect_share) if args.disconnect_share > 0 else 0
-    results = [Result(i, bool(every) and i % every == every - 1, f"load test message {i}")
-               for i in range(args.conversations)]
+    n = args.conversations
+    results = [Result(i, bool(every) and i % every == every - 1, f"load test message {i}", wave=i // n)
+               for i in range(n * args.repeat)]
     ready = [0]
     setup = asyncio.Semaphore(args.setup_concurrency)
     samples = Samples()
@@ -414,21 +445,21 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: 
             cpu_before, usage_before = cpu_seconds(pid), resource.getrusage(resource.RUSAGE_SELF)
             figures["fake_before"] = args.fake_stats()
             drops_before = listen_drops()
-            watchers = [asyncio.create_task(sample(load, pid, samples)),
-                        asyncio.create_task(probe_health(load, samples))]
+            health = asyncio.create_task(probe_health(load, samples))
             started = time.perf_counter()
-            load.start.set()
             try:
-                await asyncio.gather(*tasks)
+                with watching(pid, lambda: load.open_streams, samples):
+                    for wave, event in enumerate(load.waves):
+                        event.set()
+                        await asyncio.gather(*tasks[wave * n:(wave + 1) * n])
             finally:
                 figures["load_seconds"] = time.perf_counter() - started
                 figures["app_cpu"] = cpu_seconds(pid) - cpu_before
                 figures["listen_drops"] = {k: v - drops_before[k] for k, v in listen_drops().items()}
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 figures["client_cpu"] = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
-                for watcher in watchers:
-                    watcher.cancel()
-                await asyncio.gather(*watchers, return_exceptions=True)
+                health.cancel()
+                await asyncio.gather(health, return_exceptions=True)
     except TimeoutError:
         figures["deadline_hit"] = True
         for task in tasks:
@@ -491,8 +522,16 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+def print_json(summary: dict) -> None:
+    """The figures as one line, `JSON {...}`, for bench/relay_table.py: NaN as null, floats to 3 places."""
+    clean = {key: None if isinstance(value, float) and math.isnan(value) else
+             round(value, 3) if isinstance(value, float) else value for key, value in summary.items()}
+    print("JSON " + json.dumps(clean), flush=True)
+
+
 def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int, problems: list[str],
-           info: dict) -> bool:
+           info: dict) -> tuple[bool, dict]:
+    """Prints the table; returns (passed, the figures keyed as bench/direct.py's, plus load.py's own)."""
     results: list[Result] = figures["results"]
     samples: Samples = figures["samples"]
     complete = [r for r in results if r.outcome == "complete"]
@@ -502,9 +541,18 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     ttff = [r.ttff for r in results if r.ttff is not None]
     gaps = [g for r in results for g in r.gaps]
     tokens = sum(r.tokens for r in results)
-    ms = 1000
-    load_seconds = figures.get("load_seconds", float("nan"))
-    app_cpu = figures.get("app_cpu", float("nan"))
+    ms, nan = 1000, float("nan")
+    load_seconds = figures.get("load_seconds", nan)
+    app_cpu = figures.get("app_cpu", nan)
+    per_stream = (samples.rss_at_peak_open_kb - samples.rss_before_kb) / samples.peak_open if samples.peak_open else nan
+    summary = {
+        "streams": args.conversations, "repeat": args.repeat, "completed": len(complete), "errors": len(errors),
+        "ttft_p50_ms": statistics.median(ttft) * ms if ttft else nan, "ttft_p99_ms": percentile(ttft, .99) * ms,
+        "gap_p50_ms": percentile(gaps, .5) * ms, "gap_p99_ms": percentile(gaps, .99) * ms,
+        "tokens": tokens, "cpu_s": app_cpu, "cpu_ms_per_1000_tokens": app_cpu / tokens * 1000 * ms if tokens else nan,
+        "mem_per_stream_kib": per_stream, "wall_s": load_seconds,
+        "disconnected": len(left), "lost": len(problems), "healthz_p99_ms": percentile(samples.health, .99) * ms,
+    }
     rows = [
         ("conversations", f"{len(results)}  ({len(results) - sum(r.leaves for r in results)} to finish, "
                           f"{sum(r.leaves for r in results)} to leave after {args.disconnect_after} tokens)"),
@@ -518,18 +566,17 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         ("load phase wall time", f"{load_seconds:.1f} s"),
         ("time to first frame p50 / p99", f"{percentile(ttff, .5) * ms:.0f} / {percentile(ttff, .99) * ms:.0f} ms"
                                           "  (POST to the two bubbles)"),
-        ("time to first token p50", f"{statistics.median(ttft) * ms if ttft else float('nan'):.0f} ms"),
+        ("time to first token p50", f"{summary['ttft_p50_ms']:.0f} ms"),
         ("time to first token p99", f"{percentile(ttft, .99) * ms:.0f} ms  (max {max(ttft, default=float('nan')) * ms:.0f})"),
         ("inter-token gap p50 / p99", f"{percentile(gaps, .5) * ms:.1f} / {percentile(gaps, .99) * ms:.1f} ms  "
                                       f"(max {max(gaps, default=float('nan')) * ms:.0f})"),
         ("tokens delivered", f"{tokens:,}  ({tokens / load_seconds:,.0f}/s)"),
         ("app CPU over the load phase", f"{app_cpu:.1f} s  ({app_cpu / load_seconds:.0%} of one core)"),
-        ("app CPU per 1,000 tokens", f"{app_cpu / tokens * 1000 * ms if tokens else float('nan'):.0f} ms"),
+        ("app CPU per 1,000 tokens", f"{summary['cpu_ms_per_1000_tokens']:.0f} ms"),
         ("app RSS before / at peak", f"{samples.rss_before_kb / 1024:.1f} / {samples.rss_at_peak_open_kb / 1024:.1f} MiB "
                                      f"(max {samples.peak_rss_kb / 1024:.1f})"),
         ("peak open streams", f"{samples.peak_open}"),
-        ("memory per open stream", f"{(samples.rss_at_peak_open_kb - samples.rss_before_kb) / samples.peak_open:.0f} KiB"
-                                   if samples.peak_open else "n/a"),
+        ("memory per open stream", f"{per_stream:.0f} KiB" if samples.peak_open else "n/a"),
         ("app open fds peak / limit", f"{samples.peak_fds} / {info['app_fd_limit']}"),
         ("GET /healthz under load", f"p50 {percentile(samples.health, .5) * ms:.0f} ms, p99 "
                                     f"{percentile(samples.health, .99) * ms:.0f} ms, max "
@@ -551,7 +598,8 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     rows.append(("load average (1 min) at start", f"{info['loadavg']:.2f} on {os.cpu_count()} CPUs"))
     width = max(len(name) for name, _ in rows)
     print()
-    print(f"chatapp load test: {args.conversations} concurrent streams, one Hypercorn worker, loopback")
+    waves = f", {args.repeat} times one after another" if args.repeat > 1 else ""
+    print(f"chatapp load test: {args.conversations} concurrent streams{waves}, one Hypercorn worker, loopback")
     print("-" * (width + 60))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -569,7 +617,7 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         print(f"  lost: {problem}")
     ok = not errors and not problems and not figures.get("deadline_hit")
     print("PASS: 0 errors, nothing lost" if ok else "FAIL")
-    return ok
+    return ok, summary
 
 
 def print_app_log(log_path: Path) -> None:
@@ -601,9 +649,11 @@ def main() -> int:
     parser.add_argument("--fake", choices=("process", "thread"), default="process")
     parser.add_argument("--setup-concurrency", type=int, default=50, help="clients setting up at once (50)")
     parser.add_argument("--ramp", type=float, default=0.0, help="spread the POSTs over this many seconds (0)")
+    parser.add_argument("--repeat", type=int, default=1, help="waves of N, one after another, pooled (1)")
     parser.add_argument("--backlog", type=int, default=None, help="Hypercorn --backlog (Hypercorn's default: 100)")
     parser.add_argument("--fake-backlog", type=int, default=4096, help="the fake server's listen backlog (4096)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra app setting")
+    parser.add_argument("--json", action="store_true", help="also print one last line: JSON {...}")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
 
@@ -642,12 +692,17 @@ def main() -> int:
             print(f"fd limit: this process {limit[0]}/{limit[1]}, app worker {info['app_fd_limit']}; "
                   f"app pid {pid} on {server.url}; fake server {fake.base_url}", flush=True)
             asyncio.run(warm_up(server.url, args))
-            print(f"setting up {args.conversations} sessions, then all stream at once ...", flush=True)
+            start = f"over {args.ramp:g} s" if args.ramp else "at once"
+            waves = f", in {args.repeat} waves of {args.conversations}" if args.repeat > 1 else ""
+            print(f"setting up {args.conversations * args.repeat} sessions, then all stream {start}{waves} ...",
+                  flush=True)
             figures = asyncio.run(run_load(server.url, pid, args, deadline))
             full_text = "".join(reply_tokens(args.tokens, 25))
             checked, problems = check_database(db, figures["results"], full_text)
-            ok = report(args, figures, fake.stats(), checked, problems, info)
+            ok, summary = report(args, figures, fake.stats(), checked, problems, info)
             print_app_log(log_path)
+            if args.json:
+                print_json(summary)
         finally:
             if server is not None:
                 server.stop()
