@@ -85,8 +85,10 @@ async def stream_reply(
     try:
         # aclosing: however this generator ends, the upstream response is closed at once.
         async with contextlib.aclosing(provider.stream(turn.history, turn.assistant.model)) as pieces:
-            # The page's first frame goes out while the request to the model is on its way (a
-            # paced provider starts it at once).
+            # The request to the model goes out first (a paced provider reads ahead in a task of
+            # its own: one turn of the loop starts it); the page's first frame is written while
+            # the model server works on it.
+            await asyncio.sleep(0)
             yield turn.assistant
             async for piece in pieces:
                 if isinstance(piece, Usage):

@@ -46,8 +46,9 @@ class StreamSlot:
             self._quota.slots.discard(self)
 
     def settle_if_unused(self, settle: Callable[[], Awaitable[object]]) -> None:
-        """If the request ends before its answer ever started streaming (the client left at once),
-        `settle()` saves the empty answer as stopped rather than leave it marked as streaming."""
+        """If the request ends while the answer still holds its slot (the client left before the
+        response started), `settle()` ends the answer: saves it as stopped, rather than leave it
+        marked as streaming, and stops the model."""
 
         def request_done(_: asyncio.Task) -> None:
             if self._held:

@@ -5,10 +5,11 @@ Both consume the same chat.stream_reply events, so saving, errors and disconnect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -48,12 +49,13 @@ def send_token_partial() -> str:
     return sse.partial("send-token", "outerHTML", send_token_field())
 
 
-def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
+async def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
+    replies = await _started(_replies(store, provider, turn, request_id, slot), slot)
 
     @stream_with_context
     async def events() -> AsyncIterator[bytes]:
-        async for item in _replies(store, provider, turn, request_id, slot):
+        async for item in replies:
             if isinstance(item, StreamStep):
                 yield sse.frame(_step_partials(turn.assistant.id, item))
             elif isinstance(item, Notice):
@@ -94,12 +96,31 @@ async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str
     """chat.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
     try:
-        async for item in stream_reply(store, provider, turn, request_id=request_id, slot=slot):
-            yield item
+        async with contextlib.aclosing(stream_reply(store, provider, turn, request_id=request_id, slot=slot)) as items:
+            async for item in items:
+                yield item
     except Exception:
         log.exception("the answer could not be saved request_id=%s message_id=%s", request_id, turn.assistant.id)
         yield dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
                                   error=f"{UNEXPECTED} (request id {request_id})")
+
+
+async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
+                   slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
+    """`replies`, already run to its first event before the response starts: that sends the model
+    its request (chat.stream_reply), so the model works while the page's first frame is made and
+    written. If the response then never runs (the client left at once), closing `replies` saves
+    the answer as stopped and ends the model's stream."""
+    first = await anext(replies)
+    slot.settle_if_unused(replies.aclose)
+
+    async def from_the_first() -> AsyncIterator[StreamStep | Notice | Message]:
+        async with contextlib.aclosing(replies):
+            yield first
+            async for item in replies:
+                yield item
+
+    return from_the_first()
 
 
 def _step_partials(message_id: int, step: StreamStep) -> str:
@@ -113,8 +134,8 @@ def _step_partials(message_id: int, step: StreamStep) -> str:
     return html
 
 
-def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
-                render_page: PageRenderer) -> Response:
+async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
+                      render_page: PageRenderer) -> Response:
     """Without JavaScript: the page, streamed as chunked HTML while the answer is written.
 
     Nothing can be changed once sent, so the draft is built to be superseded by CSS alone: each piece
@@ -122,10 +143,12 @@ def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, s
     draft is hidden once the finished message (aria-busy="false") follows it.
     """
 
+    replies = await _started(_replies(store, provider, turn, request_id, slot), slot)
+
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
         tail, final = "", None
-        async for item in _replies(store, provider, turn, request_id, slot):
+        async for item in replies:
             if isinstance(item, StreamStep):
                 yield _draft_chunk(item).encode()
             elif isinstance(item, Notice):

@@ -14,7 +14,7 @@ from .chat import settle_abandoned
 from .config import Config
 from .errors import Refused
 from .llm import Provider
-from .storage import STOPPED, AlreadySent, Conversation, Message, Store
+from .storage import AlreadySent, Conversation, Message, Store
 from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .validation import clean_message, normalize
 from .web import error_response, is_htmx, read_trusted_form, request_id
@@ -140,10 +140,9 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         slot.release()
         return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
                       else _refused(conversation, conversation_id, typed, refused))
-    slot.settle_if_unused(lambda: store.finish_message(turn.assistant.id, content="", html="", status=STOPPED))
     if is_htmx():
-        return streams.event_stream(store, _provider(), turn, request_id(), slot)
-    return streams.page_stream(store, _provider(), turn, request_id(), slot, _live_page)
+        return await streams.event_stream(store, _provider(), turn, request_id(), slot)
+    return await streams.page_stream(store, _provider(), turn, request_id(), slot, _live_page)
 
 
 async def _create(conversation_id: str, first_question: str) -> Conversation:
