@@ -4,7 +4,7 @@
     python bench/load.py 1000 [--tokens 200] [--delay 0.01] [--disconnect-share 0.1]
                               [--disconnect-after 50] [--deadline 120] [--fake process|thread]
                               [--ramp 0] [--repeat 1] [--backlog N] [--fake-backlog 4096]
-                              [--env NAME=VALUE] [--json]
+                              [--env NAME=VALUE] [--json] [--profile FILE]
 
 What it does, in order, and every step is bounded:
  1. Raises this process's open-file limit (RLIMIT_NOFILE) to the hard limit, before starting any
@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -424,6 +425,27 @@ async def warm_up(base_url: str, args: argparse.Namespace) -> None:
         raise RuntimeError(f"warm-up failed: {failed}")
 
 
+@contextlib.contextmanager
+def profiling(pid: int, output: str | None) -> Iterator[None]:
+    """With --profile: py-spy samples the app worker while the block runs (the load phase), and
+    writes its stacks in py-spy's raw (collapsed) format to `output` (bench/profile.py reads it)."""
+    if not output:
+        yield
+        return
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                            "--rate", "250", "--format", "raw", "--output", output],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it has, then exits
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
 async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: float) -> dict:
     load = Load(base_url, args)
     every = round(1 / args.disconnect_share) if args.disconnect_share > 0 else 0
@@ -448,7 +470,7 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: 
             health = asyncio.create_task(probe_health(load, samples))
             started = time.perf_counter()
             try:
-                with watching(pid, lambda: load.open_streams, samples):
+                with watching(pid, lambda: load.open_streams, samples), profiling(pid, args.profile):
                     for wave, event in enumerate(load.waves):
                         event.set()
                         await asyncio.gather(*tasks[wave * n:(wave + 1) * n])
@@ -653,6 +675,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=None, help="Hypercorn --backlog (Hypercorn's default: 100)")
     parser.add_argument("--fake-backlog", type=int, default=4096, help="the fake server's listen backlog (4096)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra app setting")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the app worker in the load phase, into FILE")
     parser.add_argument("--json", action="store_true", help="also print one last line: JSON {...}")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
