@@ -1,6 +1,6 @@
 """The relay table: the app against the official SDK calling the fake server directly, 1 to 1,000 streams.
 
-    python bench/relay_table.py [1 50 200 1000] [--repeat 10] [--timeout 180] [--budget 540]
+    python bench/relay_table.py [1 50 200 1000] [--repeat 40] [--timeout 180] [--budget 720]
 
 For each N (one after another, never two at once: the figures are CPU figures), runs as subprocesses:
   - bench/load.py N --json --disconnect-share 0: N conversations through ONE Hypercorn worker of
@@ -139,9 +139,9 @@ def bars(rows: dict[int, dict[str, dict | None]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="The app against the SDK straight to the fake server.")
     parser.add_argument("streams", type=int, nargs="*", default=[1, 50, 200, 1000])
-    parser.add_argument("--repeat", type=int, default=10, help="streams one after another at N = 1 (10)")
+    parser.add_argument("--repeat", type=int, default=40, help="streams one after another at N = 1 (40)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds for one run (180)")
-    parser.add_argument("--budget", type=float, default=540.0, help="seconds for them all (540)")
+    parser.add_argument("--budget", type=float, default=720.0, help="seconds for them all (720)")
     args = parser.parse_args()
     started = time.monotonic()
     end = started + args.budget

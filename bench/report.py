@@ -22,6 +22,8 @@ BENCHES = [
     ("Hostile inputs", ["bench/hostile_report.py"]),
     ("Relay: 1 to 1,000 concurrent streams on one worker, against the SDK calling the fake server directly",
      ["bench/relay_table.py"]),
+    ("Reading the model's stream: CPU per token by HTTP stack", ["bench/read_floor.py", "50"]),
+    ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
 
@@ -30,7 +32,7 @@ def main() -> None:
     sections = []
     for title, command in BENCHES:
         started = time.monotonic()
-        result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if " INFO " not in line and " WARNING " not in line]
         status = "" if result.returncode == 0 else f" (exit status {result.returncode})"
         body = "\n".join(lines).strip()
