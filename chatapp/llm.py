@@ -304,6 +304,7 @@ async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
             async for data in received:
                 for event in lines.feed(data):
                     if event == b"[DONE]":
+                        await _drain(received)
                         return
                     yield json.loads(event)
         for event in lines.finish():
@@ -311,6 +312,19 @@ async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
                 yield json.loads(event)
     finally:
         await response.aclose()
+
+
+# How long the end of a response may take to arrive after [DONE] (as the SDK's own streams wait).
+DRAIN_SECONDS = 0.1
+
+
+async def _drain(received: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE] (the end of the chunked body): an HTTP/1.1 connection closed with
+    its response unread cannot be used again, and every answer would open a new one."""
+    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in received:
+                pass
 
 
 class _EventReader:

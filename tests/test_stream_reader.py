@@ -11,6 +11,7 @@ given chunks and records what was read and whether it was closed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 
@@ -145,11 +146,34 @@ async def test_other_fields_and_comments_are_ignored():
 
 # --- how the stream ends -------------------------------------------------------------------------
 
-async def test_done_ends_the_stream_and_what_follows_is_not_read():
+async def test_done_ends_the_stream_and_what_follows_is_only_drained():
     got, response, body = await read_all(event({"n": 1}), b"data: [DONE]\n\n" + event({"n": 2}),
                                          event({"n": 3}))
+    assert got == [{"n": 1}]  # nothing after [DONE] is an event...
+    assert body.read == 3  # ...but the body is read to its end, so the connection can serve again
+    assert_closed(response, body)
+
+
+class Lingering(Chunks):
+    """A body that does not end after its last chunk (a server that keeps the stream open)."""
+
+    async def __aiter__(self):
+        async for chunk in super().__aiter__():
+            yield chunk
+        await asyncio.sleep(30)
+
+
+async def test_a_body_that_lingers_after_done_is_not_waited_for():
+    body = Lingering(event({"n": 1}), b"data: [DONE]\n\n")
+    response = httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async with contextlib.aclosing(_events(response)) as events:
+        got = [event async for event in events]
+
     assert got == [{"n": 1}]
-    assert body.read == 2  # the chunk after [DONE] was never asked for
+    assert loop.time() - started < 2  # the drain gives up (after 0.1 s), the answer is not held
     assert_closed(response, body)
 
 
@@ -207,3 +231,28 @@ async def test_a_consumer_stopping_early_closes_the_response():
 
     assert body.read == 1
     assert_closed(response, body)
+
+
+async def test_a_byte_order_mark_before_the_first_event_is_skipped():
+    got, response, body = await read_all(b"\xef\xbb\xbf" + event({"n": 1}), event({"n": 2}))
+    assert got == [{"n": 1}, {"n": 2}]
+
+
+async def test_an_event_too_big_for_any_chunk_fails_instead_of_filling_memory():
+    from chatapp.llm import MAX_EVENT_BYTES
+
+    piece = b"x" * 4096
+    endless_line = [b'data: {"n": "'] + [piece] * (MAX_EVENT_BYTES // len(piece) + 2)
+    response, body = response_of(*endless_line)
+    with pytest.raises(ValueError, match="more than"):
+        async with contextlib.aclosing(_events(response)) as events:
+            [event async for event in events]
+    assert body.read < len(endless_line)  # refused as soon as it passed the limit
+    assert_closed(response, body)
+
+
+async def test_a_long_event_in_small_pieces_is_read_whole():
+    text = "y" * 500_000
+    whole = event({"text": text})
+    got, response, body = await read_all(*(whole[i:i + 1024] for i in range(0, len(whole), 1024)))
+    assert got == [{"text": text}]
