@@ -23,6 +23,7 @@ BENCHES = [
     ("Relay: 1 to 1,000 concurrent streams on one worker, against the SDK calling the fake server directly",
      ["bench/relay_table.py"]),
     ("Reading the model's stream: CPU per token by HTTP stack", ["bench/read_floor.py", "50"]),
+    ("Memory per open stream before the app does anything", ["bench/memory_floor.py", "500"]),
     ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
