@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import resource
 import statistics
 import sys
@@ -63,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import (  # noqa: E402
-    FakeProcess, Samples, kill_quietly, percentile, print_json, raise_fd_limit, status_kb, watching,
+    FakeProcess, Samples, kill_quietly, percentile, print_json, print_table, raise_fd_limit, status_kb, watching,
 )
 
 KEY = "sk-bench-not-a-real-key"
@@ -233,24 +232,9 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
         ("fake server CPU", f"{figures['fake_cpu_s']:.1f} s  ({figures['fake_completed']} streams written to the end)"),
         ("load average (1 min) at start", f"{args.loadavg:.2f} on {os.cpu_count()} CPUs"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print()
     waves = f", {args.repeat} times one after another" if args.repeat > 1 else ""
-    print(f"direct: {args.streams} concurrent streams{waves}, the openai SDK straight to the fake server, loopback")
-    print("-" * (width + 60))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print("-" * (width + 60))
-    if figures.get("deadline_hit"):
-        print(f"the {args.deadline:g} s deadline passed: streams still open were cancelled (counted as errors)")
-    if errors:
-        reasons: dict[str, int] = {}
-        for r in errors:
-            reason = re.sub(r"\d+", "N", r.reason)
-            reasons[reason] = reasons.get(reason, 0) + 1
-        print("errors by reason:")
-        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
-            print(f"  {count:6}  {reason}")
+    print_table(f"direct: {args.streams} concurrent streams{waves}, the openai SDK straight to the fake server, loopback",
+                rows, errors, args.deadline if figures.get("deadline_hit") else None)
     print("PASS: 0 errors" if not errors else "FAIL")
     return summary
 

@@ -618,28 +618,35 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         rows.append(("listen queue overflows", f"{drops['ListenOverflows']} (drops {drops['ListenDrops']}), "
                                                "app and fake together"))
     rows.append(("load average (1 min) at start", f"{info['loadavg']:.2f} on {os.cpu_count()} CPUs"))
-    width = max(len(name) for name, _ in rows)
-    print()
     waves = f", {args.repeat} times one after another" if args.repeat > 1 else ""
-    print(f"chatapp load test: {args.conversations} concurrent streams{waves}, one Hypercorn worker, loopback")
-    print("-" * (width + 60))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print("-" * (width + 60))
-    if figures.get("deadline_hit"):
-        print(f"the {args.deadline:g} s deadline passed: streams still open were cancelled (counted as errors)")
-    if errors:
-        reasons: dict[str, int] = {}
-        for r in errors:
-            reasons[re.sub(r"\d+", "N", r.reason)] = reasons.get(re.sub(r"\d+", "N", r.reason), 0) + 1
-        print("errors by reason:")
-        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
-            print(f"  {count:6}  {reason}")
+    print_table(f"chatapp load test: {args.conversations} concurrent streams{waves}, one Hypercorn worker, loopback",
+                rows, errors, args.deadline if figures.get("deadline_hit") else None)
     for problem in problems[:10]:
         print(f"  lost: {problem}")
     ok = not errors and not problems and not figures.get("deadline_hit")
     print("PASS: 0 errors, nothing lost" if ok else "FAIL")
     return ok, summary
+
+
+def print_table(title: str, rows: list[tuple[str, str]], errors: list, deadline_passed: float | None) -> None:
+    """The figures as a two-column table, then the errors counted by reason (shared with direct.py)."""
+    width = max(len(name) for name, _ in rows)
+    print()
+    print(title)
+    print("-" * (width + 60))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print("-" * (width + 60))
+    if deadline_passed is not None:
+        print(f"the {deadline_passed:g} s deadline passed: streams still open were cancelled (counted as errors)")
+    if errors:
+        reasons: dict[str, int] = {}
+        for result in errors:
+            reason = re.sub(r"\d+", "N", result.reason)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        print("errors by reason:")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            print(f"  {count:6}  {reason}")
 
 
 def print_app_log(log_path: Path) -> None:
