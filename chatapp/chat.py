@@ -129,24 +129,27 @@ async def stream_reply(
             duration=time.monotonic() - started, tokens=usage.completion_tokens, error_kind=error_kind,
             client_left=status == STOPPED and not (slot is not None and slot.interrupted),
         )
-        if slot is not None:
-            slot.release()
         if status == STOPPED and slot is not None and slot.interrupted:
             error = f"{INTERRUPTED} (request id {request_id})"
             log.info("answer interrupted by shutdown request_id=%s message_id=%s", request_id, turn.assistant.id)
         elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
-        if turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
-            # A regeneration that failed, or was stopped before any text: the answer it was to
-            # replace comes back, rather than leave the question with no answer at all.
-            await store.hide_messages(turn.replaced, hidden=False)
-        finished = await store.finish_message(
-            turn.assistant.id,
-            content=markdown.text,
-            html=str(markdown.finish()),
-            status=status,
-            error=error,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        )
+        try:
+            finished = await store.finish_message(
+                turn.assistant.id,
+                content=markdown.text,
+                html=str(markdown.finish()),
+                status=status,
+                error=error,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+            if turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
+                # A regeneration that failed, or was stopped before any text: the answer it was to
+                # replace comes back, rather than leave the question with no answer at all.
+                await store.hide_messages(turn.replaced, hidden=False)
+        finally:
+            # Only now: a server stopping waits for the slots to empty before it closes the database.
+            if slot is not None:
+                slot.release()
     yield finished

@@ -158,14 +158,18 @@ class OpenAIProvider:
                     usage: Usage | None = None
                     async for chunk in events:
                         text, chunk_usage = self._read(chunk)
+                        del chunk  # not kept while the next one is awaited: memory per open stream
                         usage = chunk_usage or usage
                         if text:
                             deadline.started = True
-                            yield text
                         if deadline.started:  # from the first text on, each chunk has idle_timeout
                             deadline.move(loop.time() + self.idle_timeout)
-                        del chunk  # not kept while the next one is awaited: memory per open stream
+                        if text:
+                            deadline.paused = True
+                            yield text
+                            deadline.paused = False
                     if usage is not None:
+                        deadline.paused = True
                         yield usage
         except TimeoutError:
             if deadline.started:
@@ -259,11 +263,15 @@ class _Deadline:
     Moving the deadline later only notes the time. The one timer, when it fires, sets itself again
     for the new deadline if the stream moved on meanwhile, and otherwise trips the timeout
     (TimeoutError as the block exits, as with asyncio.timeout). A new timer per chunk cost more
-    than parsing the chunk."""
+    than parsing the chunk. While the caller holds a piece (`paused`, set around each yield), the
+    time is the caller's, not the model server's: the timeout does not trip then."""
+
+    RECHECK = 0.5  # seconds: how soon to look again when the deadline passed during a pause
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self.when = when
         self.started = False  # the first text has arrived (the caller says so)
+        self.paused = False  # the caller holds a piece (the time is not the model server's)
         self._loop = loop
         self._timeout = asyncio.timeout(None)
         self._timer: asyncio.TimerHandle | None = None
@@ -287,6 +295,8 @@ class _Deadline:
         now = self._loop.time()
         if now < self.when:
             self._timer = self._loop.call_at(self.when, self._check)
+        elif self.paused:
+            self._timer = self._loop.call_at(now + self.RECHECK, self._check)
         else:
             self._timeout.reschedule(now)
 
@@ -335,7 +345,7 @@ class _EventReader:
     def __init__(self) -> None:
         self._partial: list[bytes] = []  # the current line, not yet ended
         self._data: list[bytes] = []  # the current event's data lines
-        self._size = 0  # bytes held in both
+        self._size = 0  # bytes held: the current line, and the event's lines with their breaks
         self._first = True
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -345,23 +355,19 @@ class _EventReader:
             chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a byte order mark may open the stream
         if b"\n" not in chunk:
             self._partial.append(chunk)
-            self._held(len(chunk))
+            self._hold(len(chunk))
             return []
+        partial = sum(map(len, self._partial))  # each byte counted here once: it is then in a line
         *lines, rest = (b"".join(self._partial) + chunk if self._partial else chunk).split(b"\n")
+        self._size -= partial
         self._partial = [rest] if rest else []
         events = []
         for line in lines:
             event = self._line(line[:-1] if line.endswith(b"\r") else line)
             if event:
                 events.append(event)
-        self._size = 0
-        self._held(len(rest) + sum(map(len, self._data)))
+        self._hold(len(rest))
         return events
-
-    def _held(self, more: int) -> None:
-        self._size += more
-        if self._size > MAX_EVENT_BYTES:
-            raise ValueError(f"an event of more than {MAX_EVENT_BYTES} bytes")
 
     def finish(self) -> list[bytes]:
         """The last event, if the stream ended without its blank line."""
@@ -371,11 +377,18 @@ class _EventReader:
     def _line(self, line: bytes) -> bytes | None:
         if line.startswith(b"data:"):
             self._data.append(line[5:])
+            self._hold(len(line) - 4)  # the data, and the line break that will join it
         elif not line and self._data:
             event = b"\n".join(self._data).strip()
+            self._size -= sum(map(len, self._data)) + len(self._data)
             self._data = []
             return event or None
         return None
+
+    def _hold(self, more: int) -> None:
+        self._size += more
+        if self._size > MAX_EVENT_BYTES:
+            raise ValueError(f"an event of more than {MAX_EVENT_BYTES} bytes")
 
 
 def make_provider(*, api_key: str | None, base_url: str | None, model: str, connect_timeout: float,

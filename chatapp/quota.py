@@ -51,21 +51,22 @@ class StreamSlot:
         marked as streaming, and stops the model."""
 
         def request_done(_: asyncio.Task) -> None:
-            if self._held:
-                self.release()
-                asyncio.ensure_future(settle())
+            if self._held:  # settle() gives the slot back once the answer is saved
+                ending = asyncio.ensure_future(settle())
+                self._quota.endings.add(ending)
+                ending.add_done_callback(self._quota.endings.discard)
+                ending.add_done_callback(lambda _: self.release())  # however settle() ended
 
         if self.task is not None:
             self.task.add_done_callback(request_done)
 
-    # A slot dropped without release() (a bug) does not keep its place for ever.
-    __del__ = release
 
 
 class Quota:
     def __init__(self, config: Config):
         self._config = config
         self.slots: set[StreamSlot] = set()  # answers this process is streaming now
+        self.endings: set[asyncio.Future] = set()  # answers being ended after their request ended
 
     @property
     def streaming(self) -> int:

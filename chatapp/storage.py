@@ -112,8 +112,9 @@ class Store:
 
     async def check_writable(self) -> None:
         """Raises if the database cannot take a write now (read-only, full, locked for too long)."""
-        await self._db.execute("BEGIN IMMEDIATE")
-        await self._db.execute("ROLLBACK")
+        # One trip to the database thread: the connection is shared, and any statement of another
+        # request that ran between BEGIN and ROLLBACK would be rolled back with them.
+        await self._db.executescript("BEGIN IMMEDIATE; ROLLBACK;")
 
     async def setting(self, name: str, make: Callable[[], str]) -> str:
         """The stored value, or `make()`'s, stored first: every worker gets the same one."""

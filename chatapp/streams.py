@@ -5,6 +5,7 @@ Both consume the same chat.stream_reply events, so saving, errors and disconnect
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -95,14 +96,20 @@ async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str
                    slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
     """chat.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
+    closing = False
     try:
         async with contextlib.aclosing(stream_reply(store, provider, turn, request_id=request_id, slot=slot)) as items:
             async for item in items:
-                yield item
+                try:
+                    yield item
+                except GeneratorExit:  # closed (the client left): nothing more may be yielded
+                    closing = True
+                    raise
     except Exception:
         log.exception("the answer could not be saved request_id=%s message_id=%s", request_id, turn.assistant.id)
-        yield dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
-                                  error=f"{UNEXPECTED} (request id {request_id})")
+        if not closing:
+            yield dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
+                                      error=f"{UNEXPECTED} (request id {request_id})")
 
 
 async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
@@ -112,13 +119,25 @@ async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
     written. If the response then never runs (the client left at once), closing `replies` saves
     the answer as stopped and ends the model's stream."""
     first = await anext(replies)
-    slot.settle_if_unused(replies.aclose)
+    closing: asyncio.Future | None = None
+
+    def close() -> asyncio.Future:
+        """Closes `replies` once, whoever asks first: the response ending, or the request ending
+        without it (a client gone while its response was blocked can mean both at once)."""
+        nonlocal closing
+        if closing is None:
+            closing = asyncio.ensure_future(replies.aclose())
+        return closing
+
+    slot.settle_if_unused(close)
 
     async def from_the_first() -> AsyncIterator[StreamStep | Notice | Message]:
-        async with contextlib.aclosing(replies):
+        try:
             yield first
             async for item in replies:
                 yield item
+        finally:
+            await close()
 
     return from_the_first()
 

@@ -128,18 +128,22 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
     except Refused as refused:
         return await _refused(conversation, conversation_id, typed, refused)
-    if conversation is None:
-        conversation = await _create(conversation_id, text)
-    if changes := choices.changes_from_form(form, conversation, _config()):
-        await store.update_conversation(conversation.id, owner, **changes)
-        conversation = dataclasses.replace(conversation, **changes)
     try:
+        if conversation is None:
+            conversation = await _create(conversation_id, text)
+        if changes := choices.changes_from_form(form, conversation, _config()):
+            await store.update_conversation(conversation.id, owner, **changes)
+            conversation = dataclasses.replace(conversation, **changes)
         arguments = (text,) if needs_text else ()
         turn = await start(store, conversation, *arguments, **_turn_settings(conversation, form))
     except (AlreadySent, NothingToRedo) as refused:
         slot.release()
         return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
                       else _refused(conversation, conversation_id, typed, refused))
+    except BaseException:  # an error, a 404, or the client leaving: the slot is not kept for ever
+        slot.release()
+        raise
+    # From here the answer (chat.stream_reply) holds the slot and gives it back.
     if is_htmx():
         return await streams.event_stream(store, _provider(), turn, request_id(), slot)
     return await streams.page_stream(store, _provider(), turn, request_id(), slot, _live_page)

@@ -192,7 +192,35 @@ async def test_no_retry_once_text_has_been_shown(fake):
         got, error = await collect(provider.stream(HISTORY))
     finally:
         await provider.aclose()
-    assert got == ["partial", " text"] and error is not None and len(fake.requests) == 1
+    assert got == ["partial", " text"] and len(fake.requests) == 1
+    assert error.kind == "connection" and error.user_message == CUT_SHORT["connection"]
+
+
+async def test_a_steady_stream_outlasts_its_deadlines(fake):
+    """The deadlines move with every chunk: tokens 0.1 s apart for a second, with a first-token
+    and an idle deadline of 0.3 s each, make a complete answer."""
+    fake.script(Reply(tokens=[f"t{i} " for i in range(10)], delay=0.1))
+    provider = _provider(fake, first_token_timeout=0.3, idle_timeout=0.3)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert error is None and "".join(p for p in got if isinstance(p, str)) == "".join(f"t{i} " for i in range(10))
+
+
+async def test_a_slow_reader_is_not_the_model_servers_silence(fake):
+    """Time the caller spends with a piece is not counted against the model server: a reader that
+    takes longer than the idle deadline over each piece still gets the whole answer."""
+    fake.script(Reply(tokens=["a", "b", "c"], delay=0.01))
+    provider = _provider(fake, first_token_timeout=2.0, idle_timeout=0.2)
+    got = []
+    try:
+        async for piece in provider.stream(HISTORY):
+            got.append(piece)
+            await asyncio.sleep(0.5)
+    finally:
+        await provider.aclose()
+    assert [p for p in got if isinstance(p, str)] == ["a", "b", "c"]
 
 
 async def test_a_connect_timeout_is_tried_again_then_reported():

@@ -256,3 +256,19 @@ async def test_a_long_event_in_small_pieces_is_read_whole():
     whole = event({"text": text})
     got, response, body = await read_all(*(whole[i:i + 1024] for i in range(0, len(whole), 1024)))
     assert got == [{"text": text}]
+
+
+async def test_empty_data_lines_count_towards_the_limit_and_cost_linear_time():
+    from chatapp.llm import MAX_EVENT_BYTES
+
+    lines = b"data:\n" * (MAX_EVENT_BYTES + 10)  # each holds a line break, to join the event
+    response, body = response_of(*(lines[i:i + 65536] for i in range(0, len(lines), 65536)))
+    with pytest.raises(ValueError, match="more than"):
+        async with contextlib.aclosing(_events(response)) as events:
+            [event async for event in events]
+    assert_closed(response, body)
+
+
+async def test_an_event_of_empty_data_lines_is_no_event():
+    got, response, body = await read_all(b"data:\n" * 1000 + b"\n", event({"n": 1}))
+    assert got == [{"n": 1}]
