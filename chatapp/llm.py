@@ -310,7 +310,7 @@ async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
     closed however this ends, so the model server stops generating when we stop reading."""
     try:
         lines = _EventReader()
-        async with contextlib.aclosing(response.aiter_bytes()) as received:
+        async with contextlib.aclosing(_body(response)) as received:
             async for data in received:
                 for event in lines.feed(data):
                     if event == b"[DONE]":
@@ -322,6 +322,18 @@ async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
                 yield json.loads(event)
     finally:
         await response.aclose()
+
+
+async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The response body as it arrives. Without a content encoding (the usual case for an event
+    stream) it comes straight from the transport, as the SDK's own drain reads it, past httpx2's
+    decoding and re-chunking layers: 31-33 instead of 36 µs a token (bench/read_floor.py 50)."""
+    if response.headers.get("content-encoding", "identity") != "identity":
+        async for data in response.aiter_bytes():
+            yield data
+        return
+    async for data in response.stream:
+        yield data
 
 
 # How long the end of a response may take to arrive after [DONE] (as the SDK's own streams wait).

@@ -272,3 +272,15 @@ async def test_empty_data_lines_count_towards_the_limit_and_cost_linear_time():
 async def test_an_event_of_empty_data_lines_is_no_event():
     got, response, body = await read_all(b"data:\n" * 1000 + b"\n", event({"n": 1}))
     assert got == [{"n": 1}]
+
+
+async def test_a_compressed_stream_is_decoded():
+    import gzip
+
+    body = Chunks(gzip.compress(event({"n": 1}) + event({"n": 2}) + b"data: [DONE]\n\n"))
+    response = httpx2.Response(200, headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+                               stream=body)
+    async with contextlib.aclosing(_events(response)) as events:
+        got = [event async for event in events]
+    assert got == [{"n": 1}, {"n": 2}]
+    assert_closed(response, body)
