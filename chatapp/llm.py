@@ -91,7 +91,7 @@ class OpenAIProvider:
                 timeout=openai.Timeout(None, connect=connect_timeout),
                 # The SDK's aiohttp transport (the `openai[aiohttp]` extra): reading a streamed
                 # answer through it costs about a third of the CPU of the default transport
-                # (38 against 105 µs a token, measured with bench/read_floor.py).
+                # (36-37 against 101 µs a token, measured with bench/read_floor.py 50).
                 http_client=openai.DefaultAioHttpClient(),
                 default_headers=dict.fromkeys(SDK_TELEMETRY_HEADERS, openai.omit),
             )

@@ -61,7 +61,6 @@ class StreamSlot:
             self.task.add_done_callback(request_done)
 
 
-
 class Quota:
     def __init__(self, config: Config):
         self._config = config

@@ -1,6 +1,6 @@
 """Pacing (chatapp/pacing.py): text gathered and handed on at most once per interval, nothing lost.
 
-`paced` sits between the model and the page for every answer, so what matters is that it changes
+`Paced` sits between the model and the page for every answer, so what matters is that it changes
 only how often text is written, never what is written or in which order: the text joins back
 exactly, items that are not text keep their place, the first text and anything after a pause are
 not held back, an error of the source still reaches the caller after the text before it, and
@@ -22,7 +22,7 @@ import pytest
 
 from chatapp.llm import Usage
 from chatapp.llm_demo import DemoProvider
-from chatapp.pacing import PacedProvider, paced
+from chatapp.pacing import Paced, PacedProvider
 
 HISTORY = [{"role": "user", "content": "Hello there"}]
 
@@ -91,7 +91,7 @@ async def test_text_joins_back_exactly_in_far_fewer_pieces():
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    got = await timed(paced(source.run(), 0.05))
+    got = await timed(Paced(source.run(), 0.05))
 
     elapsed = loop.time() - started
     texts = [item for item, _ in got]
@@ -106,7 +106,7 @@ async def test_text_joins_back_exactly_in_far_fewer_pieces():
 async def test_text_is_handed_on_at_most_once_per_interval():
     source = Source(*spaced([f"{i}," for i in range(40)], 0.01))
 
-    got = await timed(paced(source.run(), 0.1))
+    got = await timed(Paced(source.run(), 0.1))
 
     times = [at for _, at in got]
     # Text goes on the ticks of a clock shared by every answer (loop time, every 0.1 s): after the
@@ -121,7 +121,7 @@ async def test_first_text_is_handed_on_at_once():
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    got = await timed(paced(source.run(), 0.5))
+    got = await timed(Paced(source.run(), 0.5))
 
     (first, first_at), *rest = got
     assert first == "first"  # alone: not held back to gather what follows
@@ -133,7 +133,7 @@ async def test_first_text_is_handed_on_at_once():
 async def test_text_before_a_pause_is_not_held_until_the_next_piece():
     source = Source("a", 0.02, "b", 1.0, "c")
 
-    got = await timed(paced(source.run(), 0.05))
+    got = await timed(Paced(source.run(), 0.05))
 
     assert "".join(item for item, _ in got) == "abc"
     b_made = dict(source.yielded_at)["b"]
@@ -147,7 +147,7 @@ async def test_the_end_of_the_answer_is_not_held_back():
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    got = await timed(paced(source.run(), 0.5))
+    got = await timed(Paced(source.run(), 0.5))
 
     assert [item for item, _ in got] == ["a"]
     assert loop.time() - started < 0.25  # the interval is 0.5 s: the end did not wait for it
@@ -159,7 +159,7 @@ async def test_items_that_are_not_text_keep_their_place_and_are_not_joined():
     steps = ["a", 0.005, "b", 0.005, Notice(1), 0.005, "c", 0.005, "d", Notice(2), Notice(3), 0.005, "e"]
     source = Source(*steps)
 
-    got = [item for item, _ in await timed(paced(source.run(), 0.05))]
+    got = [item for item, _ in await timed(Paced(source.run(), 0.05))]
 
     # Split the output at the notices: the text between them is the text between them in the source.
     segments: list[object] = []
@@ -175,7 +175,7 @@ async def test_waiting_text_goes_out_as_one_piece_just_before_a_notice():
     usage = Usage(prompt_tokens=3, completion_tokens=4)
     source = Source("a", 0.01, "b", 0.01, "c", 0.01, usage, 0.01, "d")
 
-    got = [item for item, _ in await timed(paced(source.run(), 0.5))]
+    got = [item for item, _ in await timed(Paced(source.run(), 0.5))]
 
     # "a" went at once; "b" and "c" waited for the interval, and the usage came in meanwhile.
     assert got == ["a", "bc", usage, "d"]
@@ -186,7 +186,7 @@ async def test_a_notice_after_text_is_not_paced():
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    got = await timed(paced(source.run(), 0.5))
+    got = await timed(Paced(source.run(), 0.5))
 
     assert [item for item, _ in got] == ["a", Notice(1), "b"]
     assert got[1][1] - started < 0.25  # not held for the 0.5 s interval
@@ -200,7 +200,7 @@ async def test_an_error_of_the_source_is_raised_after_the_text_before_it():
     got: list[object] = []
 
     with pytest.raises(RuntimeError) as raised:
-        async for item in paced(source.run(), 0.05):
+        async for item in Paced(source.run(), 0.05):
             got.append(item)
 
     assert raised.value is boom
@@ -212,7 +212,7 @@ async def test_an_error_of_the_source_is_raised_after_the_text_before_it():
 async def test_closing_early_cancels_the_reader_and_closes_the_source():
     source = Source("first", forever="more", every=0.01)
 
-    async with contextlib.aclosing(paced(source.run(), 0.05)) as stream:
+    async with contextlib.aclosing(Paced(source.run(), 0.05)) as stream:
         async for item in stream:
             assert item == "first"
             break
@@ -225,7 +225,7 @@ async def test_closing_early_cancels_the_reader_and_closes_the_source():
 async def test_reading_starts_at_once_and_closing_before_reading_closes_the_source():
     source = Source("first", forever="more", every=0.01)
 
-    stream = paced(source.run(), 0.05)
+    stream = Paced(source.run(), 0.05)
     await asyncio.sleep(0.05)
     read_ahead = len(source.yielded_at)  # the request to the model goes out before anyone asks
     await stream.aclose()
@@ -240,7 +240,7 @@ async def test_leaving_after_the_source_failed_leaves_no_unretrieved_task_error(
     source = Source("only", RuntimeError("unseen"))
 
     with caplog.at_level(logging.ERROR, logger="asyncio"):
-        async with contextlib.aclosing(paced(source.run(), 0.05)) as stream:
+        async with contextlib.aclosing(Paced(source.run(), 0.05)) as stream:
             async for item in stream:
                 assert item == "only"
                 break
@@ -258,7 +258,7 @@ async def test_cancelling_the_consumer_closes_the_source():
     first = asyncio.Event()
 
     async def consume():
-        async for item in paced(source.run(), 0.05):
+        async for item in Paced(source.run(), 0.05):
             got.append(item)
             first.set()
 
@@ -279,7 +279,7 @@ async def test_interval_zero_hands_on_every_piece_as_it_comes():
     pieces = ["a", "bb", "ccc", "d"] + [str(i) for i in range(20)]
     source = Source(*spaced(pieces, 0.001), Notice(9))
 
-    got = [item for item, _ in await timed(paced(source.run(), 0))]
+    got = [item for item, _ in await timed(Paced(source.run(), 0))]
 
     assert got == pieces + [Notice(9)]
 
