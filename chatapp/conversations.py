@@ -11,7 +11,7 @@ from .web import error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
 
-EXPORTS = {"md": ("text/markdown", export.to_markdown), "json": ("application/json", export.to_json)}
+EXPORTS = {"md": ("text/markdown", export.markdown_parts), "json": ("application/json", export.json_parts)}
 
 
 def _store() -> Store:
@@ -43,11 +43,13 @@ async def export_file(conversation_id: str, extension: str) -> Response:
     conversation = await _mine(conversation_id)
     if conversation is None or extension not in EXPORTS:
         return await error_response(404)
-    mimetype, write = EXPORTS[extension]
-    body = write(conversation, await _store().messages(conversation_id))
+    mimetype, parts = EXPORTS[extension]
+    messages = await export.read_messages(_store(), conversation_id)
     filename = export.filename(conversation, extension)
-    return Response(body, mimetype=mimetype,
-                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    # Streamed a message at a time. Quart's response timeout stays: a download that takes longer
+    # than RESPONSE_TIMEOUT is cut, as it was when the body was sent in one piece.
+    return Response(export.encoded(parts(conversation, messages)), mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @bp.get("/c/<conversation_id>/delete")

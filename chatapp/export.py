@@ -1,53 +1,92 @@
 """A conversation as a download: Markdown to read, JSON to keep. The raw text only, never HTML.
 
 Serve either as an attachment (Content-Disposition: attachment; filename="..." from `filename`),
-so a browser saves it rather than rendering what the model wrote.
+so a browser saves it rather than rendering what the model wrote. Both are written a message at a
+time (`markdown_parts`, `json_parts`), so that a long conversation is streamed out in pieces instead
+of being built whole on the event loop (a 400-message JSON export took 62 ms in one go).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import unicodedata
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
+from itertools import chain
 
-from .storage import ERROR, STOPPED, STREAMING, Conversation, Message
+from .storage import ERROR, STOPPED, STREAMING, Conversation, Message, Store
 
 _NOTES = {STOPPED: "stopped before it was complete", STREAMING: "still being written when exported"}
 _FENCE_OPEN = re.compile(r" {0,3}(?P<fence>`{3,}(?=[^`]*$)|~{3,})")
 _SPECIAL = re.compile(r"([\\`*_\[\]<>])")
+PAGE_SIZE = 100  # messages read from the database at a time
 
 
-def to_markdown(conversation: Conversation, messages: list[Message]) -> str:
+def to_markdown(conversation: Conversation, messages: Iterable[Message]) -> str:
     """`# title`, the date it was started, then each message under `## You` or
     `## Assistant (model)`, its raw Markdown as written, with a note if the answer is unfinished."""
+    return "".join(markdown_parts(conversation, messages))
+
+
+def to_json(conversation: Conversation, messages: Iterable[Message]) -> str:
+    """The conversation and its messages' raw text and metadata (not the owner, not HTML)."""
+    return "".join(json_parts(conversation, messages))
+
+
+def markdown_parts(conversation: Conversation, messages: Iterable[Message]) -> Iterator[str]:
+    """to_markdown's text in pieces: the title and date, one piece per message, the last newline."""
     title = _one_line(conversation.title) or "Conversation"
-    parts = [f"# {title}", f"_Created {_when(conversation.created_at)}_"]
+    yield f"# {title}\n\n_Created {_when(conversation.created_at)}_"
     for message in _shown(messages):
-        parts.append(_heading(message))
+        parts = [_heading(message)]
         if content := message.content.strip("\n"):
             parts.append(_close_fence(content))
         if note := _note(message):
             parts.append(f"_({note})_")
-    return "\n\n".join(parts) + "\n"
+        yield "\n\n" + "\n\n".join(parts)
+    yield "\n"
 
 
-def to_json(conversation: Conversation, messages: list[Message]) -> str:
-    """The conversation and its messages' raw text and metadata (not the owner, not HTML)."""
-    data = {
-        "id": conversation.id,
-        "title": conversation.title,
-        "created_at": conversation.created_at,
-        "messages": [
-            {
-                "id": m.id, "role": m.role, "content": m.content, "status": m.status, "model": m.model,
-                "created_at": m.created_at, "prompt_tokens": m.prompt_tokens,
-                "completion_tokens": m.completion_tokens, "error": m.error,
-            }
-            for m in _shown(messages)
-        ],
-    }
-    return json.dumps(data, ensure_ascii=False, indent=2)
+def json_parts(conversation: Conversation, messages: Iterable[Message]) -> Iterator[str]:
+    """to_json's text in pieces, one per message: together, what json.dumps(indent=2) makes of
+    {"id", "title", "created_at", "messages": [...]}, byte for byte."""
+    head = {"id": conversation.id, "title": conversation.title, "created_at": conversation.created_at}
+    yield _dumps(head).removesuffix("\n}") + ',\n  "messages": ['
+    separator = "\n"
+    for m in _shown(messages):
+        record = {
+            "id": m.id, "role": m.role, "content": m.content, "status": m.status, "model": m.model,
+            "created_at": m.created_at, "prompt_tokens": m.prompt_tokens,
+            "completion_tokens": m.completion_tokens, "error": m.error,
+        }
+        # Two levels deep. Only json's own line breaks are indented (one in a string is escaped),
+        # not U+2028 or U+0085, which textwrap.indent's str.splitlines would split strings on.
+        yield separator + "    " + _dumps(record).replace("\n", "\n    ")
+        separator = ",\n"
+    yield "]\n}" if separator == "\n" else "\n  ]\n}"
+
+
+async def read_messages(store: Store, conversation_id: str) -> list[Message]:
+    """The visible messages, oldest first, read a page at a time so that no turn of the event loop
+    turns a whole long conversation's rows into messages."""
+    pages, before, more = [], None, True
+    while more:
+        page, more = await store.page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
+        if not page:
+            break
+        pages.append(page)
+        before = page[0].id
+    return list(chain.from_iterable(reversed(pages)))
+
+
+async def encoded(parts: Iterable[str]) -> AsyncIterator[bytes]:
+    """A streamed response's body: one piece at a time, letting other requests run in between.
+    (Sending a piece does not by itself give the loop up while the socket takes it all.)"""
+    for part in parts:
+        yield part.encode()
+        await asyncio.sleep(0)
 
 
 def filename(conversation: Conversation, extension: str) -> str:
@@ -62,9 +101,13 @@ def filename(conversation: Conversation, extension: str) -> str:
     return f"{stem}-{short_id}.{ext}" if short_id else f"{stem}.{ext}"
 
 
-def _shown(messages: list[Message]) -> list[Message]:
+def _shown(messages: Iterable[Message]) -> Iterator[Message]:
     # A regenerated answer or an edited question is kept hidden in the database, not shown.
-    return [m for m in messages if not m.hidden]
+    return (m for m in messages if not m.hidden)
+
+
+def _dumps(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2)
 
 
 def _heading(message: Message) -> str:

@@ -1,15 +1,21 @@
-"""Exports: the raw Markdown, never HTML; JSON that parses; file names that are safe anywhere."""
+"""Exports: the raw Markdown, never HTML; JSON that parses; file names that are safe anywhere;
+a long conversation streamed a message at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import pytest
 from markupsafe import Markup
+from quart import Quart
+from quart.testing import QuartClient
+from werkzeug.datastructures import Headers
 
-from chatapp.export import filename, to_json, to_markdown
+from chatapp.export import encoded, filename, to_json, to_markdown
 from chatapp.storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message
+from tests.conftest import open_chat
 
 CONVERSATION = Conversation(id="AbC_d-12xyzXYZ", owner="alice-secret-owner", title="Sorting in Python",
                             created_at="2025-03-04T05:06:07.890+00:00")
@@ -106,6 +112,91 @@ def test_json_keeps_unicode_readable() -> None:
     text = to_json(conversation, [_message(1, "user", "日本語 </script>")])
     assert "Café ☕" in text and "日本語 </script>" in text
     assert json.loads(text)["messages"][0]["content"] == "日本語 </script>"
+
+
+def _as_json_dumps_writes_it(conversation: Conversation, messages: list[Message]) -> str:
+    """The export as it was made before it was streamed: one json.dumps of the whole."""
+    keys = ["id", "role", "content", "status", "model", "created_at", "prompt_tokens", "completion_tokens", "error"]
+    data = {"id": conversation.id, "title": conversation.title, "created_at": conversation.created_at,
+            "messages": [{key: getattr(m, key) for key in keys} for m in messages if not m.hidden]}
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+@pytest.mark.parametrize("messages", [
+    MESSAGES,
+    [],
+    [_message(1, "user", "line\u2028separator, next\x85line, \r\n\t \"quoted\" \\ \x00 ☕\n    indented\n")],
+    [_message(1, "user", "hidden", hidden=True)],
+])
+def test_json_is_what_one_json_dumps_of_the_whole_gives(messages: list[Message]) -> None:
+    assert to_json(CONVERSATION, messages) == _as_json_dumps_writes_it(CONVERSATION, messages)
+
+
+async def test_the_stream_lets_other_tasks_run_between_pieces() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    seen = [(piece, ticks) async for piece in encoded(["a", "é", "c"])]
+    task.cancel()
+    assert [piece for piece, _ in seen] == [b"a", "é".encode(), b"c"]
+    assert seen[0][1] < seen[1][1] < seen[2][1]
+
+
+async def _long_conversation(app: Quart) -> tuple[QuartClient, str]:
+    """A client and a conversation of 251 visible messages (more than two pages of the store's),
+    one of them hidden among them."""
+    client = app.test_client()
+    action, csrf = await open_chat(client)
+    await client.post(action, form={"message": "start", "csrf_token": csrf})
+    conversation_id = action.split("/")[2]
+    store = app.extensions["store"]
+    for i in range(125):
+        await store.add_message(conversation_id, "user", f"Question {i}?\n\n```\ncode", status=COMPLETE)
+        answer = await store.add_message(conversation_id, "assistant", f"Answer *{i}*", status=COMPLETE,
+                                         html=f"<p>RENDERED {i}</p>", model="demo")
+        if i == 60:
+            await store.hide_messages([answer.id])
+    return client, conversation_id
+
+
+async def _chunks(client: QuartClient, url: str) -> tuple[Headers, list[bytes]]:
+    """The response's headers and its body as the pieces the app sent, up to the closing empty one."""
+    async with client.request(url) as connection:
+        await connection.send_complete()
+        chunks = []
+        while chunk := await asyncio.wait_for(connection.receive(), 5):
+            chunks.append(chunk)
+    return connection.headers, chunks
+
+
+async def test_a_long_conversation_is_exported_as_a_stream(demo_app: Quart) -> None:
+    client, conversation_id = await _long_conversation(demo_app)
+    messages = await demo_app.extensions["store"].messages(conversation_id)
+    assert len(messages) == 251
+
+    headers, chunks = await _chunks(client, f"/c/{conversation_id}/export.json")
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Disposition"] == f'attachment; filename="start-{conversation_id[:8]}.json"'
+    assert len(chunks) > 250  # a piece per message, not the whole in one
+    text = b"".join(chunks).decode()
+    data = json.loads(text)
+    assert data["id"] == conversation_id and data["title"] == "start"
+    conversation = Conversation(id=conversation_id, owner="", title="start", created_at=data["created_at"])
+    assert text == _as_json_dumps_writes_it(conversation, messages)
+    assert "RENDERED" not in text and "Answer *60*" not in text  # no HTML, no hidden answer
+
+    headers, chunks = await _chunks(client, f"/c/{conversation_id}/export.md")
+    assert headers["Content-Type"] == "text/markdown; charset=utf-8"
+    assert headers["Content-Disposition"] == f'attachment; filename="start-{conversation_id[:8]}.md"'
+    assert len(chunks) > 250
+    assert b"".join(chunks).decode() == to_markdown(conversation, messages)
 
 
 def _titled(title: str, id: str = "AbC_d-12xyz") -> Conversation:
