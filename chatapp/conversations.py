@@ -46,8 +46,8 @@ async def export_file(conversation_id: str, extension: str) -> Response:
     mimetype, parts = EXPORTS[extension]
     messages = await export.read_messages(_store(), conversation_id)
     filename = export.filename(conversation, extension)
-    # Streamed a message at a time. Quart's response timeout stays: a download that takes longer
-    # than RESPONSE_TIMEOUT is cut, as it was when the body was sent in one piece.
+    # Streamed in chunks of a few messages. Quart's response timeout stays: a download that takes
+    # longer than RESPONSE_TIMEOUT is cut, as it was when the body was sent in one piece.
     return Response(export.encoded(parts(conversation, messages)), mimetype=mimetype,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -2,7 +2,7 @@
 
 Serve either as an attachment (Content-Disposition: attachment; filename="..." from `filename`),
 so a browser saves it rather than rendering what the model wrote. Both are written a message at a
-time (`markdown_parts`, `json_parts`), so that a long conversation is streamed out in pieces instead
+time (`markdown_parts`, `json_parts`), so that a long conversation is streamed out in chunks instead
 of being built whole on the event loop (a 400-message JSON export took 62 ms in one go).
 """
 
@@ -22,6 +22,10 @@ _NOTES = {STOPPED: "stopped before it was complete", STREAMING: "still being wri
 _FENCE_OPEN = re.compile(r" {0,3}(?P<fence>`{3,}(?=[^`]*$)|~{3,})")
 _SPECIAL = re.compile(r"([\\`*_\[\]<>])")
 PAGE_SIZE = 100  # messages read from the database at a time
+# The streamed body's pieces are joined into chunks of this size: each chunk sent costs the worker
+# about 30 µs, so an export of 2,000 short messages took 117 ms of its CPU with a chunk per message,
+# 57 ms with 16 KiB chunks (38 ms when it was built whole, in one turn of the loop).
+CHUNK_SIZE = 16 * 1024
 
 
 def to_markdown(conversation: Conversation, messages: Iterable[Message]) -> str:
@@ -82,11 +86,18 @@ async def read_messages(store: Store, conversation_id: str) -> list[Message]:
 
 
 async def encoded(parts: Iterable[str]) -> AsyncIterator[bytes]:
-    """A streamed response's body: one piece at a time, letting other requests run in between.
-    (Sending a piece does not by itself give the loop up while the socket takes it all.)"""
+    """A streamed response's body: pieces joined up to CHUNK_SIZE bytes (a chunk holds at most
+    that and one message), each followed by a turn for other requests. Sending a chunk does not
+    by itself give the loop up while the socket takes it all."""
+    chunk = bytearray()
     for part in parts:
-        yield part.encode()
-        await asyncio.sleep(0)
+        chunk += part.encode()
+        if len(chunk) >= CHUNK_SIZE:
+            yield bytes(chunk)
+            chunk.clear()
+            await asyncio.sleep(0)
+    if chunk:
+        yield bytes(chunk)
 
 
 def filename(conversation: Conversation, extension: str) -> str:

@@ -13,7 +13,7 @@ from quart import Quart
 from quart.testing import QuartClient
 from werkzeug.datastructures import Headers
 
-from chatapp.export import encoded, filename, to_json, to_markdown
+from chatapp.export import CHUNK_SIZE, encoded, filename, to_json, to_markdown
 from chatapp.storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message
 from tests.conftest import open_chat
 
@@ -132,7 +132,7 @@ def test_json_is_what_one_json_dumps_of_the_whole_gives(messages: list[Message])
     assert to_json(CONVERSATION, messages) == _as_json_dumps_writes_it(CONVERSATION, messages)
 
 
-async def test_the_stream_lets_other_tasks_run_between_pieces() -> None:
+async def test_the_stream_lets_other_tasks_run_between_chunks() -> None:
     ticks = 0
 
     async def ticker() -> None:
@@ -143,9 +143,10 @@ async def test_the_stream_lets_other_tasks_run_between_pieces() -> None:
 
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
-    seen = [(piece, ticks) async for piece in encoded(["a", "é", "c"])]
+    big = "é" * (CHUNK_SIZE // 2)  # CHUNK_SIZE bytes in UTF-8
+    seen = [(chunk, ticks) async for chunk in encoded(["a", "b", big, big, "c", "d"])]
     task.cancel()
-    assert [piece for piece, _ in seen] == [b"a", "é".encode(), b"c"]
+    assert [chunk for chunk, _ in seen] == [f"ab{big}".encode(), big.encode(), b"cd"]  # small pieces joined
     assert seen[0][1] < seen[1][1] < seen[2][1]
 
 
@@ -159,7 +160,7 @@ async def _long_conversation(app: Quart) -> tuple[QuartClient, str]:
     store = app.extensions["store"]
     for i in range(125):
         await store.add_message(conversation_id, "user", f"Question {i}?\n\n```\ncode", status=COMPLETE)
-        answer = await store.add_message(conversation_id, "assistant", f"Answer *{i}*", status=COMPLETE,
+        answer = await store.add_message(conversation_id, "assistant", f"Answer *{i}* " + "é" * 400, status=COMPLETE,
                                          html=f"<p>RENDERED {i}</p>", model="demo")
         if i == 60:
             await store.hide_messages([answer.id])
@@ -176,6 +177,12 @@ async def _chunks(client: QuartClient, url: str) -> tuple[Headers, list[bytes]]:
     return connection.headers, chunks
 
 
+def _assert_streamed(chunks: list[bytes]) -> None:
+    """Not the whole in one piece: chunks of CHUNK_SIZE and at most one message (here under 1 KB) more."""
+    assert len(chunks) > 5
+    assert all(CHUNK_SIZE <= len(chunk) < CHUNK_SIZE + 1024 for chunk in chunks[:-1])
+
+
 async def test_a_long_conversation_is_exported_as_a_stream(demo_app: Quart) -> None:
     client, conversation_id = await _long_conversation(demo_app)
     messages = await demo_app.extensions["store"].messages(conversation_id)
@@ -184,7 +191,7 @@ async def test_a_long_conversation_is_exported_as_a_stream(demo_app: Quart) -> N
     headers, chunks = await _chunks(client, f"/c/{conversation_id}/export.json")
     assert headers["Content-Type"] == "application/json"
     assert headers["Content-Disposition"] == f'attachment; filename="start-{conversation_id[:8]}.json"'
-    assert len(chunks) > 250  # a piece per message, not the whole in one
+    _assert_streamed(chunks)
     text = b"".join(chunks).decode()
     data = json.loads(text)
     assert data["id"] == conversation_id and data["title"] == "start"
@@ -195,7 +202,7 @@ async def test_a_long_conversation_is_exported_as_a_stream(demo_app: Quart) -> N
     headers, chunks = await _chunks(client, f"/c/{conversation_id}/export.md")
     assert headers["Content-Type"] == "text/markdown; charset=utf-8"
     assert headers["Content-Disposition"] == f'attachment; filename="start-{conversation_id[:8]}.md"'
-    assert len(chunks) > 250
+    _assert_streamed(chunks)
     assert b"".join(chunks).decode() == to_markdown(conversation, messages)
 
 
