@@ -25,6 +25,8 @@ BENCHES = [
     ("Reading the model's stream: CPU per token by HTTP stack", ["bench/read_floor.py", "50"]),
     ("Memory per open stream before the app does anything", ["bench/memory_floor.py", "500"]),
     ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
+    ("Memory kept for strangers' static URLs (bar: < 16 MB for 10,000)", ["bench/static_memory.py", "10000"]),
+    ("/healthz while another client loops a 400-message export", ["bench/loop_latency.py", "300"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
 
