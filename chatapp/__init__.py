@@ -6,6 +6,7 @@ import logging
 import resource
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any
@@ -39,6 +40,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.https,
+        # A session used within this long never expires (visitor.keep_alive signs its cookie again
+        # each day it is used); 400 days is the longest cookie lifetime browsers keep.
+        PERMANENT_SESSION_LIFETIME=timedelta(days=400),
+        SESSION_REFRESH_EACH_REQUEST=False,
         # A message of max_message_chars characters, url-encoded: up to 4 UTF-8 bytes a character
         # and 3 bytes (%XX) a UTF-8 byte; plus the form's other fields. Longer text gets a 413.
         MAX_CONTENT_LENGTH=config.max_message_chars * 12 + 16_384,
@@ -70,6 +75,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         if config.stream_interval:
             provider = PacedProvider(provider, config.stream_interval)
         app.extensions["provider"] = provider
+        if config.production and not config.metrics_token:
+            log.warning("CHATAPP_METRICS_TOKEN is not set: /metrics is open to anyone who can reach this "
+                        "server. Set it, or block /metrics at the proxy.")
         if provider.is_demo:
             log.warning("No OPENAI_API_KEY or OPENAI_BASE_URL set: the offline demo model answers.")
         else:

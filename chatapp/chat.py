@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
+from markupsafe import Markup
+
 from .context import estimate_tokens
 from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot
@@ -61,7 +64,7 @@ async def settle_abandoned(store: Store, messages: list[Message], *, silent_for:
             message = await store.finish_message(
                 message.id, content=message.content, html=str(render_markdown(message.content)),
                 status=STOPPED,
-            )
+            ) or message
         settled.append(message)
     return settled
 
@@ -79,6 +82,8 @@ async def stream_reply(
     """
     markdown = StreamingMarkdown()
     status, error, usage, error_kind = STOPPED, None, None, None
+    stream_id = slot.id if slot is not None and slot.claimed else None
+    deleted = False  # the conversation was deleted while the answer was written
     started = saved_at = time.monotonic()
     first_token_at, pieces_read = None, 0
     metrics.ACTIVE_STREAMS.inc()
@@ -107,9 +112,13 @@ async def stream_reply(
                     # does not wait, and one stream that fell behind could hold the event loop.
                     await asyncio.sleep(0)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-                    await store.save_partial(turn.assistant.id, markdown.text)
+                    deleted = not await store.save_partial(turn.assistant.id, markdown.text, stream_id)
+                    if deleted:  # (by another process: this one's answers are stopped first)
+                        log.info("conversation deleted mid-answer request_id=%s message_id=%s",
+                                 request_id, turn.assistant.id)
+                        break
                     saved_at = time.monotonic()
-        status = COMPLETE
+        status = STOPPED if deleted else COMPLETE
     except LLMError as failure:
         status, error, error_kind = ERROR, f"{failure.user_message} (request id {request_id})", failure.kind
         log.warning(
@@ -135,16 +144,15 @@ async def stream_reply(
         elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
         try:
-            finished = await store.finish_message(
-                turn.assistant.id,
-                content=markdown.text,
-                html=str(markdown.finish()),
-                status=status,
-                error=error,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-            if turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
+            final = {"content": markdown.text, "html": str(markdown.finish()), "status": status, "error": error,
+                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+            saved = await store.finish_message(turn.assistant.id, **final, owner=turn.owner or None,
+                                               stream_id=stream_id)
+            if slot is not None:
+                slot.claimed = False  # saving gave the owner's place back
+            # None: the conversation was deleted meanwhile; the tokens were counted all the same.
+            finished = saved or dataclasses.replace(turn.assistant, **{**final, "html": Markup(final["html"])})
+            if saved and turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
                 # A regeneration that failed, or was stopped before any text: the answer it was to
                 # replace comes back, rather than leave the question with no answer at all.
                 await store.hide_messages(turn.replaced, hidden=False)

@@ -68,6 +68,11 @@ async def delete(conversation_id: str) -> Response:
         await read_trusted_form()
     except Refused as refused:
         return await error_response(refused.status, refused.message)
+    if await _mine(conversation_id) is None:
+        return await error_response(404)
+    # Its answers being written stop first, and are saved with their tokens counted: deleting
+    # must not free a place among the owner's answers, nor give back a spent budget.
+    await current_app.extensions["quota"].stop_answers_in(conversation_id, visitor.owner())
     if not await _store().delete_conversation(conversation_id, visitor.owner()):
         return await error_response(404)
     return redirect(url_for("chat.index"), 303)

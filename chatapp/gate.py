@@ -1,14 +1,21 @@
 """An optional shared passphrase (CHATAPP_PASSWORD) in front of the whole app.
 
 A browser that signs in gets a fresh session (a new identity and CSRF token: no fixation), marked
-with a fingerprint of the passphrase, so changing the passphrase signs everyone out.
+with a fingerprint of the passphrase, so changing the passphrase signs everyone out, and with a
+session id kept on the server, so signing out ends the session even for a copy of its cookie.
+
+Wrong passphrases back off (quota.check_sign_in) per address, except for a browser that has
+signed in before: it carries a signed "known browser" cookie and is limited on its own, so a
+guesser behind the same address (an office, a NAT) cannot lock the team out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 
+from itsdangerous import BadSignature, URLSafeSerializer
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request, session, url_for
 
 from . import visitor
@@ -21,6 +28,7 @@ bp = Blueprint("gate", __name__)
 # token of its own), the stylesheets.
 OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "ops.healthz", "ops.readyz", "ops.metrics_page", "ops.favicon",
                   "static"}
+KNOWN_BROWSER_COOKIE = "chatapp_known"
 
 
 def _fingerprint(password: str) -> str:
@@ -28,8 +36,12 @@ def _fingerprint(password: str) -> str:
     return hmac.new(key, password.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _signed_in(password: str) -> bool:
-    return hmac.compare_digest(session.get("gate", ""), _fingerprint(password))
+async def _signed_in(password: str) -> bool:
+    if not hmac.compare_digest(session.get("gate", ""), _fingerprint(password)):
+        return False
+    lifetime = current_app.permanent_session_lifetime.total_seconds()
+    return bool(session.get("sid")) and await current_app.extensions["store"].session_alive(
+        session["sid"], lifetime=lifetime)
 
 
 def install(app: Quart, password: str | None) -> None:
@@ -39,7 +51,7 @@ def install(app: Quart, password: str | None) -> None:
 
     @app.before_request
     async def _require_sign_in() -> Response | None:
-        if request.endpoint in OPEN_ENDPOINTS or _signed_in(password):
+        if request.endpoint in OPEN_ENDPOINTS or await _signed_in(password):
             return None
         if is_htmx() or request.method != "GET":
             return await error_response(401, "You are not signed in. Reload the page and sign in.")
@@ -54,30 +66,61 @@ async def login() -> str:
 
 @bp.post("/login")
 async def sign_in() -> Response:
-    """Check the passphrase (constant time, rate limited per address) and start a fresh session."""
+    """Check the passphrase (constant time, backing off after failures) and start a fresh session."""
+    store, quota, password = (current_app.extensions["store"], current_app.extensions["quota"],
+                              current_app.config["CHATAPP"].password)
+    known = _known_browser(password)
+    limited_as = f"browser:{known}" if known else f"address:{visitor.address()}"
     try:
         form = await read_trusted_form()
-        await current_app.extensions["quota"].check_login(visitor.address(), current_app.extensions["store"])
+        await quota.check_sign_in(limited_as, store)
     except Refused as refused:
         return await _login_page(refused.message, refused.status, refused.retry_after)
-    password = current_app.config["CHATAPP"].password
     given = (form.get("password") or "").encode()
     if not hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(password.encode()).digest()):
+        await quota.sign_in_failed(limited_as, store)
         return await _login_page("That passphrase is not right.", 401)
+    if known:
+        await store.clear_sign_in_failures(limited_as)
     visitor.start_fresh()
     session["gate"] = _fingerprint(password)
-    return redirect(url_for("chat.index"), 303)
+    session["sid"] = secrets.token_urlsafe(24)
+    await store.add_session(session["sid"])
+    response = redirect(url_for("chat.index"), 303)
+    _remember_browser(response, known or secrets.token_urlsafe(12), password)
+    return response
 
 
 @bp.post("/logout")
 async def sign_out() -> Response:
-    """End this browser's session."""
-    try:
-        await read_trusted_form()
-    except Refused as refused:
-        return await error_response(refused.status, refused.message)
+    """End this browser's session, here and on the server (a copied cookie is worth nothing after)."""
+    await read_trusted_form()  # a Refused becomes its error page (web.py)
+    if session.get("sid"):
+        await current_app.extensions["store"].end_session(session["sid"])
     session.clear()
     return redirect(url_for("gate.login"), 303)
+
+
+def _known_browsers() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="chatapp-known-browser")
+
+
+def _known_browser(password: str) -> str | None:
+    """This browser's id if it has signed in before with the current passphrase (a signed cookie
+    that outlives signing out), else None."""
+    try:
+        known = _known_browsers().loads(request.cookies.get(KNOWN_BROWSER_COOKIE, ""))
+    except BadSignature:
+        return None
+    if not isinstance(known, dict) or not hmac.compare_digest(str(known.get("gate", "")), _fingerprint(password)):
+        return None
+    return str(known.get("id", "")) or None
+
+
+def _remember_browser(response: Response, browser_id: str, password: str) -> None:
+    cookie = _known_browsers().dumps({"id": browser_id, "gate": _fingerprint(password)})
+    response.set_cookie(KNOWN_BROWSER_COOKIE, cookie, max_age=int(current_app.permanent_session_lifetime.total_seconds()),
+                        httponly=True, samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
 async def _login_page(error: str, status: int, retry_after: int | None = None) -> Response:

@@ -64,6 +64,28 @@ MIGRATIONS: list[tuple[str, str]] = [
             UPDATE conversations SET updated_at = NEW.created_at WHERE id = NEW.conversation_id;
         END;
         """),
+    ("0005_usage_ledger_stream_claims_sessions_sign_in_failures", """
+        -- Tokens spent, per owner and UTC day. A ledger apart from the messages, so that deleting
+        -- a conversation cannot give a budget back. Filled from the answers kept so far.
+        CREATE TABLE usage (
+            owner TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (owner, day)
+        );
+        CREATE INDEX usage_by_day ON usage (day);
+        INSERT INTO usage (owner, day, tokens)
+            SELECT c.owner, substr(m.created_at, 1, 10),
+                   SUM(COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0))
+            FROM messages m JOIN conversations c ON c.id = m.conversation_id
+            WHERE m.role = 'assistant' GROUP BY 1, 2;
+        -- Answers being written, per owner: a place is claimed in the same transaction that counts
+        -- the places taken, and kept alive while the answer saves its text (seen_at, Unix time).
+        CREATE TABLE streams (id TEXT PRIMARY KEY, owner TEXT NOT NULL, seen_at REAL NOT NULL);
+        CREATE INDEX streams_by_owner ON streams (owner);
+        -- Signed-in sessions, kept on the server (by a hash of their id): signing out deletes the
+        -- row, after which the cookie that carried it is worth nothing.
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, created_at REAL NOT NULL, seen_at REAL NOT NULL);
+        -- Failed sign-ins per address or per known browser, for the back-off between attempts.
+        CREATE TABLE sign_in_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_at REAL NOT NULL);
+        """),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 from quart import Blueprint, Response, current_app, jsonify, redirect, request
@@ -18,6 +19,10 @@ bp = Blueprint("ops", __name__)
 # its last look, so a load balancer polling every second costs the model server nothing.
 READY_CACHE_SECONDS = 5.0
 THEMES = ("system", "light", "dark")
+# A path of this site and nothing else: unreserved and sub-delimiter characters, %-escapes, `/`,
+# `:` and `@` (RFC 3986 pchar). No `//` or `/\` at the start (another host, to a browser), no
+# backslash, space or control character (which browsers drop or turn into `/`), no query.
+_SAME_SITE_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 @bp.get("/healthz")
@@ -40,13 +45,15 @@ async def set_theme() -> Response:
     except Refused as refused:
         return await error_response(refused.status, refused.message)
     theme = form.get("theme") if form.get("theme") in THEMES else "system"
-    back = form.get("back") or "/"
-    if not back.startswith("/") or back.startswith("//"):  # only back to a page of this site
-        back = "/"
-    response = redirect(back, 303)
+    response = redirect(same_site_path(form.get("back")), 303)
     response.set_cookie("theme", theme, max_age=365 * 86400, httponly=True, samesite="Lax",
                         secure=current_app.config["SESSION_COOKIE_SECURE"])
     return response
+
+
+def same_site_path(given: str | None) -> str:
+    """`given` if it is a plain path of this site, else "/": never a redirect to elsewhere."""
+    return given if given and _SAME_SITE_PATH.fullmatch(given) else "/"
 
 
 @bp.get("/readyz")
@@ -58,20 +65,27 @@ async def readyz() -> Response:
         cache["at"] = time.monotonic()
     checks = cache["checks"]
     ready = all(value == "ok" for value in checks.values())
+    if current_app.config["CHATAPP"].production and not _has_token():
+        # Why it is not ready (error texts, library names) is for operators, not for anyone.
+        checks = {name: "ok" if value == "ok" else "error" for name, value in checks.items()}
     return jsonify(ready=ready, **checks), 200 if ready else 503
 
 
 @bp.get("/metrics")
 async def metrics_page() -> Response:
     """Prometheus metrics; with CHATAPP_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
-    token = current_app.config["CHATAPP"].metrics_token
-    if token:
-        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(sent, token.encode()):
-            return Response("unauthorized\n", status=401, mimetype="text/plain",
-                            headers={"WWW-Authenticate": "Bearer"})
+    if current_app.config["CHATAPP"].metrics_token and not _has_token():
+        return Response("unauthorized\n", status=401, mimetype="text/plain",
+                        headers={"WWW-Authenticate": "Bearer"})
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+def _has_token() -> bool:
+    """The request carries CHATAPP_METRICS_TOKEN (`Authorization: Bearer <token>`)."""
+    token = current_app.config["CHATAPP"].metrics_token
+    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+    return bool(token) and hmac.compare_digest(sent, token.encode())
 
 
 async def _database() -> str:

@@ -1,18 +1,22 @@
 """How much one browser, one address, and the whole app may ask of the model.
 
 Checked before anything is stored or sent upstream:
-- rate limits on sending (per browser session and per client address) and on sign-in attempts:
-  fixed windows counted in the database, so every worker sees the same counts;
-- answers streaming at once: per browser session (counted in the database, so across workers)
-  and per server process (in memory: it is about this process's load);
+- rate limits on sending (per browser session and per client address): fixed windows counted in
+  the database, so every worker sees the same counts;
+- sign-in attempts: a back-off that doubles with each failure, per address, or per browser that
+  has signed in before (so a guesser behind the same address does not lock the team out);
+- answers streaming at once: per browser session (places claimed in the database, so across
+  workers, counted and taken in one transaction) and per server process (in memory: it is about
+  this process's load);
 - optional daily token budgets, per session and for the app, so a leaked link cannot run up the
-  key's bill (summed from the database, too).
+  key's bill (from the usage ledger, which deleting conversations does not touch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -31,19 +35,25 @@ class OverLimit(Refused):
 
 
 class StreamSlot:
-    """One answer's place among those this process streams at once; given back exactly once.
-    It knows the task writing the answer, so a server that stops can end it properly."""
+    """One answer's place among those this process streams at once, and among its owner's (a
+    row in the database, `id`); given back exactly once. It knows the task writing the answer,
+    so a server that stops, or a deleted conversation, can end it properly."""
 
-    def __init__(self, quota: Quota):
-        self._quota, self._held = quota, True
+    def __init__(self, quota: Quota, owner: str, store: Store):
+        self._quota, self._store, self._held = quota, store, True
+        self.id, self.owner = secrets.token_urlsafe(12), owner
+        self.conversation_id: str | None = None  # known once the turn has started
         self.task = asyncio.current_task()  # the request's task, which also writes its response
         self.interrupted = False  # set when the server stops before the answer is done
+        self.claimed = False  # the owner's place is held in the database
         quota.slots.add(self)
 
     def release(self) -> None:
         if self._held:
             self._held = False
             self._quota.slots.discard(self)
+            if self.claimed:  # the answer never saved (which gives the place back): give it back here
+                self._quota.run_to_end(self._store.release_stream(self.id))
 
     def settle_if_unused(self, settle: Callable[[], Awaitable[object]]) -> None:
         """If the request ends while the answer still holds its slot (the client left before the
@@ -52,9 +62,7 @@ class StreamSlot:
 
         def request_done(_: asyncio.Task) -> None:
             if self._held:  # settle() gives the slot back once the answer is saved
-                ending = asyncio.ensure_future(settle())
-                self._quota.endings.add(ending)
-                ending.add_done_callback(self._quota.endings.discard)
+                ending = self._quota.run_to_end(settle())
                 ending.add_done_callback(lambda _: self.release())  # however settle() ended
 
         if self.task is not None:
@@ -70,6 +78,25 @@ class Quota:
     @property
     def streaming(self) -> int:
         return len(self.slots)
+
+    def run_to_end(self, work: Awaitable[object]) -> asyncio.Future:
+        """Run `work` apart from the request that started it, kept until it is done."""
+        ending = asyncio.ensure_future(work)
+        self.endings.add(ending)
+        ending.add_done_callback(self.endings.discard)
+        return ending
+
+    async def stop_answers_in(self, conversation_id: str, owner: str, timeout: float = 5.0) -> None:
+        """End the answers this process is writing in the conversation, and wait (a little) until
+        each is saved, with its tokens counted, before the conversation is deleted. (An answer
+        written by another process stops by itself within a second: saving finds it gone.)"""
+        stopping = [slot for slot in self.slots if slot.conversation_id == conversation_id and slot.owner == owner]
+        for slot in stopping:
+            if slot.task is not None:
+                slot.task.cancel()
+        deadline = time.monotonic() + timeout
+        while any(slot in self.slots for slot in stopping) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def interrupt_all(self, timeout: float = 5.0) -> None:
         """At shutdown, before the database closes: end every answer still streaming, and wait
@@ -87,20 +114,39 @@ class Quota:
         await _hit(store, self._config.rate_limit_per_session, f"send:session:{owner}", TOO_FAST)
         await _hit(store, self._config.rate_limit_per_address, f"send:address:{address}", TOO_FAST)
         await self._check_budget(owner, store)
-        since = datetime.now(UTC) - timedelta(seconds=self._config.silence_limit)
-        if await store.answers_streaming(owner, since) >= self._config.max_streams_per_session:
+        if self.streaming >= self._config.max_streams:
+            raise OverLimit("The server is busy right now. Please try again in a moment.", retry_after=5,
+                            status=503)
+        slot = StreamSlot(self, owner, store)  # this process's place, taken before any await
+        try:
+            slot.claimed = await store.claim_stream(slot.id, owner, most=self._config.max_streams_per_session,
+                                                    silent_for=self._config.silence_limit)
+        finally:
+            if not slot.claimed:
+                slot.release()
+        if not slot.claimed:
             raise OverLimit(
                 "You already have an answer being written. Wait for it to finish, then send again.",
                 retry_after=5,
             )
-        if self.streaming >= self._config.max_streams:
-            raise OverLimit("The server is busy right now. Please try again in a moment.", retry_after=5,
-                            status=503)
-        return StreamSlot(self)
+        return slot
 
-    async def check_login(self, address: str, store: Store) -> None:
-        await _hit(store, self._config.login_rate_limit, f"login:{address}",
-                   "Too many sign-in attempts. Wait a minute, then try again.")
+    async def check_sign_in(self, key: str, store: Store) -> None:
+        """Refuse a sign-in attempt from `key` (an address, or a browser known to have signed in)
+        until its back-off since the last failure has passed: the login rate's count of attempts
+        is free, then each failure doubles the wait, from the rate's period up to a day."""
+        free, period = parse_rate(self._config.login_rate_limit)
+        failures, last_at = await store.sign_in_failures(key, forget_before=time.time() - DAY)
+        if failures < free:
+            return
+        wait = min(period * 2 ** (failures - free), DAY)
+        retry_after = math.ceil(last_at + wait - time.time())
+        if retry_after > 0:
+            raise OverLimit(f"Too many sign-in attempts. Wait {_duration(retry_after)}, then try again.",
+                            retry_after=retry_after)
+
+    async def sign_in_failed(self, key: str, store: Store) -> None:
+        await store.add_sign_in_failure(key, forget_before=time.time() - DAY)
 
     async def _check_budget(self, owner: str, store: Store) -> None:
         per_session, whole_app = self._config.daily_tokens_per_session, self._config.daily_tokens
@@ -108,16 +154,28 @@ class Quota:
             return
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         retry_after = math.ceil((today + timedelta(days=1) - datetime.now(UTC)).total_seconds())
-        if per_session and await store.tokens_used_since(today, owner) >= per_session:
+        if per_session and await store.tokens_used_on(today.date(), owner) >= per_session:
             raise OverLimit(
                 f"You have used today's allowance of {per_session:,} tokens. It renews at midnight UTC.",
                 retry_after=retry_after,
             )
-        if whole_app and await store.tokens_used_since(today) >= whole_app:
+        if whole_app and await store.tokens_used_on(today.date()) >= whole_app:
             raise OverLimit(
                 "This app has used its allowance of tokens for today. It renews at midnight UTC.",
                 retry_after=retry_after,
             )
+
+
+DAY = 86400
+
+
+def _duration(seconds: int) -> str:
+    """"about 3 minutes", for a person."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size)
+            return f"about {count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 async def _hit(store: Store, rate: str | None, key: str, message: str) -> None:

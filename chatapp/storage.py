@@ -7,12 +7,15 @@ markdown; the raw text is what goes back to the model.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -86,10 +89,29 @@ class Store:
         rows = await self._rows(sql, parameters)
         return rows[0] if rows else None
 
+    async def _in_transaction(self, work: Callable[[sqlite3.Connection], object]) -> object:
+        """Run `work(connection)` on the database thread as one transaction, in one trip: no
+        other request's statement can run in between (the thread runs one call at a time), and
+        BEGIN IMMEDIATE takes the write lock first, so other workers wait too. (aiosqlite has no
+        public call for this; `_execute` is how its own methods reach the thread.)"""
+
+        def run(connection: sqlite3.Connection) -> object:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+
+        return await self._db._execute(run, self._db._conn)
+
     @classmethod
     async def open(cls, path: Path | str) -> Store:
         # Autocommit: each statement is its own transaction. The connection is shared by every
         # request, so an open transaction would mix their writes (one's rollback undoing another's).
+        _create_private(Path(path))
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = aiosqlite.Row
         # WAL lets readers and the writer overlap (and several workers share the file);
@@ -135,14 +157,67 @@ class Store:
             await self._db.execute("DELETE FROM rate_limits WHERE ends < ?", (time.time(),))
         return hits
 
-    async def answers_streaming(self, owner: str, since: datetime) -> int:
-        """This owner's answers being written now (saved since `since`: the others were abandoned)."""
-        (count,) = await self._row(
-            "SELECT COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE c.owner = ? AND m.status = 'streaming' AND m.updated_at >= ?",
-            (owner, since.isoformat(timespec="milliseconds")),
+    async def claim_stream(self, stream_id: str, owner: str, *, most: int, silent_for: float) -> bool:
+        """Take one of this owner's `most` places for answers being written, if one is free: the
+        count and the claim are one transaction. Places not kept alive (`keep_stream_alive`) for
+        `silent_for` seconds were abandoned (a process that died) and are free again."""
+        now = time.time()
+
+        def claim(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM streams WHERE owner = ? AND seen_at < ?", (owner, now - silent_for))
+            (taken,) = db.execute("SELECT COUNT(*) FROM streams WHERE owner = ?", (owner,)).fetchone()
+            if taken >= most:
+                return False
+            db.execute("INSERT INTO streams (id, owner, seen_at) VALUES (?, ?, ?)", (stream_id, owner, now))
+            return True
+
+        return bool(await self._in_transaction(claim))
+
+    async def release_stream(self, stream_id: str) -> None:
+        await self._db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+
+    # sessions and sign-in failures
+
+    async def add_session(self, session_id: str) -> None:
+        now = time.time()
+        await self._db.execute("INSERT INTO sessions (id, created_at, seen_at) VALUES (?, ?, ?)",
+                               (_hashed(session_id), now, now))
+
+    async def session_alive(self, session_id: str, *, lifetime: float) -> bool:
+        """Whether the session exists and was used within `lifetime` seconds; marks it used (at
+        most once an hour: a write per request would be a write per page view)."""
+        now = time.time()
+        row = await self._row("SELECT seen_at FROM sessions WHERE id = ?", (_hashed(session_id),))
+        if row is None or row["seen_at"] < now - lifetime:
+            return False
+        if row["seen_at"] < now - 3600:
+            await self._db.execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now, _hashed(session_id)))
+            await self._db.execute("DELETE FROM sessions WHERE seen_at < ?", (now - lifetime,))
+        return True
+
+    async def end_session(self, session_id: str) -> None:
+        await self._db.execute("DELETE FROM sessions WHERE id = ?", (_hashed(session_id),))
+
+    async def sign_in_failures(self, key: str, *, forget_before: float) -> tuple[int, float]:
+        """(failed attempts, Unix time of the last) for `key`, counting none older than `forget_before`."""
+        row = await self._row("SELECT failures, last_at FROM sign_in_failures WHERE key = ? AND last_at >= ?",
+                              (key, forget_before))
+        return (row["failures"], row["last_at"]) if row else (0, 0.0)
+
+    async def add_sign_in_failure(self, key: str, *, forget_before: float) -> int:
+        """One more failed attempt for `key` (the count starts again after a quiet spell); returns the count."""
+        (failures,) = await self._row(
+            "INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE "
+            "SET failures = CASE WHEN last_at < ? THEN 1 ELSE failures + 1 END, last_at = excluded.last_at "
+            "RETURNING failures",
+            (key, time.time(), forget_before),
         )
-        return count
+        if random.random() < 0.01:
+            await self._db.execute("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
+        return failures
+
+    async def clear_sign_in_failures(self, key: str) -> None:
+        await self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (key,))
 
     # conversations
 
@@ -201,16 +276,12 @@ class Store:
         )
         return total
 
-    async def tokens_used_since(self, since: datetime, owner: str | None = None) -> int:
-        """Prompt and answer tokens of answers started since `since`, for one owner or for all."""
-        query = (
-            "SELECT COALESCE(SUM(COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0) "
-            "FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.created_at >= ?"
-        )
-        params: tuple[str, ...] = (since.isoformat(timespec="milliseconds"),)
+    async def tokens_used_on(self, day: date, owner: str | None = None) -> int:
+        """Prompt and answer tokens spent on `day` (UTC), by one owner or by all: from the usage
+        ledger, which deleting conversations does not touch."""
+        query, params = "SELECT COALESCE(SUM(tokens), 0) FROM usage WHERE day = ?", (day.isoformat(),)
         if owner is not None:
-            query += " AND c.owner = ?"
-            params += (owner,)
+            query, params = query + " AND owner = ?", (*params, owner)
         (total,) = await self._row(query, params)
         return total
 
@@ -258,16 +329,28 @@ class Store:
             raise AlreadySent(send_token)
         return _message(row)
 
-    async def save_partial(self, message_id: int, content: str) -> None:
-        """Keep the text so far while an answer streams, so a crash or a reload loses little."""
-        await self._db.execute(
-            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
-            (content, _now(), message_id),
-        )
+    async def save_partial(self, message_id: int, content: str, stream_id: str | None = None) -> bool:
+        """Keep the text so far while an answer streams, so a crash or a reload loses little, and
+        keep its place among the owner's answers alive. False if the answer is gone (its
+        conversation was deleted meanwhile)."""
 
-    async def finish_message(self, message_id: int, **final: object) -> Message:
-        """Save an answer's final state. This runs to the end even if the caller is cancelled
-        meanwhile (a client leaving mid-save must not lose the answer), and close() waits for it."""
+        def save(db: sqlite3.Connection) -> bool:
+            saved = db.execute(
+                "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+                (content, _now(), message_id),
+            ).rowcount
+            if stream_id is not None:
+                db.execute("UPDATE streams SET seen_at = ? WHERE id = ?", (time.time(), stream_id))
+            return saved > 0
+
+        return bool(await self._in_transaction(save))
+
+    async def finish_message(self, message_id: int, **final: object) -> Message | None:
+        """Save an answer's final state, charge its tokens to `owner` in the usage ledger and give
+        back its place (`stream_id`), in one transaction. None if the answer is gone (its
+        conversation was deleted): the tokens are charged all the same. This runs to the end even
+        if the caller is cancelled meanwhile (a client leaving mid-save must not lose the answer),
+        and close() waits for it."""
         task = asyncio.ensure_future(self._finish_message(message_id, **final))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
@@ -283,15 +366,44 @@ class Store:
         error: str | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
-    ) -> Message:
-        return _message(await self._row(
-            "UPDATE messages SET content = ?, html = ?, status = ?, error = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING *",
-            (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
-        ))
+        owner: str | None = None,
+        stream_id: str | None = None,
+    ) -> Message | None:
+        tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+
+        def finish(db: sqlite3.Connection) -> sqlite3.Row | None:
+            row = db.execute(
+                "UPDATE messages SET content = ?, html = ?, status = ?, error = ?, prompt_tokens = ?, "
+                "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING *",
+                (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
+            ).fetchone()
+            if owner is not None and tokens:
+                db.execute(
+                    "INSERT INTO usage (owner, day, tokens) VALUES (?, ?, ?) "
+                    "ON CONFLICT (owner, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                    (owner, datetime.now(UTC).date().isoformat(), tokens),
+                )
+            if stream_id is not None:
+                db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+            return row
+
+        row = await self._in_transaction(finish)
+        return _message(row) if row is not None else None
 
 
 _CONVERSATION = "id, owner, title, created_at, preset, language, system_prompt, model"
+
+
+def _create_private(path: Path) -> None:
+    """A new database file is readable by its owner only: it may hold the generated signing key.
+    (SQLite gives its -wal and -shm files the same permissions.)"""
+    if str(path) != ":memory:" and not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _hashed(session_id: str) -> str:
+    # Only a hash is stored: a copy of the database does not give away live sessions.
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _message(row: aiosqlite.Row) -> Message:

@@ -7,7 +7,7 @@ A replaced answer or question is hidden, not deleted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .context import fit_history
 from .errors import Refused
@@ -29,6 +29,7 @@ class Turn:
     new_question: bool = True  # False when an answer is regenerated for the same question
     replaced: list[int] = field(default_factory=list)  # ids hidden by this turn
     left_out: int = 0  # older messages left out of the history to fit the context budget
+    owner: str = ""  # whose usage the answer's tokens are
 
 
 async def start_turn(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
@@ -70,11 +71,11 @@ async def _answer(store: Store, conversation: Conversation, earlier: list[Messag
                   system_prompt: str, model: str, context_tokens: int) -> Turn:
     assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
     fitted = fit_history(build_history(system_prompt, [*earlier, user]), context_tokens)
-    return Turn(earlier, user, assistant, fitted.messages, left_out=fitted.left_out)
+    return Turn(earlier, user, assistant, fitted.messages, left_out=fitted.left_out, owner=conversation.owner)
 
 
 def _replacing(turn: Turn, replaced: list[int], *, new_question: bool) -> Turn:
-    return Turn(turn.earlier, turn.user, turn.assistant, turn.history, new_question, replaced, turn.left_out)
+    return replace(turn, new_question=new_question, replaced=replaced)
 
 
 def title_from(question: str, limit: int = 60) -> str:

@@ -23,6 +23,8 @@ bp = Blueprint("chat", __name__)
 
 # Messages per page: a long conversation opens with the newest ones and a "load earlier" link.
 PAGE_SIZE = 50
+# The largest id SQLite can hold: a larger number in a URL is no message's (and would overflow).
+MAX_ID = 2**63 - 1
 
 
 def _config() -> Config:
@@ -57,7 +59,7 @@ async def show(conversation_id: str) -> Response | str:
     found, conversation = await _find(conversation_id)
     if not found:
         return await error_response(404)
-    before = request.args.get("before", type=int)
+    before = _before()
     messages, more = (await _store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
                       if conversation else ([], False))
     messages = await settle_abandoned(_store(), messages, silent_for=_config().silence_limit)
@@ -68,7 +70,17 @@ async def show(conversation_id: str) -> Response | str:
                        newest_page=before is None)
 
 
-@bp.get("/c/<conversation_id>/messages/<int:message_id>")
+def _before() -> int | None:
+    """The "load earlier" link's message id, or None; anything but a message id is a 400."""
+    before = request.args.get("before")
+    if before is None:
+        return None
+    if not (before.isascii() and before.isdigit() and int(before) <= MAX_ID):
+        raise Refused("That link to earlier messages is not valid. Open the conversation again.")
+    return int(before)
+
+
+@bp.get(f"/c/<conversation_id>/messages/<int(max={MAX_ID}):message_id>")
 async def message(conversation_id: str, message_id: int) -> Response | str:
     """One message as a fragment: after a stop, or for an answer a page load found streaming, the
     page fetches it (this waits up to 3 s for it to finish; a busy answer keeps asking)."""
@@ -128,6 +140,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
     except Refused as refused:
         return await _refused(conversation, conversation_id, typed, refused)
+    slot.conversation_id = conversation_id  # so that deleting the conversation stops this answer
     try:
         if conversation is None:
             conversation = await _create(conversation_id, text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from quart import request, session
@@ -15,11 +16,23 @@ def owner() -> str:
     """This browser's id; conversations belong to it."""
     if "owner" not in session:
         session["owner"] = secrets.token_urlsafe(18)
+        keep_alive()
     return session["owner"]
 
 
+def keep_alive() -> None:
+    """A session in use never runs out: its cookie is signed again the first time it is used each
+    day, with its whole lifetime (PERMANENT_SESSION_LIFETIME) ahead of it again. Once a day, not
+    on every response: the cookie is sent again only when it changes."""
+    today = datetime.now(UTC).date().isoformat()
+    if session and session.get("day") != today:
+        session.permanent = True
+        session["day"] = today
+
+
 def address() -> str:
-    """The client's address (the proxy's, unless CHATAPP_TRUSTED_PROXY_HOPS says to look past it)."""
+    """The client's address: the connecting one, or, on a connection from a trusted proxy
+    (CHATAPP_TRUSTED_PROXIES), the one that proxy vouches for (proxies.py)."""
     return request.remote_addr or "unknown"
 
 

@@ -100,6 +100,7 @@ def install(app: Quart, *, https: bool) -> None:
     async def _assign_request_id() -> None:
         g.request_id = secrets.token_hex(6)
         logs.request_id_var.set(g.request_id)
+        visitor.keep_alive()
 
     @app.context_processor
     async def _request_context() -> dict[str, str]:
@@ -116,6 +117,13 @@ def install(app: Quart, *, https: bool) -> None:
             return response
         response.headers.setdefault("Cache-Control", "no-store")
         response.vary.add("HX-Request")
+        return response
+
+    @app.errorhandler(Refused)
+    async def _refused(refused: Refused) -> Response:
+        response = await error_response(refused.status, refused.message)
+        if refused.retry_after:
+            response.headers["Retry-After"] = str(refused.retry_after)
         return response
 
     @app.errorhandler(HTTPException)

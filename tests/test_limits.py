@@ -1,0 +1,247 @@
+"""Limits that must hold against a hostile user: budgets that deleting cannot give back, a stream
+cap that concurrency cannot slip, sessions that signing out ends and that never expire while in
+use, a passphrase back-off that a guesser cannot turn against the team, and numbers that are not
+500s."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from itsdangerous import TimestampSigner
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app
+from chatapp.quota import OverLimit
+from tests.conftest import app_settings, open_chat, soup
+from tests.fake_openai import FakeOpenAI, Reply
+
+HTMX = {"HX-Request": "true"}
+
+
+async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:
+    app = create_app(app_settings(tmp_path, fake, **settings))
+    async with app.test_app():
+        yield app
+
+
+async def _send(client: QuartClient, chat: tuple[str, str], message: str = "hi") -> int:
+    response = await client.post(chat[0], form={"message": message}, headers={**HTMX, "X-CSRF-Token": chat[1]})
+    await response.get_data()
+    return response.status_code
+
+
+async def _delete(client: QuartClient, chat: tuple[str, str]) -> int:
+    conversation = chat[0].removesuffix("/messages")
+    return (await client.post(f"{conversation}/delete", form={"csrf_token": chat[1]})).status_code
+
+
+async def _new_chat(client: QuartClient) -> tuple[str, str]:
+    page = soup(await (await client.get("/new", follow_redirects=True)).get_data())
+    form = page.select_one("form#composer")
+    return form["action"], form.select_one("input[name=csrf_token]")["value"]
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+# --- budgets: a ledger that deleting does not touch ---------------------------------------------
+
+@pytest.mark.parametrize("scope", ["daily_tokens_per_session", "daily_tokens"])
+async def test_deleting_everything_does_not_give_a_spent_budget_back(tmp_path: Path, fake_upstream: FakeOpenAI,
+                                                                      scope: str) -> None:
+    fake_upstream.default = Reply(tokens=["an answer"], usage=(40, 10))
+    async for app in _app(tmp_path, fake_upstream, **{scope: 100}):
+        browsers = [app.test_client(), app.test_client()]
+        chats = [await open_chat(browser) for browser in browsers]
+        # Both spend at once (50 tokens each: the budget is used up in either scope).
+        statuses = await asyncio.gather(*(_send(b, c) for b, c in zip(browsers, chats)),
+                                        *(_send(b, c) for b, c in zip(browsers, chats)))
+        assert sorted(statuses)[:2] == [200, 200]
+        assert await asyncio.gather(*(_delete(b, c) for b, c in zip(browsers, chats))) == [303, 303]
+        asked = len(fake_upstream.requests)
+        fresh = [await _new_chat(browser) for browser in browsers]
+        again = await asyncio.gather(*(_send(b, c) for b, c in zip(browsers, fresh)))
+        assert again == [429, 429]
+        assert len(fake_upstream.requests) == asked
+
+
+async def test_deleting_a_conversation_stops_its_answer_and_counts_its_tokens(tmp_path: Path,
+                                                                              fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.default = Reply(tokens=["thinking hard", " about it"], stall_after=1, stall=30)
+    async for app in _app(tmp_path, fake_upstream, max_streams_per_session=1):
+        client = app.test_client()
+        chat = await open_chat(client)
+        answering = asyncio.ensure_future(_send(client, chat))
+        await _until(lambda: app.extensions["quota"].streaming == 1)
+        await _until(lambda: len(fake_upstream.requests) == 1)
+        assert await _delete(client, chat) == 303
+        assert await asyncio.wait_for(answering, 5) == 200  # the answer ended, not after 30 s
+        assert fake_upstream.wait_for_disconnect(2.0)  # and the model stopped being paid for
+        assert app.extensions["quota"].streaming == 0
+        today = datetime.now(UTC).date()
+        assert await app.extensions["store"].tokens_used_on(today) > 0  # counted, though deleted
+        fake_upstream.default = Reply()
+        assert await _send(client, await _new_chat(client)) == 200  # its place came back
+
+
+# --- the stream cap: the check and the claim are one step ----------------------------------------
+
+@pytest.mark.parametrize(("sends", "drafts"), [(20, False), (6, True)],
+                         ids=["20 to one conversation", "6 to 6 new drafts"])
+async def test_sends_at_once_open_exactly_the_capped_number_of_model_streams(
+        tmp_path: Path, fake_upstream: FakeOpenAI, sends: int, drafts: bool) -> None:
+    fake_upstream.default = Reply(tokens=["slow"], stall_after=0, stall=1.0)
+    async for app in _app(tmp_path, fake_upstream, max_streams_per_session=2):
+        client = app.test_client()
+        first = await open_chat(client)
+        chats = [await _new_chat(client) if drafts else first for _ in range(sends)]
+        statuses = await asyncio.gather(*(_send(client, chat, f"question {i}") for i, chat in enumerate(chats)))
+        assert sorted(statuses) == [200] * 2 + [429] * (sends - 2)
+        assert len(fake_upstream.requests) == 2
+
+
+# --- sessions: signing out ends them, use keeps them ---------------------------------------------
+
+async def _sign_in(client: QuartClient, password: str):
+    page = soup(await (await client.get("/login")).get_data())
+    csrf = page.select_one("input[name=csrf_token]")["value"]
+    return await client.post("/login", form={"password": password, "csrf_token": csrf})
+
+
+async def _sign_out(client: QuartClient) -> None:
+    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
+    csrf = page.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
+    assert (await client.post("/logout", form={"csrf_token": csrf})).status_code == 303
+
+
+async def test_a_cookie_copied_before_sign_out_gets_nothing_after(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, password="open sesame"):
+        person = app.test_client()
+        assert (await _sign_in(person, "open sesame")).status_code == 303
+        chat = await open_chat(person)
+        assert await _send(person, chat) == 200
+        thief = app.test_client()
+        for cookie in person.cookie_jar:
+            thief.cookie_jar.set_cookie(cookie)
+        assert (await thief.get("/")).status_code == 302  # the copy works while signed in…
+        assert (await thief.get(chat[0].removesuffix("/messages"))).status_code == 200
+
+        await _sign_out(person)
+        for path in ("/", chat[0].removesuffix("/messages")):  # …and not after
+            response = await thief.get(path)
+            assert response.status_code == 302 and response.headers["Location"] == "/login"
+        assert await _send(thief, chat) == 401
+
+
+def _session_cookie(app: Quart, data: dict, *, days_ago: float) -> str:
+    """The app's own session cookie for `data`, as if signed `days_ago` days ago."""
+
+    class Then(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - days_ago * 86400)
+
+    serializer = app.session_interface.get_signing_serializer(app)
+    serializer.signer = Then
+    return serializer.dumps(data)
+
+
+async def test_a_session_used_within_its_lifetime_never_expires(app: Quart, fake_upstream: FakeOpenAI) -> None:
+    client = app.test_client()
+    chat = await open_chat(client)
+    assert await _send(client, chat) == 200
+    async with client.session_transaction() as session:
+        data = dict(session)
+    # The cookie lasts well past a month, and is signed anew on the first visit of each day.
+    set_cookie = (await client.get(chat[0].removesuffix("/messages"))).headers.get("Set-Cookie", "")
+    assert set_cookie == ""  # already signed today: not sent again
+    used = app.test_client()
+    used.set_cookie("localhost", "chatapp_session", _session_cookie(app, {**data, "day": "2026-01-01"}, days_ago=45))
+    response = await used.get("/")
+    assert response.headers["Location"] == chat[0].removesuffix("/messages")  # still this browser's
+    renewed = response.headers["Set-Cookie"]
+    assert "chatapp_session=" in renewed and "Expires=" in renewed
+    expires = datetime.strptime(renewed.split("Expires=")[1].split(";")[0], "%a, %d %b %Y %H:%M:%S GMT")
+    assert (expires - datetime.now()).days >= 399
+
+
+async def test_the_page_says_where_anonymous_conversations_live(client: QuartClient) -> None:
+    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
+    assert "kept for this browser" in page.select_one("nav.sidebar").get_text()
+
+
+# --- the passphrase: a back-off that does not lock the team out ---------------------------------
+
+async def test_a_guesser_at_the_same_address_does_not_lock_out_a_known_browser(tmp_path: Path,
+                                                                             fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, password="open sesame", login_rate_limit="3/minute"):
+        colleague = app.test_client()
+        assert (await _sign_in(colleague, "open sesame")).status_code == 303
+        await _sign_out(colleague)
+        guesser = app.test_client()  # the same address (an office, a NAT)
+        statuses = [(await _sign_in(guesser, f"guess {i}")).status_code for i in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        assert (await _sign_in(guesser, "open sesame")).status_code == 429  # guessers wait, right or wrong
+        assert (await _sign_in(colleague, "open sesame")).status_code == 303  # the colleague does not
+
+
+async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> None:
+    quota, store = app.extensions["quota"], app.extensions["store"]  # login_rate_limit: 5/minute
+    waits = []
+    for failures in range(1, 9):
+        await quota.sign_in_failed("address:203.0.113.9", store)
+        try:
+            await quota.check_sign_in("address:203.0.113.9", store)
+            waits.append(0)
+        except OverLimit as refused:
+            waits.append(refused.retry_after)
+    assert waits[:4] == [0, 0, 0, 0]
+    assert [round(w / 60) for w in waits[4:]] == [1, 2, 4, 8]
+    await quota.check_sign_in("address:198.51.100.7", store)  # another address is not affected
+
+
+# --- numbers, redirects, files -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("?before=9223372036854775808", 400), ("?before=-1", 400), ("?before=abc", 400),
+    ("/messages/99999999999999999999999", 404), ("/messages/9223372036854775808", 404),
+])
+async def test_numbers_out_of_range_are_4xx_not_500(client: QuartClient, path: str, status: int) -> None:
+    chat = await open_chat(client)
+    assert await _send(client, chat) == 200
+    response = await client.get(chat[0].removesuffix("/messages") + path)
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize("back", ["/\\evil.example", "//evil.example", "/\t/evil.example", "https://evil.example",
+                                  "/\\/evil.example/x"])
+async def test_the_theme_switch_goes_back_to_this_site_only(client: QuartClient, back: str) -> None:
+    _, csrf = await open_chat(client)
+    response = await client.post("/theme", form={"theme": "dark", "back": back, "csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+async def test_a_new_database_file_is_readable_by_its_owner_only(app: Quart, tmp_path: Path) -> None:
+    for name in ("chat.db", "chat.db-wal", "chat.db-shm"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+
+
+async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    settings = app_settings(tmp_path, None, production=True, secret_key="x" * 32,
+                            openai_base_url="http://127.0.0.1:9/v1")  # nothing listens there
+    app = create_app(settings)
+    async with app.test_app():
+        body = await (await app.test_client().get("/readyz")).get_json()
+    assert body == {"ready": False, "database": "ok", "model": "error"}
+    assert any("CHATAPP_METRICS_TOKEN is not set" in r.getMessage() for r in caplog.records)
