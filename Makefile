@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
 AXE_VERSION := 4.14.1
 
-.PHONY: run test bench load screenshots vendor clean
+.PHONY: run test check bench load screenshots vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# Lint (errors and likely bugs, see pyproject.toml) and every module importable; CI runs it before `make test`.
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check chatapp tests bench scripts
+	$(BIN)/python -c "import chatapp, chatapp.__main__; chatapp.create_app({})"
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -460,7 +460,7 @@ async def refused_violations(chat: Chat, message: str, status: int, mimetype: st
     problems = []
     if not 400 <= status < 500:
         problems.append(f"status {status} for an invalid message")
-    if status == 413:  # the body is over MAX_CONTENT_LENGTH: an error page 
+    if status == 413:  # the body is over MAX_CONTENT_LENGTH: an error page
         page = _soup(body)
         if page.select_one("[data-role=error]") is None or len(page.find_all("script")) != (0 if htmx else 3):
             problems.append("413 error page")

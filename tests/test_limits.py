@@ -48,9 +48,9 @@ async def _new_chat(client: QuartClient) -> tuple[str, str]:
     return form["action"], form.select_one("input[name=csrf_token]")["value"]
 
 
-async def _until(condition, timeout: float = 5.0) -> None:
+async def _until_streaming(app: Quart, answers: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while app.extensions["quota"].streaming != answers:
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.01)
 
@@ -83,8 +83,9 @@ async def test_deleting_a_conversation_stops_its_answer_and_counts_its_tokens(tm
         client = app.test_client()
         chat = await open_chat(client)
         answering = asyncio.ensure_future(_send(client, chat))
-        await _until(lambda: app.extensions["quota"].streaming == 1)
-        await _until(lambda: len(fake_upstream.requests) == 1)
+        await _until_streaming(app, 1)
+        while not fake_upstream.requests:  # the model has been asked
+            await asyncio.sleep(0.01)
         assert await _delete(client, chat) == 303
         assert await asyncio.wait_for(answering, 5) == 200  # the answer ended, not after 30 s
         assert fake_upstream.wait_for_disconnect(2.0)  # and the model stopped being paid for
@@ -198,7 +199,7 @@ async def test_a_guesser_at_the_same_address_does_not_lock_out_a_known_browser(t
 async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> None:
     quota, store = app.extensions["quota"], app.extensions["store"]  # login_rate_limit: 5/minute
     waits = []
-    for failures in range(1, 9):
+    for _ in range(8):
         await quota.sign_in_failed("address:203.0.113.9", store)
         try:
             await quota.check_sign_in("address:203.0.113.9", store)
