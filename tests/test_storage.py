@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import aiosqlite
@@ -92,3 +93,67 @@ async def test_workers_starting_together_migrate_once(tmp_path: Path) -> None:
     assert len(keys) == 1  # every worker signs with the same generated key
     for store in stores:
         await store.close()
+
+
+async def test_usage_is_a_ledger_that_deleting_does_not_touch(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    today = datetime.now(UTC).date()
+    await store.create_conversation("c1", "alice", "")
+    answer = await store.add_message("c1", "assistant", "", status="streaming")
+    await store.finish_message(answer.id, content="a", html="<p>a</p>", status="complete", prompt_tokens=30,
+                               completion_tokens=12, owner="alice")
+    assert await store.delete_conversation("c1", "alice")
+    assert await store.tokens_used_on(today, "alice") == 42
+    assert await store.tokens_used_on(today, "bob") == 0
+    assert await store.tokens_used_on(today) == 42
+    await store.close()
+
+
+async def test_an_answer_whose_conversation_was_deleted_is_still_charged(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.create_conversation("c1", "alice", "")
+    answer = await store.add_message("c1", "assistant", "", status="streaming")
+    assert await store.claim_stream("s1", "alice", most=1, silent_for=60)
+    assert await store.save_partial(answer.id, "so far", "s1")
+    await store.delete_conversation("c1", "alice")
+    assert not await store.save_partial(answer.id, "more", "s1")  # gone: the writer stops
+    finished = await store.finish_message(answer.id, content="more", html="", status="stopped",
+                                          prompt_tokens=5, completion_tokens=5, owner="alice", stream_id="s1")
+    assert finished is None
+    assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") == 10
+    assert await store.claim_stream("s2", "alice", most=1, silent_for=60)  # the place was given back
+    await store.close()
+
+
+async def test_stream_places_are_claimed_atomically_across_workers(tmp_path: Path) -> None:
+    workers = [await Store.open(tmp_path / "db.sqlite") for _ in range(2)]
+    claims = await asyncio.gather(*(worker.claim_stream(f"{n}-{i}", "alice", most=2, silent_for=60)
+                                    for n, worker in enumerate(workers) for i in range(10)))
+    assert sum(claims) == 2
+    # An abandoned place (its process died: never kept alive) is free again after the silence.
+    assert await workers[0].claim_stream("late", "alice", most=3, silent_for=60)
+    assert not await workers[0].claim_stream("later", "alice", most=3, silent_for=60)
+    await asyncio.sleep(0.05)
+    assert await workers[1].claim_stream("after-silence", "alice", most=1, silent_for=0.01)
+    for worker in workers:
+        await worker.close()
+
+
+async def test_the_usage_ledger_starts_from_the_answers_already_kept(tmp_path: Path) -> None:
+    async with aiosqlite.connect(tmp_path / "db.sqlite") as db:  # a database from before the ledger
+        for _, script in MIGRATIONS[:4]:
+            await db.executescript(script)
+        await db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        await db.executemany("INSERT INTO migrations VALUES (?, '2026-11-01')", [(n,) for n, _ in MIGRATIONS[:4]])
+        await db.execute("INSERT INTO conversations VALUES ('c1', 'alice', '', '2026-11-30', '2026-11-30', "
+                         "NULL, NULL, NULL, NULL)")
+        for day, tokens in [("2026-11-30T10:00:00.000+00:00", 7), ("2026-12-01T09:00:00.000+00:00", 20),
+                            ("2026-12-01T11:00:00.000+00:00", 3)]:
+            await db.execute("INSERT INTO messages (conversation_id, role, content, status, prompt_tokens, "
+                             "completion_tokens, created_at, updated_at) VALUES ('c1', 'assistant', '', "
+                             "'complete', ?, 0, ?, ?)", (tokens, day, day))
+        await db.commit()
+    store = await Store.open(tmp_path / "db.sqlite")
+    assert await store.tokens_used_on(date(2026, 12, 1), "alice") == 23
+    assert await store.tokens_used_on(date(2026, 11, 30)) == 7
+    await store.close()
