@@ -1,15 +1,21 @@
-"""Log set-up, with a second line of defence for secrets: key-shaped strings never reach a log.
+"""Log set-up, with two filters on our loggers and their handlers: each record stays one honest
+line, and key-shaped strings never reach a log.
 
-The first line is the code itself (the API key is never formatted into a message); this filter
-catches what slips through, such as an exception from a library that quotes a request header.
+Secrets: the first line of defence is the code itself (the API key is never formatted into a
+message); RedactSecrets catches what slips through, such as an exception from a library that
+quotes a request header.
 """
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 from .config import Config
 
@@ -49,14 +55,76 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# What could end a log line or make it lie: C0 and C1 controls (newline, carriage return, escape,
+# NEL, ...), DEL, and Unicode's line and paragraph separators. Inside a quoted field of the access
+# log, also the quote and the backslash that escapes it.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNSAFE_IN_QUOTES = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return _SHORT_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+class OneLine(logging.Filter):
+    """One record, one line: control characters in the message are escaped, so a newline in a
+    model server's error text or in a percent-encoded URL path cannot start a forged line. In
+    Hypercorn's access log each field is escaped before it is put in the line, quotes and
+    backslashes included, so a User-Agent or a path cannot close its quotes and forge the fields
+    after it. A traceback keeps its lines: it is the record's exc_text, not its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):  # Hypercorn's access-log atoms (access_log_format)
+            record.msg, record.args = str(record.msg) % _QuotedFields(record.args), ()
+        message = record.getMessage()
+        cleaned = _UNSAFE.sub(_escape, message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+class _QuotedFields:
+    """The access-log atoms, each escaped for a quoted field as the format string reads it (a
+    lookup, not a copy: the atoms answer "-" for a header the request did not have)."""
+
+    def __init__(self, atoms: Mapping[str, Any]) -> None:
+        self._atoms = atoms
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._atoms[key]
+        return _UNSAFE_IN_QUOTES.sub(_escape, value) if isinstance(value, str) else value
+
+
+def _written_forms(secret: str) -> set[str]:
+    """The ways a secret shows up in text: as it is and URL-encoded (matched in any case), and in
+    base64, standard and URL-safe, at each of the three alignments it can have inside a longer
+    base64 text, such as a Basic auth header's base64("user:" + key). For each alignment only the
+    characters that the secret's bytes alone decide are kept, so whatever stands before and after
+    it in that text does not matter. Base64 broken across lines (MIME) is not caught."""
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw).decode()
+        # Characters [first, last) carry six bits of the secret each and nothing else.
+        first, last = -(-offset * 4 // 3), (offset + len(raw)) * 4 // 3
+        standard = encoded[first:last]
+        forms |= {standard, standard.replace("+", "-").replace("/", "_")}
+    return {form for form in forms if len(form) >= 8}
+
+
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: list[str]):
         super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 8]
+        forms = {form for secret in secrets if secret and len(secret) >= 8 for form in _written_forms(secret)}
+        # Longest first, so that a whole form wins over a shorter one inside it.
+        alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        self._secrets = re.compile(alternatives, re.IGNORECASE) if forms else None
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
+        if self._secrets is not None:
+            text = self._secrets.sub(REDACTED, text)
         return _KEY_SHAPED.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -88,9 +156,19 @@ def configure(config: Config) -> None:
 
 
 def redact_handlers(config: Config) -> None:
-    """Put the filter on every handler that exists now (call again once Hypercorn has set up its own)."""
+    """Put both filters on each of our loggers and on every handler they have now.
+
+    On the logger itself because Hypercorn 0.18 makes its access and error handlers (replacing the
+    handler list) at its first log line, after the app's start-up has run: a filter put on its
+    handlers from the app would never be there, while one on the logger sees every record logged
+    on it. On the handlers too, for records that propagate from child loggers (chatapp.chat, ...),
+    which a parent logger's filters never see. OneLine comes first, because RedactSecrets flattens
+    a record it changes and the access log's fields could then no longer be escaped one by one."""
     secrets = [config.openai_api_key or "", config.secret_key or "", config.password or ""]
     for name in _LOGGERS:
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-                handler.addFilter(RedactSecrets(secrets))
+        logger = logging.getLogger(name)
+        for filterer in (logger, *logger.handlers):
+            if not any(isinstance(f, OneLine) for f in filterer.filters):
+                filterer.filters.insert(0, OneLine())
+            if not any(isinstance(f, RedactSecrets) for f in filterer.filters):
+                filterer.addFilter(RedactSecrets(secrets))
