@@ -12,10 +12,9 @@ from urllib.parse import urlsplit
 from typing import Any
 
 from dotenv import find_dotenv, load_dotenv
-from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart
 
-from . import logs
+from . import logs, proxies
 from .config import Config, ConfigError, load_config
 from .llm import make_provider
 from .pacing import PacedProvider
@@ -97,9 +96,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 
     web.install(app, https=config.https)
     assets.install(app)
-    if config.trusted_proxy_hops:
-        # Behind a reverse proxy: the client's address and scheme come from its X-Forwarded-* headers.
-        app.asgi_app = ProxyFixMiddleware(app.asgi_app, mode="legacy", trusted_hops=config.trusted_proxy_hops)
+    # Behind a reverse proxy: the client's address and scheme from its X-Forwarded-* headers,
+    # believed only when the connection comes from a trusted proxy.
+    proxies.install(app, config)
     gate.install(app, config.password)
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +19,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant. Answer clearly and concisely. Use Markdown for structure "
     "(headings, lists, tables, fenced code blocks with a language) when it helps."
 )
+
+
+Network = IPv4Network | IPv6Network
 
 
 class ConfigError(ValueError):
@@ -44,6 +48,8 @@ class Config:
     production: bool = False
     https: bool = False
     trusted_proxy_hops: int = 0
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (proxies.py).
+    trusted_proxies: tuple[Network, ...] = ()
     password: str | None = None
     # Rate limits as "count/period" strings (see parse_rate); None: no limit.
     rate_limit_per_session: str | None = "20/minute"
@@ -165,6 +171,21 @@ def _log_format(value: str) -> str:
     return lowered
 
 
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """"127.0.0.1, 10.0.0.0/8, ::1" → the networks (an address alone is a network of one)."""
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            # strict: 10.1.0.0/8 is a typo for 10.1.0.0/16 as often as for 10.0.0.0/8; do not guess.
+            networks.append(ip_network(part, strict=True))
+        except ValueError:
+            raise ValueError(
+                "must be IP addresses or networks separated by commas, such as 127.0.0.1, 10.0.0.0/8 "
+                f"or ::1; {part[:60]!r} is not one"
+            ) from None
+    return tuple(networks)
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("must be a file path, such as chatapp.db")
@@ -190,6 +211,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_ENV": ("production", _environment),
     "CHATAPP_HTTPS": ("https", _flag),
     "CHATAPP_TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", _number(int, 0, 5)),
+    "CHATAPP_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
     "CHATAPP_PASSWORD": ("password", _text),
     "CHATAPP_RATE_LIMIT_PER_SESSION": ("rate_limit_per_session", _rate),
     "CHATAPP_RATE_LIMIT_PER_ADDRESS": ("rate_limit_per_address", _rate),

@@ -1,24 +1,37 @@
 """The deployment files agree with each other and with docs/deploy.md, and `chatapp` honours PORT.
 
-Docker is not run here: these tests read the Dockerfile, they do not build it.
+Docker is not run here: these tests read the Dockerfile, they do not build it. nginx is run, with
+deploy/nginx.conf in front of the app, when it is installed.
 """
 
 from __future__ import annotations
 
+import http.client
 import inspect
+import io
 import json
+import logging
 import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
 import tomllib
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.logging import Logger as HypercornLogger
 
-from .live_server import clean_environment, free_port
+from chatapp import logs
+from chatapp.config import load_config, parse_networks
+from chatapp.logs import REDACTED
+
+from .live_server import CANARY_KEY, clean_environment, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "deploy.md"
@@ -78,6 +91,55 @@ def test_the_access_log_line_carries_the_request_id() -> None:
     assert "rid=abc123def456" in line and '"GET /healthz 1.1" 200' in line
 
 
+# One access line: Hypercorn's prefix, then hypercorn.toml's fields. A quoted field may hold \" and \\.
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+ACCESS_LINE = re.compile(
+    rf"^\[[^\]]+\] \[\d+\] \[INFO\] (\S+) {_QUOTED} \[[^\]]+\] {_QUOTED} (\S+) (\S+) [\d.]+s rid=(\S+) {_QUOTED}$"
+)
+
+
+@pytest.fixture
+def hypercorn_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HypercornLogger, io.StringIO]]:
+    """Hypercorn's logger as hypercorn.toml sets it up, with chatapp's filters, writing here."""
+    loggers = [logging.getLogger(name) for name in ("hypercorn.access", "hypercorn.error")]
+    saved = [(lg.handlers[:], lg.filters[:], lg.level, lg.propagate) for lg in loggers]
+    written = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", written)  # where Hypercorn's `accesslog = "-"` handler writes
+    hypercorn_log = HypercornLogger(HypercornConfig.from_toml(ROOT / "hypercorn.toml"))
+    for lg in loggers:
+        lg.filters = []  # this test's secrets, not those of an app another test made
+    logs.redact_handlers(load_config({}, openai_api_key=CANARY_KEY))
+    yield hypercorn_log, written
+    for lg, (handlers, filters, level, propagate) in zip(loggers, saved):
+        lg.handlers, lg.filters, lg.propagate = handlers, filters, propagate
+        lg.setLevel(level)
+
+
+async def test_request_fields_cannot_forge_access_log_fields_or_lines(
+    hypercorn_logger: tuple[HypercornLogger, io.StringIO],
+) -> None:
+    hypercorn_log, written = hypercorn_logger
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "query_string": b"",
+        # The path arrives percent-decoded: /c/x%22%20200%20%22%0A... carries a quote and a newline.
+        "path": '/c/x" 200 "\n[01/Jan/2026:00:00:00 +0000] "GET /forged', "client": ("10.0.0.1", 5000),
+        "headers": [(b"user-agent", f'a" 200 "forged \\ {CANARY_KEY}'.encode()),
+                    (b"x-forwarded-for", '1.2.3.4" "x\n\x85\x1b[2J'.encode("latin-1"))],
+    }
+    response = {"status": 404, "headers": [(b"X-Request-ID", b"abc123def456"), (b"Content-Length", b"9")]}
+    await hypercorn_log.access(scope, response, 0.25)  # type: ignore[arg-type]
+    (line,) = written.getvalue().splitlines()  # splitlines also breaks at \x85
+    match = ACCESS_LINE.match(line)
+    assert match, line
+    assert match.groups() == (
+        "10.0.0.1:5000",
+        r'1.2.3.4\" \"x\n\x85\x1b[2J',
+        r'GET /c/x\" 200 \"\n[01/Jan/2026:00:00:00 +0000] \"GET /forged 1.1',
+        "404", "9", "abc123def456",
+        rf'a\" 200 \"forged \\ {REDACTED}',  # escaped field by field, then redacted
+    )
+
+
 # --- one start command everywhere -------------------------------------------------------------
 
 
@@ -132,8 +194,13 @@ def test_render_blueprint_has_the_production_settings() -> None:
     assert "[test]" not in _render_value("buildCommand")
     assert re.search(r"key: OPENAI_API_KEY\s+sync: false", text)
     assert re.search(r"key: SECRET_KEY\s+generateValue: true", text)
-    for key, value in [("CHATAPP_ENV", "production"), ("CHATAPP_HTTPS", "true"), ("CHATAPP_TRUSTED_PROXY_HOPS", "1")]:
+    for key, value in [("CHATAPP_ENV", "production"), ("CHATAPP_HTTPS", "true")]:
         assert re.search(rf"key: {key}\s+value: \"?{value}\"?\s", text), key
+    # Render's proxy connects from its private network: trust that, and nothing the internet can reach.
+    proxies = re.search(r"key: CHATAPP_TRUSTED_PROXIES\s+value: \"?([^\"\n]+)\"?\s", text)
+    assert proxies, "render.yaml does not say which proxies to trust"
+    networks = parse_networks(proxies.group(1))
+    assert networks and all(network.is_private for network in networks)
     # The database file sits on the persistent disk.
     mount = _render_value("mountPath")
     database = re.search(r"key: CHATAPP_DATABASE\s+value: (\S+)", text)
@@ -190,13 +257,34 @@ def test_nginx_passes_the_stream_on_unbuffered() -> None:
     assert re.search(r"^/c/[^/]+/messages$", "/c/uWCdMJgEz9io2OxGUntOAA/messages")
 
 
-def test_nginx_forwards_host_client_and_scheme() -> None:
+def test_nginx_sets_the_forwarded_headers_and_clears_the_others() -> None:
     text = _read("deploy/nginx.conf")
-    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme"):
+    # The client's own X-Forwarded-For is replaced, not appended to: nginx is the only hop.
+    for header in ("Host $host", "X-Forwarded-For $remote_addr", "X-Forwarded-Proto $scheme",
+                   'X-Forwarded-Host ""', 'Forwarded ""'):
         assert f"proxy_set_header {header};" in text
-    # nginx drops the server's proxy_set_header lines in a location that sets any of its own.
-    for block in re.findall(r"location [^{]+\{(.*?)\n    \}", text, re.DOTALL):
-        assert "proxy_set_header" not in block
+    assert re.findall(r"proxy_set_header X-Forwarded-For (.*);", text) == ["$remote_addr"]
+    # nginx drops the server's proxy_set_header and add_header lines in a location that sets any of
+    # its own: the forwarded headers and the fallback security headers would be lost there.
+    blocks = re.findall(r"^    location [^{\n]+\{(.*?)\n    \}", text, re.DOTALL | re.MULTILINE)
+    assert len(blocks) == 3
+    for block in blocks:
+        assert "proxy_set_header" not in block and "add_header" not in block
+
+
+def test_nginx_fallback_security_headers_are_the_apps() -> None:
+    from chatapp.web import SECURITY_HEADERS
+
+    text = _read("deploy/nginx.conf")
+    added = dict(re.findall(r"^    add_header (\S+) \$(\w+) always;$", text, re.MULTILINE))
+    for name, value in SECURITY_HEADERS.items():
+        variable = added.get(name)
+        assert variable, f"deploy/nginx.conf does not add {name} to the answers the app did not make"
+        # Only when the answer lacks the app's headers; never a second copy on the app's own.
+        block = re.search(rf"map \$upstream_http_x_content_type_options \${variable} \{{(.*?)\n\}}", text, re.DOTALL)
+        assert block, f"no map for ${variable}"
+        values = re.findall(r'^\s*(""|default)\s+"(.*)";$', block.group(1), re.MULTILINE)
+        assert values == [('""', value), ("default", "")], name
 
 
 # --- `chatapp` honours PORT -------------------------------------------------------------------
@@ -215,6 +303,19 @@ def _serve(tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _wait_for_health(process: subprocess.Popen[bytes], port: int) -> http.client.HTTPResponse:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, f"chatapp exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                assert response.status == 200
+                return response
+        except OSError:
+            assert time.monotonic() < deadline, "chatapp did not answer on $PORT in time"
+            time.sleep(0.1)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> bytes:
     process.terminate()
     try:
@@ -229,23 +330,35 @@ def test_chatapp_binds_the_port_from_the_environment(tmp_path: Path) -> None:
     port = free_port()
     process = _serve(tmp_path, PORT=str(port), WEB_CONCURRENCY="1")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"chatapp exited with {process.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                    assert response.status == 200
-                    assert response.headers["X-Request-ID"]
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "chatapp did not answer on $PORT in time"
-                time.sleep(0.1)
+        assert _wait_for_health(process, port).headers["X-Request-ID"]
     finally:
         output = _stop(process)
     assert process.returncode == 0, output.decode(errors="replace")
     log = output.decode(errors="replace")
     assert f"0.0.0.0:{port}" in log  # it bound every interface, as platforms need
     assert "rid=" in log  # the access log line, with the request id
+
+
+def test_a_running_server_writes_one_honest_access_line(tmp_path: Path) -> None:
+    port = free_port()
+    process = _serve(tmp_path, PORT=str(port), WEB_CONCURRENCY="1")
+    try:
+        _wait_for_health(process, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b'GET /x%22%20200%20%22%0A[01/Jan/2026:00:00:00%20+0000]%20%22GET%20/forged HTTP/1.1\r\n'
+                         b'Host: localhost\r\nUser-Agent: a" 200 "forged\r\nX-Forwarded-For: 1.2.3.4" "x\\\r\n'
+                         b"Connection: close\r\n\r\n")
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        assert reply.startswith(b"HTTP/1.1 404")
+    finally:
+        output = _stop(process).decode(errors="replace")
+    (line,) = [line for line in output.splitlines() if "forged" in line]
+    match = ACCESS_LINE.match(line)
+    assert match, line
+    _, forwarded_for, request, status, _, _, agent = match.groups()
+    assert forwarded_for == r'1.2.3.4\" \"x\\'
+    assert request == r'GET /x\" 200 \"\n[01/Jan/2026:00:00:00 +0000] \"GET /forged 1.1'
+    assert (status, agent) == ("404", r'a\" 200 \"forged')
 
 
 @pytest.mark.parametrize("name, value", [("PORT", "eighty"), ("PORT", "70000"), ("WEB_CONCURRENCY", "0")])
@@ -275,3 +388,107 @@ def test_a_plain_install_carries_the_templates_and_static_files(tmp_path: Path) 
         for path in (ROOT / folder).rglob("*"):
             if path.is_file():
                 assert f"chatapp/{path.relative_to(ROOT)}" in names, path
+
+
+# --- the nginx example, in front of the real app ----------------------------------------------
+
+NGINX = shutil.which("nginx")
+
+
+def _nginx_config(tmp_path: Path, app_port: int, https_port: int) -> Path:
+    """deploy/nginx.conf as shipped, with local ports and a throwaway certificate, inside the
+    http block that /etc/nginx/nginx.conf gives it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=chat.example.com", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    site = _read("deploy/nginx.conf")
+    for old, new in [
+        ("listen 80;", f"listen 127.0.0.1:{free_port()};"),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{app_port};"),
+        ("/etc/letsencrypt/live/chat.example.com/fullchain.pem", str(cert)),
+        ("/etc/letsencrypt/live/chat.example.com/privkey.pem", str(key)),
+    ]:
+        assert old in site, old
+        site = site.replace(old, new)
+    site = re.sub(r"^\s*listen \[::\]:.*\n", "", site, flags=re.MULTILINE)  # the test host may lack IPv6
+    (tmp_path / "chatapp.conf").write_text(site)
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in kinds)
+    config = tmp_path / "nginx.conf"
+    config.write_text(
+        f"daemon off; master_process off; pid {tmp_path / 'nginx.pid'}; error_log {tmp_path / 'error.log'};\n"
+        f"events {{}}\nhttp {{ access_log off; {temp} include {tmp_path / 'chatapp.conf'}; }}\n"
+    )
+    return config
+
+
+def _ask(port: int, path: str, cafile: Path, **headers: str) -> http.client.HTTPResponse:
+    context = ssl.create_default_context(cafile=str(cafile))
+    context.check_hostname = False  # the throwaway certificate names chat.example.com, not 127.0.0.1
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": "chat.example.com", **headers})
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+@pytest.mark.skipif(NGINX is None or shutil.which("openssl") is None, reason="needs nginx and openssl")
+def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
+    from chatapp.web import SECURITY_HEADERS
+
+    app_port, https_port = free_port(), free_port()
+    config = _nginx_config(tmp_path, app_port, https_port)
+    cert = tmp_path / "cert.pem"
+    app = _serve(tmp_path, PORT=str(app_port), WEB_CONCURRENCY="1", CHATAPP_HTTPS="true",
+                 CHATAPP_TRUSTED_PROXIES="127.0.0.1,::1")
+    nginx = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert app.poll() is None and nginx.poll() is None, (tmp_path / "error.log").read_text()
+            try:
+                if _ask(https_port, "/healthz", cert).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the app did not answer through nginx in time"
+            time.sleep(0.1)
+
+        # The Host the client sent and the scheme nginx saw, whatever the client claims besides.
+        redirect = _ask(https_port, "/c//x", cert, **{
+            "X-Forwarded-Host": "evil.example", "Forwarded": "for=198.51.100.7;host=evil.example;proto=http",
+            "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9",
+        })
+        assert redirect.status == 308 and redirect.headers["Location"] == "https://chat.example.com/c/x"
+
+        # The app's own answer: its security headers once each, never a second copy from nginx.
+        page = _ask(https_port, "/healthz", cert)
+        for name, value in SECURITY_HEADERS.items():
+            assert page.headers.get_all(name) == [value], name
+
+        # A control character that nginx passes on and Hypercorn's HTTP parser refuses: Hypercorn
+        # answers by itself, without the app (no request id), and nginx adds the headers.
+        refused = _ask(https_port, "/healthz", cert, **{"X-Odd": "a\x0bb"})
+        assert refused.status in (400, 431) and "X-Request-ID" not in refused.headers
+        for name, value in SECURITY_HEADERS.items():
+            assert refused.headers.get_all(name) == [value], name
+    finally:
+        log = _stop(app).decode(errors="replace")
+    try:
+        down = _ask(https_port, "/healthz", cert)  # nginx's own 502, the app being gone
+        assert down.status == 502
+        for name, value in SECURITY_HEADERS.items():
+            assert down.headers.get_all(name) == [value], name
+    finally:
+        nginx.terminate()
+        nginx.communicate(timeout=30)
+
+    # nginx replaced the client's X-Forwarded-For with the address it saw.
+    (line,) = [line for line in log.splitlines() if '"GET /c//x ' in line]
+    assert ' "127.0.0.1" ' in line and "203.0.113.9" not in line
