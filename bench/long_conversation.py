@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bs4 import BeautifulSoup
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -67,7 +69,8 @@ async def main(runs: int) -> None:
                 times.append(time.perf_counter() - started)
                 size = len(body)
             rendering._render = original
-            older = await client.get(f"/c/{conversation_id}?before=999999", headers={"HX-Request": "true"})
+            earlier = BeautifulSoup(body, "html.parser").select_one(".earlier a")["href"]
+            older = await client.get(earlier, headers={"HX-Request": "true"})
     print(f"conversation of {count} messages, {runs} page loads (in-process test client, no network)")
     print(f"  time to serve the page   median {statistics.median(times) * 1000:.1f} ms, "
           f"p90 {sorted(times)[int(runs * 0.9)] * 1000:.1f} ms")

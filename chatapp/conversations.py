@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from quart import Blueprint, Response, current_app, redirect, render_template, url_for
 
 from . import export, visitor
 from .errors import Refused
+from .ids import message_ids
 from .storage import Conversation, Store
 from .web import error_response, read_trusted_form
 
@@ -44,6 +47,8 @@ async def export_file(conversation_id: str, extension: str) -> Response:
     if conversation is None or extension not in EXPORTS:
         return await error_response(404)
     mimetype, parts = EXPORTS[extension]
+    if extension == "json":  # message ids as the pages show them
+        parts = functools.partial(parts, shown_id=message_ids().public)
     messages = await export.read_messages(_store(), conversation_id)
     filename = export.filename(conversation, extension)
     # Streamed in chunks of a few messages. Quart's response timeout stays: a download that takes

@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import chain
 
@@ -34,9 +34,11 @@ def to_markdown(conversation: Conversation, messages: Iterable[Message]) -> str:
     return "".join(markdown_parts(conversation, messages))
 
 
-def to_json(conversation: Conversation, messages: Iterable[Message]) -> str:
-    """The conversation and its messages' raw text and metadata (not the owner, not HTML)."""
-    return "".join(json_parts(conversation, messages))
+def to_json(conversation: Conversation, messages: Iterable[Message],
+            shown_id: Callable[[int], int | str] = int) -> str:
+    """The conversation and its messages' raw text and metadata (not the owner, not HTML), each
+    message's id as `shown_id` gives it."""
+    return "".join(json_parts(conversation, messages, shown_id))
 
 
 def markdown_parts(conversation: Conversation, messages: Iterable[Message]) -> Iterator[str]:
@@ -53,7 +55,8 @@ def markdown_parts(conversation: Conversation, messages: Iterable[Message]) -> I
     yield "\n"
 
 
-def json_parts(conversation: Conversation, messages: Iterable[Message]) -> Iterator[str]:
+def json_parts(conversation: Conversation, messages: Iterable[Message],
+               shown_id: Callable[[int], int | str] = int) -> Iterator[str]:
     """to_json's text in pieces, one per message: together, what json.dumps(indent=2) makes of
     {"id", "title", "created_at", "messages": [...]}, byte for byte."""
     head = {"id": conversation.id, "title": conversation.title, "created_at": conversation.created_at}
@@ -61,7 +64,7 @@ def json_parts(conversation: Conversation, messages: Iterable[Message]) -> Itera
     separator = "\n"
     for m in _shown(messages):
         record = {
-            "id": m.id, "role": m.role, "content": m.content, "status": m.status, "model": m.model,
+            "id": shown_id(m.id), "role": m.role, "content": m.content, "status": m.status, "model": m.model,
             "created_at": m.created_at, "prompt_tokens": m.prompt_tokens,
             "completion_tokens": m.completion_tokens, "error": m.error,
         }

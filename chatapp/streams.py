@@ -19,6 +19,7 @@ from quart import Response, render_template, stream_with_context
 from . import sse
 from .chat import UNEXPECTED, Notice, stream_reply
 from .choices import left_out_note
+from .ids import public_id
 from .turns import Turn, title_from
 from .llm import Provider
 from .quota import StreamSlot
@@ -56,11 +57,12 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
 
     @stream_with_context
     async def events() -> AsyncIterator[bytes]:
+        answer = f"msg-{public_id(turn.assistant.id)}"  # the answer's element id, made once
         async for item in replies:
             if isinstance(item, StreamStep):
-                yield sse.frame(_step_partials(turn.assistant.id, item))
+                yield sse.frame(_step_partials(answer, item))
             elif isinstance(item, Notice):
-                yield sse.frame(sse.text_partial(f"msg-{turn.assistant.id}-notice", "innerHTML", item.text))
+                yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
             elif item.busy:
                 yield sse.frame(await _opening(turn))
             else:
@@ -75,7 +77,7 @@ async def _opening(turn: Turn) -> str:
     old controls cleared (only the newest messages get regenerate and edit), a new send token,
     and the note on older turns left out of the context."""
     bubbles = await render_template("_turn.html", turn=turn)
-    removed = "".join(sse.partial(f"msg-{message_id}", "delete", "") for message_id in turn.replaced)
+    removed = "".join(sse.partial(f"msg-{public_id(message_id)}", "delete", "") for message_id in turn.replaced)
     note = sse.text_partial("context-note", "innerHTML", left_out_note(turn.left_out))
     listed = ""
     if turn.new_question and not turn.earlier and not turn.replaced:  # a new conversation: list it
@@ -89,7 +91,8 @@ async def _closing(turn: Turn, answer: Message) -> str:
     """The last frame: the finished answer, and the question with its edit control."""
     final = await render_template("_message.html", message=answer, last=True)
     question = await render_template("_message.html", message=turn.user, last=True)
-    return sse.partial(f"msg-{answer.id}", "outerHTML", final) + sse.partial(f"msg-{turn.user.id}", "outerHTML", question)
+    return (sse.partial(f"msg-{public_id(answer.id)}", "outerHTML", final)
+            + sse.partial(f"msg-{public_id(turn.user.id)}", "outerHTML", question))
 
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
@@ -142,14 +145,14 @@ async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
     return from_the_first()
 
 
-def _step_partials(message_id: int, step: StreamStep) -> str:
+def _step_partials(answer: str, step: StreamStep) -> str:
     """New finished blocks are appended as HTML; the unfinished tail travels as escaped text."""
     html = ""
     if step.blocks is not None:
-        html += sse.partial(f"msg-{message_id}-blocks", "beforeend", step.blocks)
+        html += sse.partial(f"{answer}-blocks", "beforeend", step.blocks)
     if step.replace_tail or step.tail:
         swap = "innerHTML" if step.replace_tail else "beforeend"
-        html += sse.text_partial(f"msg-{message_id}-tail", swap, step.tail)
+        html += sse.text_partial(f"{answer}-tail", swap, step.tail)
     return html
 
 

@@ -13,6 +13,7 @@ from . import choices, presets, streams, visitor
 from .chat import settle_abandoned
 from .config import Config
 from .errors import Refused
+from .ids import message_ids, public_id
 from .llm import Provider
 from .storage import AlreadySent, Conversation, Message, Store
 from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
@@ -23,8 +24,6 @@ bp = Blueprint("chat", __name__)
 
 # Messages per page: a long conversation opens with the newest ones and a "load earlier" link.
 PAGE_SIZE = 50
-# The largest id SQLite can hold: a larger number in a URL is no message's (and would overflow).
-MAX_ID = 2**63 - 1
 
 
 def _config() -> Config:
@@ -75,12 +74,13 @@ def _before() -> int | None:
     before = request.args.get("before")
     if before is None:
         return None
-    if not (before.isascii() and before.isdigit() and int(before) <= MAX_ID):
+    message_id = message_ids().private(before)
+    if message_id is None:
         raise Refused("That link to earlier messages is not valid. Open the conversation again.")
-    return int(before)
+    return message_id
 
 
-@bp.get(f"/c/<conversation_id>/messages/<int(max={MAX_ID}):message_id>")
+@bp.get("/c/<conversation_id>/messages/<message_id:message_id>")
 async def message(conversation_id: str, message_id: int) -> Response | str:
     """One message as a fragment: after a stop, or for an answer a page load found streaming, the
     page fetches it (this waits up to 3 s for it to finish; a busy answer keeps asking)."""
@@ -222,7 +222,9 @@ async def _live_page(turn: Turn) -> str:
 
 
 def _earlier_link(conversation_id: str, shown: list[Message], more: bool) -> str | None:
-    return url_for("chat.show", conversation_id=conversation_id, before=shown[0].id) if more and shown else None
+    if not (more and shown):
+        return None
+    return url_for("chat.show", conversation_id=conversation_id, before=public_id(shown[0].id))
 
 
 async def _page(conversation_id: str, messages: list[Message], *, conversation: Conversation | None = None,

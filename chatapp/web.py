@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import logs, metrics, visitor
 from .errors import Refused
+from .ids import MessageIdConverter, public_id
 from .validation import InvalidMessage, parse_form
 
 log = logging.getLogger("chatapp.web")
@@ -92,6 +93,9 @@ async def read_trusted_form() -> MultiDict[str, str]:
 
 
 def install(app: Quart, *, https: bool) -> None:
+    # Message ids as people see them (ids.py): in routes, and in templates as `id|public`.
+    app.url_map.converters["message_id"] = MessageIdConverter
+    app.jinja_env.filters["public"] = public_id
     headers = dict(SECURITY_HEADERS)
     if https:  # only when served over HTTPS: HSTS on plain HTTP would lock a site out of itself
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"

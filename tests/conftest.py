@@ -14,6 +14,7 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
+from chatapp.ids import MessageIds
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import CANARY_KEY
 
@@ -72,6 +73,16 @@ async def demo_app(tmp_path: Path) -> AsyncIterator[Quart]:
 @pytest.fixture
 def client(app: Quart) -> QuartClient:
     return app.test_client()
+
+
+def stored_id(app: Quart, element_id: str) -> int:
+    """The database id of a message from its element's id ("msg-<shown id>")."""
+    return MessageIds(app.config["SECRET_KEY"]).private(element_id.removeprefix("msg-"))
+
+
+def shown_id(app: Quart, message_id: int) -> str:
+    """A message's id as pages and URLs show it."""
+    return MessageIds(app.config["SECRET_KEY"]).public(message_id)
 
 
 def soup(html: str | bytes) -> BeautifulSoup:

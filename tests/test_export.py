@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from functools import partial
 
 import pytest
 from markupsafe import Markup
@@ -15,7 +16,7 @@ from werkzeug.datastructures import Headers
 
 from chatapp.export import CHUNK_SIZE, encoded, filename, to_json, to_markdown
 from chatapp.storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message
-from tests.conftest import open_chat
+from tests.conftest import open_chat, shown_id
 
 CONVERSATION = Conversation(id="AbC_d-12xyzXYZ", owner="alice-secret-owner", title="Sorting in Python",
                             created_at="2025-03-04T05:06:07.890+00:00")
@@ -114,11 +115,12 @@ def test_json_keeps_unicode_readable() -> None:
     assert json.loads(text)["messages"][0]["content"] == "日本語 </script>"
 
 
-def _as_json_dumps_writes_it(conversation: Conversation, messages: list[Message]) -> str:
+def _as_json_dumps_writes_it(conversation: Conversation, messages: list[Message], shown_id=int) -> str:
     """The export as it was made before it was streamed: one json.dumps of the whole."""
-    keys = ["id", "role", "content", "status", "model", "created_at", "prompt_tokens", "completion_tokens", "error"]
+    keys = ["role", "content", "status", "model", "created_at", "prompt_tokens", "completion_tokens", "error"]
     data = {"id": conversation.id, "title": conversation.title, "created_at": conversation.created_at,
-            "messages": [{key: getattr(m, key) for key in keys} for m in messages if not m.hidden]}
+            "messages": [{"id": shown_id(m.id)} | {key: getattr(m, key) for key in keys}
+                         for m in messages if not m.hidden]}
     return json.dumps(data, ensure_ascii=False, indent=2)
 
 
@@ -196,7 +198,7 @@ async def test_a_long_conversation_is_exported_as_a_stream(demo_app: Quart) -> N
     data = json.loads(text)
     assert data["id"] == conversation_id and data["title"] == "start"
     conversation = Conversation(id=conversation_id, owner="", title="start", created_at=data["created_at"])
-    assert text == _as_json_dumps_writes_it(conversation, messages)
+    assert text == _as_json_dumps_writes_it(conversation, messages, partial(shown_id, demo_app))
     assert "RENDERED" not in text and "Answer *60*" not in text  # no HTML, no hidden answer
 
     headers, chunks = await _chunks(client, f"/c/{conversation_id}/export.md")

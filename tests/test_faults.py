@@ -12,7 +12,7 @@ import pytest
 from quart import Quart
 
 from chatapp import create_app
-from tests.conftest import app_settings, open_chat, parse_sse, soup
+from tests.conftest import app_settings, open_chat, parse_sse, soup, stored_id
 from tests.fake_openai import FakeOpenAI, Reply
 
 HTMX = {"HX-Request": "true"}
@@ -49,7 +49,7 @@ async def _ask(app: Quart, client, action: str, csrf: str, message: str):
     response = await client.post(action, form={"message": message}, headers={**HTMX, "X-CSRF-Token": csrf})
     frames = parse_sse((await response.get_data()).decode())
     final = soup(frames[-2][1]).find("article")
-    stored = await app.extensions["store"].message(int(final["id"].removeprefix("msg-")))
+    stored = await app.extensions["store"].message(stored_id(app, final["id"]))
     return frames, final, stored
 
 

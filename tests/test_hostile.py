@@ -245,7 +245,7 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 # --- path 2: the views ---------------------------------------------------------------------------
 HTMX = {"HX-Request": "true"}
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="(?P<target>#msg-\d+(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
+    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
     r'|#conversation-list|#no-conversations)" '
     r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.

@@ -9,7 +9,7 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp.storage import Store
-from tests.conftest import CANARY_KEY, open_chat, parse_sse, soup
+from tests.conftest import CANARY_KEY, open_chat, parse_sse, shown_id, soup, stored_id
 from tests.fake_openai import FakeOpenAI, Reply
 
 HTMX = {"HX-Request": "true"}
@@ -73,7 +73,7 @@ async def test_htmx_send_streams_tokens_then_final_html(client: QuartClient, app
     assert final.select_one("strong").get_text() == "bold"
     assert frames[-1][0] == "done"
 
-    stored = await _store(app).message(int(message_id.removeprefix("msg-")))
+    stored = await _store(app).message(stored_id(app, message_id))
     assert stored.status == "complete" and stored.content == "# Title\n\nSome **bold** text"
     assert "<h1>Title</h1>" in stored.html
 
@@ -202,7 +202,7 @@ async def test_partial_answer_is_kept_when_the_stream_breaks(client: QuartClient
     _, frames = await _send_htmx(client, action, csrf, "go")
     final = soup(frames[-2][1]).find("article")
     assert final["data-status"] == "error" and "kept text" in final.get_text()
-    message = await _store(app).message(int(final["id"].removeprefix("msg-")))
+    message = await _store(app).message(stored_id(app, final["id"]))
     assert message.content == "kept text " and message.status == "error"
 
 
@@ -271,14 +271,14 @@ async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartCli
     store = _store(app)
     abandoned = await store.add_message(conversation_id, "assistant", "half an ans", status="streaming")
     page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
-    busy = page.select_one(f"#msg-{abandoned.id}")
+    busy = page.select_one(f"#msg-{shown_id(app, abandoned.id)}")
     assert busy["aria-busy"] == "true"  # fresh: it may still be live, so it keeps asking how it is doing
-    assert busy["hx-get"] == f"/c/{conversation_id}/messages/{abandoned.id}" and busy["hx-trigger"] == "load delay:1s"
+    assert busy["hx-get"] == f"/c/{conversation_id}/messages/{shown_id(app, abandoned.id)}" and busy["hx-trigger"] == "load delay:1s"
 
     await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?",
                             (abandoned.id,))
     page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
-    article = page.select_one(f"#msg-{abandoned.id}")
+    article = page.select_one(f"#msg-{shown_id(app, abandoned.id)}")
     assert article["aria-busy"] == "false" and article["data-status"] == "stopped"
     assert "half an ans" in article.get_text() and "stopped before it was complete" in article.get_text()
     assert (await store.message(abandoned.id)).status == "stopped"
