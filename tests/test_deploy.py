@@ -437,10 +437,15 @@ def _ask(port: int, path: str, cafile: Path, **headers: str) -> http.client.HTTP
         connection.close()
 
 
-@pytest.mark.skipif(NGINX is None or shutil.which("openssl") is None, reason="needs nginx and openssl")
-def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
+def _carries_the_security_headers_once(response: http.client.HTTPResponse) -> None:
     from chatapp.web import SECURITY_HEADERS
 
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get_all(name) == [value], name
+
+
+@pytest.mark.skipif(NGINX is None or shutil.which("openssl") is None, reason="needs nginx and openssl")
+def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
     app_port, https_port = free_port(), free_port()
     config = _nginx_config(tmp_path, app_port, https_port)
     cert = tmp_path / "cert.pem"
@@ -449,42 +454,39 @@ def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
     nginx = subprocess.Popen([NGINX, "-c", str(config), "-p", str(tmp_path)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert app.poll() is None and nginx.poll() is None, (tmp_path / "error.log").read_text()
-            try:
-                if _ask(https_port, "/healthz", cert).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the app did not answer through nginx in time"
-            time.sleep(0.1)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert app.poll() is None and nginx.poll() is None, (tmp_path / "error.log").read_text()
+                try:
+                    if _ask(https_port, "/healthz", cert).status == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "the app did not answer through nginx in time"
+                time.sleep(0.1)
 
-        # The Host the client sent and the scheme nginx saw, whatever the client claims besides.
-        redirect = _ask(https_port, "/c//x", cert, **{
-            "X-Forwarded-Host": "evil.example", "Forwarded": "for=198.51.100.7;host=evil.example;proto=http",
-            "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9",
-        })
-        assert redirect.status == 308 and redirect.headers["Location"] == "https://chat.example.com/c/x"
+            # The Host the client sent and the scheme nginx saw, whatever the client claims besides.
+            redirect = _ask(https_port, "/c//x", cert, **{
+                "X-Forwarded-Host": "evil.example", "Forwarded": "for=198.51.100.7;host=evil.example;proto=http",
+                "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.9",
+            })
+            assert redirect.status == 308 and redirect.headers["Location"] == "https://chat.example.com/c/x"
 
-        # The app's own answer: its security headers once each, never a second copy from nginx.
-        page = _ask(https_port, "/healthz", cert)
-        for name, value in SECURITY_HEADERS.items():
-            assert page.headers.get_all(name) == [value], name
+            # The app's own answer: its security headers once each, never a second copy from nginx.
+            _carries_the_security_headers_once(_ask(https_port, "/healthz", cert))
 
-        # A control character that nginx passes on and Hypercorn's HTTP parser refuses: Hypercorn
-        # answers by itself, without the app (no request id), and nginx adds the headers.
-        refused = _ask(https_port, "/healthz", cert, **{"X-Odd": "a\x0bb"})
-        assert refused.status in (400, 431) and "X-Request-ID" not in refused.headers
-        for name, value in SECURITY_HEADERS.items():
-            assert refused.headers.get_all(name) == [value], name
-    finally:
-        log = _stop(app).decode(errors="replace")
-    try:
+            # A control character that nginx passes on and Hypercorn's HTTP parser refuses: Hypercorn
+            # answers by itself, without the app (no request id), and nginx adds the headers.
+            refused = _ask(https_port, "/healthz", cert, **{"X-Odd": "a\x0bb"})
+            assert refused.status in (400, 431) and "X-Request-ID" not in refused.headers
+            _carries_the_security_headers_once(refused)
+        finally:
+            log = _stop(app).decode(errors="replace")
+
         down = _ask(https_port, "/healthz", cert)  # nginx's own 502, the app being gone
         assert down.status == 502
-        for name, value in SECURITY_HEADERS.items():
-            assert down.headers.get_all(name) == [value], name
+        _carries_the_security_headers_once(down)
     finally:
         nginx.terminate()
         nginx.communicate(timeout=30)
