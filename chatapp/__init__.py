@@ -54,7 +54,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 
     @app.before_serving
     async def _open_resources() -> None:
-        logs.redact_handlers(config)  # Hypercorn's handlers exist by now
+        logs.redact_handlers(config)  # again: Hypercorn has set up its loggers by now
         _raise_open_files_limit(2 * config.max_streams + 100)
         store = app.extensions["store"] = await Store.open(config.database)
         if not config.secret_key:
