@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 import secrets
@@ -39,7 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.https,
-        # A session used within this long never expires (visitor.keep_alive signs its cookie again
+        # A session used within this long never expires (visitor.owner signs its cookie again
         # each day it is used); 400 days is the longest cookie lifetime browsers keep.
         PERMANENT_SESSION_LIFETIME=timedelta(days=400),
         SESSION_REFRESH_EACH_REQUEST=False,
@@ -54,12 +55,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 
     @app.before_serving
     async def _open_resources() -> None:
-        logs.redact_handlers(config)  # again: Hypercorn has set up its loggers by now
+        logs.redact_handlers(config)  # again, for the handlers set up since create_app
         _raise_open_files_limit(2 * config.max_streams + 100)
         store = app.extensions["store"] = await Store.open(config.database)
         if not config.secret_key:
             # Kept in the database, so that every worker signs sessions with the same key.
             app.config["SECRET_KEY"] = await store.setting("secret_key", lambda: secrets.token_hex(32))
+            logs.redact_handlers(config, app.config["SECRET_KEY"])
             log.warning("SECRET_KEY is not set: using a random one kept in the database %s.", config.database)
         provider = make_provider(
             api_key=config.openai_api_key,
@@ -84,8 +86,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
             where = urlsplit(config.openai_base_url or "https://api.openai.com")
             log.info("Model: %s at %s://%s", config.openai_model, where.scheme, where.hostname)
 
+        app.extensions["keep_alive"] = asyncio.ensure_future(app.extensions["quota"].keep_alive(store))
+
     @app.after_serving
     async def _close_resources() -> None:
+        app.extensions["keep_alive"].cancel()
         # Hypercorn may get here while answers still stream: end them first, so each is saved
         # (as interrupted) before the model client and the database close under it.
         await app.extensions["quota"].interrupt_all()

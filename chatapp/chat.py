@@ -112,10 +112,10 @@ async def stream_reply(
                     # does not wait, and one stream that fell behind could hold the event loop.
                     await asyncio.sleep(0)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-                    deleted = not await store.save_partial(turn.assistant.id, markdown.text, stream_id)
-                    if deleted:  # (by another process: this one's answers are stopped first)
-                        log.info("conversation deleted mid-answer request_id=%s message_id=%s",
-                                 request_id, turn.assistant.id)
+                    deleted = not await store.save_partial(turn.assistant.id, markdown.text)
+                    if deleted:  # by another process (this one's answers are stopped first)
+                        log.info("answer no longer being written (its conversation was deleted) "
+                                 "request_id=%s message_id=%s", request_id, turn.assistant.id)
                         break
                     saved_at = time.monotonic()
         status = STOPPED if deleted else COMPLETE

@@ -73,15 +73,17 @@ async def sign_in() -> Response:
     limited_as = f"browser:{known}" if known else f"address:{visitor.address()}"
     try:
         form = await read_trusted_form()
-        await quota.check_sign_in(limited_as, store)
+        await quota.take_sign_in_attempt(limited_as, store)
     except Refused as refused:
         return await _login_page(refused.message, refused.status, refused.retry_after)
     given = (form.get("password") or "").encode()
     if not hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(password.encode()).digest()):
-        await quota.sign_in_failed(limited_as, store)
         return await _login_page("That passphrase is not right.", 401)
-    if known:
-        await store.clear_sign_in_failures(limited_as)
+    # Right: the attempt was no failure. A known browser starts afresh; an address keeps the
+    # failures of whoever else guesses from it.
+    await store.sign_in_succeeded(limited_as, forget=bool(known))
+    if session.get("sid"):  # signing in again: the session it had ends
+        await store.end_session(session["sid"])
     visitor.start_fresh()
     session["gate"] = _fingerprint(password)
     session["sid"] = secrets.token_urlsafe(24)

@@ -155,7 +155,7 @@ def configure(config: Config) -> None:
     redact_handlers(config)
 
 
-def redact_handlers(config: Config) -> None:
+def redact_handlers(config: Config, *more_secrets: str) -> None:
     """Put both filters on each of our loggers and on every handler they have now.
 
     On the logger itself because Hypercorn 0.18 makes its access and error handlers (replacing the
@@ -164,11 +164,12 @@ def redact_handlers(config: Config) -> None:
     on it. On the handlers too, for records that propagate from child loggers (chatapp.chat, ...),
     which a parent logger's filters never see. OneLine comes first, because RedactSecrets flattens
     a record it changes and the access log's fields could then no longer be escaped one by one."""
-    secrets = [config.openai_api_key or "", config.secret_key or "", config.password or ""]
+    secrets = [config.openai_api_key or "", config.secret_key or "", config.password or "", *more_secrets]
+    redact = RedactSecrets(secrets)
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         for filterer in (logger, *logger.handlers):
             if not any(isinstance(f, OneLine) for f in filterer.filters):
                 filterer.filters.insert(0, OneLine())
-            if not any(isinstance(f, RedactSecrets) for f in filterer.filters):
-                filterer.addFilter(RedactSecrets(secrets))
+            # Replaced, not kept: a key generated at start-up joins the secrets (`more_secrets`).
+            filterer.filters[:] = [f for f in filterer.filters if not isinstance(f, RedactSecrets)] + [redact]

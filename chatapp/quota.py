@@ -42,7 +42,8 @@ class StreamSlot:
     def __init__(self, quota: Quota, owner: str, store: Store):
         self._quota, self._store, self._held = quota, store, True
         self.id, self.owner = secrets.token_urlsafe(12), owner
-        self.conversation_id: str | None = None  # known once the turn has started
+        self.conversation_id: str | None = None  # known once the request is checked
+        self.message_id: int | None = None  # the answer's, once the turn has started
         self.task = asyncio.current_task()  # the request's task, which also writes its response
         self.interrupted = False  # set when the server stops before the answer is done
         self.claimed = False  # the owner's place is held in the database
@@ -86,6 +87,18 @@ class Quota:
         ending.add_done_callback(self.endings.discard)
         return ending
 
+    async def keep_alive(self, store: Store) -> None:
+        """Runs while the app serves: every third of the silence limit, marks this process's
+        answers as still being written (their places, and their messages, which another page
+        would otherwise settle as abandoned), and frees the places of processes that died."""
+        every = self._config.silence_limit / 3
+        while True:
+            await asyncio.sleep(every)
+            live = [slot for slot in self.slots if slot.claimed]
+            await store.keep_alive([slot.id for slot in live],
+                                   [slot.message_id for slot in live if slot.message_id is not None],
+                                   silent_for=self._config.silence_limit)
+
     async def stop_answers_in(self, conversation_id: str, owner: str, timeout: float = 5.0) -> None:
         """End the answers this process is writing in the conversation, and wait (a little) until
         each is saved, with its tokens counted, before the conversation is deleted. (An answer
@@ -121,32 +134,35 @@ class Quota:
         try:
             slot.claimed = await store.claim_stream(slot.id, owner, most=self._config.max_streams_per_session,
                                                     silent_for=self._config.silence_limit)
-        finally:
-            if not slot.claimed:
-                slot.release()
+        except BaseException:
+            # Cancelled (the client left) while the claim ran, which goes on without us: it may be
+            # taken all the same, so release() gives it back either way.
+            slot.claimed = True
+            slot.release()
+            raise
         if not slot.claimed:
+            slot.release()
             raise OverLimit(
                 "You already have an answer being written. Wait for it to finish, then send again.",
                 retry_after=5,
             )
         return slot
 
-    async def check_sign_in(self, key: str, store: Store) -> None:
-        """Refuse a sign-in attempt from `key` (an address, or a browser known to have signed in)
-        until its back-off since the last failure has passed: the login rate's count of attempts
-        is free, then each failure doubles the wait, from the rate's period up to a day."""
+    async def take_sign_in_attempt(self, key: str, store: Store) -> None:
+        """Count a sign-in attempt from `key` (an address, or a browser known to have signed in) as
+        a failure until it proves right (`sign_in_succeeded`), or refuse it while the back-off since
+        the last failure runs: the login rate's count of failures is free, then each failure
+        doubles the wait, from the rate's period up to a day."""
         free, period = parse_rate(self._config.login_rate_limit)
-        failures, last_at = await store.sign_in_failures(key, forget_before=time.time() - DAY)
-        if failures < free:
-            return
-        wait = min(period * 2 ** (failures - free), DAY)
-        retry_after = math.ceil(last_at + wait - time.time())
-        if retry_after > 0:
+
+        def wait_after(failures: int) -> float:
+            return 0 if failures < free else min(period * 2 ** (failures - free), DAY)
+
+        waiting = await store.take_sign_in_attempt(key, wait_after, forget_before=time.time() - DAY)
+        if waiting > 0:
+            retry_after = math.ceil(waiting)
             raise OverLimit(f"Too many sign-in attempts. Wait {_duration(retry_after)}, then try again.",
                             retry_after=retry_after)
-
-    async def sign_in_failed(self, key: str, store: Store) -> None:
-        await store.add_sign_in_failure(key, forget_before=time.time() - DAY)
 
     async def _check_budget(self, owner: str, store: Store) -> None:
         per_session, whole_app = self._config.daily_tokens_per_session, self._config.daily_tokens

@@ -30,6 +30,10 @@ class AlreadySent(Exception):
     """This form submission was stored before (a reload or a double click re-sent it)."""
 
 
+class ConversationGone(Exception):
+    """The conversation was deleted while a message was being added to it."""
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: str
@@ -99,10 +103,13 @@ class Store:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 result = work(connection)
+                connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                # Whatever failed, even COMMIT (a full disk), the shared connection must not stay
+                # inside this transaction: every later write would join it.
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
             return result
 
         return await self._db._execute(run, self._db._conn)
@@ -114,10 +121,11 @@ class Store:
         _create_private(Path(path))
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = aiosqlite.Row
-        # WAL lets readers and the writer overlap (and several workers share the file);
-        # the busy timeout makes a writer wait for another instead of failing at once.
-        await db.execute("PRAGMA journal_mode = WAL")
+        # The busy timeout makes a writer wait for another instead of failing at once (first: the
+        # switch to WAL is such a write when several workers open a new file together); WAL lets
+        # readers and the writer overlap, and several workers share the file.
         await db.execute("PRAGMA busy_timeout = 5000")
+        await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA synchronous = NORMAL")
         store = cls(db)
@@ -198,26 +206,35 @@ class Store:
     async def end_session(self, session_id: str) -> None:
         await self._db.execute("DELETE FROM sessions WHERE id = ?", (_hashed(session_id),))
 
-    async def sign_in_failures(self, key: str, *, forget_before: float) -> tuple[int, float]:
-        """(failed attempts, Unix time of the last) for `key`, counting none older than `forget_before`."""
-        row = await self._row("SELECT failures, last_at FROM sign_in_failures WHERE key = ? AND last_at >= ?",
-                              (key, forget_before))
-        return (row["failures"], row["last_at"]) if row else (0, 0.0)
+    async def take_sign_in_attempt(self, key: str, wait_after: Callable[[int], float], *, forget_before: float) -> float:
+        """Count a sign-in attempt for `key` as failed, before the passphrase is checked (so that
+        attempts sent at the same instant all count), unless `wait_after(failures so far)` seconds
+        have not passed since the last: then the seconds still to wait, and nothing is counted.
+        Failures older than `forget_before` are forgotten. `sign_in_succeeded` takes it back."""
+        now = time.time()
 
-    async def add_sign_in_failure(self, key: str, *, forget_before: float) -> int:
-        """One more failed attempt for `key` (the count starts again after a quiet spell); returns the count."""
-        (failures,) = await self._row(
-            "INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE "
-            "SET failures = CASE WHEN last_at < ? THEN 1 ELSE failures + 1 END, last_at = excluded.last_at "
-            "RETURNING failures",
-            (key, time.time(), forget_before),
-        )
-        if random.random() < 0.01:
-            await self._db.execute("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
-        return failures
+        def attempt(db: sqlite3.Connection) -> float:
+            row = db.execute("SELECT failures, last_at FROM sign_in_failures WHERE key = ? AND last_at >= ?",
+                             (key, forget_before)).fetchone()
+            failures, last_at = (row["failures"], row["last_at"]) if row else (0, 0.0)
+            if (waiting := last_at + wait_after(failures) - now) > 0:
+                return waiting
+            db.execute("INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+                       "DO UPDATE SET failures = excluded.failures, last_at = excluded.last_at",
+                       (key, failures + 1, now))
+            if random.random() < 0.01:
+                db.execute("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
+            return 0.0
 
-    async def clear_sign_in_failures(self, key: str) -> None:
-        await self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (key,))
+        return float(await self._in_transaction(attempt))
+
+    async def sign_in_succeeded(self, key: str, *, forget: bool) -> None:
+        """The attempt just taken was right: it is not a failure (and with `forget`, none are)."""
+        if forget:
+            await self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (key,))
+        else:
+            await self._db.execute("UPDATE sign_in_failures SET failures = MAX(failures - 1, 0) WHERE key = ?",
+                                   (key,))
 
     # conversations
 
@@ -317,33 +334,44 @@ class Store:
         model: str | None = None,
         send_token: str | None = None,
     ) -> Message:
-        """Raises AlreadySent if this conversation has a message with this send_token. (A trigger
+        """Raises AlreadySent if this conversation has a message with this send_token, and
+        ConversationGone if it was deleted meanwhile. (A trigger
         moves the conversation's updated_at, which orders the side list.)"""
         now = _now()
-        row = await self._row(
-            "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
-            (conversation_id, role, content, html, status, model, send_token, now, now),
-        )
+        try:
+            row = await self._row(
+                "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                (conversation_id, role, content, html, status, model, send_token, now, now),
+            )
+        except sqlite3.IntegrityError:  # the foreign key: deleted since the caller found it
+            raise ConversationGone(conversation_id) from None
         if row is None:
             raise AlreadySent(send_token)
         return _message(row)
 
-    async def save_partial(self, message_id: int, content: str, stream_id: str | None = None) -> bool:
-        """Keep the text so far while an answer streams, so a crash or a reload loses little, and
-        keep its place among the owner's answers alive. False if the answer is gone (its
-        conversation was deleted meanwhile)."""
+    async def save_partial(self, message_id: int, content: str) -> bool:
+        """Keep the text so far while an answer streams, so a crash or a reload loses little.
+        False if the answer is no longer being written (its conversation was deleted meanwhile)."""
+        cursor = await self._db.execute(
+            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+            (content, _now(), message_id),
+        )
+        return cursor.rowcount > 0
 
-        def save(db: sqlite3.Connection) -> bool:
-            saved = db.execute(
-                "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
-                (content, _now(), message_id),
-            ).rowcount
-            if stream_id is not None:
-                db.execute("UPDATE streams SET seen_at = ? WHERE id = ?", (time.time(), stream_id))
-            return saved > 0
+    async def keep_alive(self, stream_ids: list[str], message_ids: list[int], *, silent_for: float) -> None:
+        """This process's answers are still being written, whether or not their text moves (a model
+        thinking, a reader that stopped reading): their places and their messages stay live. Places
+        no process has kept alive for `silent_for` seconds are freed."""
+        now = time.time()
 
-        return bool(await self._in_transaction(save))
+        def touch(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE streams SET seen_at = ? WHERE id = ?", [(now, i) for i in stream_ids])
+            db.executemany("UPDATE messages SET updated_at = ? WHERE id = ? AND status = 'streaming'",
+                           [(_now(), i) for i in message_ids])
+            db.execute("DELETE FROM streams WHERE seen_at < ?", (now - silent_for,))
+
+        await self._in_transaction(touch)
 
     async def finish_message(self, message_id: int, **final: object) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger and give

@@ -15,7 +15,7 @@ from .config import Config
 from .errors import Refused
 from .ids import message_ids, public_id
 from .llm import Provider
-from .storage import AlreadySent, Conversation, Message, Store
+from .storage import AlreadySent, Conversation, ConversationGone, Message, Store
 from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .validation import clean_message, normalize
 from .web import error_response, is_htmx, read_trusted_form, request_id
@@ -153,9 +153,13 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         slot.release()
         return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
                       else _refused(conversation, conversation_id, typed, refused))
+    except ConversationGone:  # deleted in another tab just now
+        slot.release()
+        return await error_response(404)
     except BaseException:  # an error, a 404, or the client leaving: the slot is not kept for ever
         slot.release()
         raise
+    slot.message_id = turn.assistant.id
     # From here the answer (chat.stream_reply) holds the slot and gives it back.
     if is_htmx():
         return await streams.event_stream(store, _provider(), turn, request_id(), slot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -16,24 +17,35 @@ def owner() -> str:
     """This browser's id; conversations belong to it."""
     if "owner" not in session:
         session["owner"] = secrets.token_urlsafe(18)
-        keep_alive()
+    _keep_alive()
     return session["owner"]
 
 
-def keep_alive() -> None:
+def _keep_alive() -> None:
     """A session in use never runs out: its cookie is signed again the first time it is used each
     day, with its whole lifetime (PERMANENT_SESSION_LIFETIME) ahead of it again. Once a day, not
     on every response: the cookie is sent again only when it changes."""
     today = datetime.now(UTC).date().isoformat()
-    if session and session.get("day") != today:
+    if session.get("day") != today:
         session.permanent = True
         session["day"] = today
 
 
 def address() -> str:
-    """The client's address: the connecting one, or, on a connection from a trusted proxy
-    (CHATAPP_TRUSTED_PROXIES), the one that proxy vouches for (proxies.py)."""
-    return request.remote_addr or "unknown"
+    """The client's address, as limits per address count it: the connecting one, or, on a
+    connection from a trusted proxy (CHATAPP_TRUSTED_PROXIES), the one that proxy vouches for
+    (proxies.py). An IPv6 address counts as its /64: one subscriber is given all 2^64 of those at
+    once, and would otherwise have as many fresh allowances."""
+    remote = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def start_fresh() -> None:

@@ -104,7 +104,6 @@ def install(app: Quart, *, https: bool) -> None:
     async def _assign_request_id() -> None:
         g.request_id = secrets.token_hex(6)
         logs.request_id_var.set(g.request_id)
-        visitor.keep_alive()
 
     @app.context_processor
     async def _request_context() -> dict[str, str]:

@@ -198,17 +198,29 @@ async def test_a_guesser_at_the_same_address_does_not_lock_out_a_known_browser(t
 
 async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> None:
     quota, store = app.extensions["quota"], app.extensions["store"]  # login_rate_limit: 5/minute
+    for _ in range(5):
+        await quota.take_sign_in_attempt("address:203.0.113.9", store)  # the free ones
     waits = []
-    for _ in range(8):
-        await quota.sign_in_failed("address:203.0.113.9", store)
-        try:
-            await quota.check_sign_in("address:203.0.113.9", store)
-            waits.append(0)
-        except OverLimit as refused:
-            waits.append(refused.retry_after)
-    assert waits[:4] == [0, 0, 0, 0]
-    assert [round(w / 60) for w in waits[4:]] == [1, 2, 4, 8]
-    await quota.check_sign_in("address:198.51.100.7", store)  # another address is not affected
+    for _ in range(4):
+        with pytest.raises(OverLimit) as refused:
+            await quota.take_sign_in_attempt("address:203.0.113.9", store)
+        waits.append(refused.value.retry_after)
+        # The wait is over (as if that long had passed): one more attempt, one more failure.
+        await store._db.execute("UPDATE sign_in_failures SET last_at = last_at - ?", (refused.value.retry_after,))
+        await quota.take_sign_in_attempt("address:203.0.113.9", store)
+    assert [round(w / 60) for w in waits] == [1, 2, 4, 8]
+    await quota.take_sign_in_attempt("address:198.51.100.7", store)  # another address is not affected
+
+
+async def test_guesses_sent_at_once_all_count(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, password="open sesame", login_rate_limit="3/minute"):
+        guessers = [app.test_client() for _ in range(40)]
+        forms = []
+        for guesser in guessers:
+            page = soup(await (await guesser.get("/login")).get_data())
+            forms.append({"password": "guess", "csrf_token": page.select_one("input[name=csrf_token]")["value"]})
+        responses = await asyncio.gather(*(g.post("/login", form=f) for g, f in zip(guessers, forms)))
+        assert sorted(r.status_code for r in responses) == [401] * 3 + [429] * 37
 
 
 # --- numbers, redirects, files -------------------------------------------------------------------
@@ -246,3 +258,22 @@ async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(tm
         body = await (await app.test_client().get("/readyz")).get_json()
     assert body == {"ready": False, "database": "ok", "model": "error"}
     assert any("CHATAPP_METRICS_TOKEN is not set" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("first", "second", "one_address"), [
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2:ffff:1:2:3", True),  # one subscriber's /64
+    ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+    ("203.0.113.9", "::ffff:203.0.113.9", True),
+    ("203.0.113.9", "203.0.113.10", False),
+])
+async def test_an_ipv6_subscriber_is_one_address_to_the_limits(tmp_path: Path, fake_upstream: FakeOpenAI,
+                                                               first: str, second: str, one_address: bool) -> None:
+    async for app in _app(tmp_path, fake_upstream, rate_limit_per_address="1/minute"):
+        statuses = []
+        for peer in (first, second):
+            browser = app.test_client()
+            action, csrf = await open_chat(browser)
+            response = await browser.post(action, form={"message": "hi", "csrf_token": csrf},
+                                          scope_base={"client": (peer, 1234)})
+            statuses.append(response.status_code)
+        assert statuses == ([200, 429] if one_address else [200, 200])

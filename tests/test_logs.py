@@ -112,3 +112,11 @@ def test_the_secret_in_any_case_and_url_encoded_is_redacted() -> None:
     for written in (SECRET.upper(), SECRET.lower(), quote(password, safe=""), quote(password, safe="").lower(),
                     quote_plus(password), password.title()):
         assert redact(f"[{written}]") == f"[{REDACTED}]", written
+
+
+async def test_a_signing_key_made_at_start_up_is_redacted_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(app_settings(tmp_path, None, secret_key=None))
+    async with app.test_app():
+        generated = app.config["SECRET_KEY"]
+        logging.getLogger("chatapp").warning("a library quoted %s", generated)
+    assert generated and generated not in caplog.text and REDACTED in caplog.text

@@ -114,9 +114,9 @@ async def test_an_answer_whose_conversation_was_deleted_is_still_charged(tmp_pat
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
     assert await store.claim_stream("s1", "alice", most=1, silent_for=60)
-    assert await store.save_partial(answer.id, "so far", "s1")
+    assert await store.save_partial(answer.id, "so far")
     await store.delete_conversation("c1", "alice")
-    assert not await store.save_partial(answer.id, "more", "s1")  # gone: the writer stops
+    assert not await store.save_partial(answer.id, "more")  # gone: the writer stops
     finished = await store.finish_message(answer.id, content="more", html="", status="stopped",
                                           prompt_tokens=5, completion_tokens=5, owner="alice", stream_id="s1")
     assert finished is None
@@ -156,4 +156,20 @@ async def test_the_usage_ledger_starts_from_the_answers_already_kept(tmp_path: P
     store = await Store.open(tmp_path / "db.sqlite")
     assert await store.tokens_used_on(date(2026, 12, 1), "alice") == 23
     assert await store.tokens_used_on(date(2026, 11, 30)) == 7
+    await store.close()
+
+
+async def test_answers_kept_alive_hold_their_places_and_stay_busy(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.create_conversation("c1", "alice", "")
+    answer = await store.add_message("c1", "assistant", "", status="streaming")
+    assert await store.claim_stream("live", "alice", most=2, silent_for=60)
+    assert await store.claim_stream("dead", "alice", most=2, silent_for=60)
+    await store._db.execute("UPDATE streams SET seen_at = seen_at - 100")
+    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00'")
+    # A model thinking, or a reader that stopped reading: no text moves, the process still writes.
+    await store.keep_alive(["live"], [answer.id], silent_for=60)
+    assert (await store.message(answer.id)).updated_at > "2026"  # not settled as abandoned
+    assert await store.claim_stream("new", "alice", most=2, silent_for=60)  # "dead" was freed…
+    assert not await store.claim_stream("newer", "alice", most=2, silent_for=60)  # …"live" was not
     await store.close()
