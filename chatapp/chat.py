@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from . import metrics
 from markupsafe import Markup
 
+from . import metrics
 from .context import estimate_tokens
 from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot

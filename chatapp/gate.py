@@ -4,7 +4,7 @@ A browser that signs in gets a fresh session (a new identity and CSRF token: no 
 with a fingerprint of the passphrase, so changing the passphrase signs everyone out, and with a
 session id kept on the server, so signing out ends the session even for a copy of its cookie.
 
-Wrong passphrases back off (quota.check_sign_in) per address, except for a browser that has
+Wrong passphrases back off (quota.take_sign_in_attempt) per address, except for a browser that has
 signed in before: it carries a signed "known browser" cookie and is limited on its own, so a
 guesser behind the same address (an office, a NAT) cannot lock the team out.
 """

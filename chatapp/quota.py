@@ -15,6 +15,7 @@ Checked before anything is stored or sent upstream:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import time
@@ -24,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from .config import Config, parse_rate
 from .errors import Refused
 from .storage import Store
+
+log = logging.getLogger("chatapp.quota")
 
 TOO_FAST = "You are sending messages too quickly. Wait a little, then try again."
 
@@ -95,31 +98,35 @@ class Quota:
         while True:
             await asyncio.sleep(every)
             live = [slot for slot in self.slots if slot.claimed]
-            await store.keep_alive([slot.id for slot in live],
-                                   [slot.message_id for slot in live if slot.message_id is not None],
-                                   silent_for=self._config.silence_limit)
+            try:
+                await store.keep_alive([slot.id for slot in live],
+                                       [slot.message_id for slot in live if slot.message_id is not None],
+                                       silent_for=self._config.silence_limit)
+            except Exception:  # a busy or failing database: try again next time, keep running
+                log.exception("could not mark the answers being written as alive")
 
     async def stop_answers_in(self, conversation_id: str, owner: str, timeout: float = 5.0) -> None:
         """End the answers this process is writing in the conversation, and wait (a little) until
         each is saved, with its tokens counted, before the conversation is deleted. (An answer
         written by another process stops by itself within a second: saving finds it gone.)"""
-        stopping = [slot for slot in self.slots if slot.conversation_id == conversation_id and slot.owner == owner]
-        for slot in stopping:
-            if slot.task is not None:
-                slot.task.cancel()
-        deadline = time.monotonic() + timeout
-        while any(slot in self.slots for slot in stopping) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._end([slot for slot in self.slots if slot.conversation_id == conversation_id
+                         and slot.owner == owner], timeout)
 
     async def interrupt_all(self, timeout: float = 5.0) -> None:
         """At shutdown, before the database closes: end every answer still streaming, and wait
         (a little) for each to save what it has."""
-        for slot in list(self.slots):
+        for slot in self.slots:
             slot.interrupted = True
+        await self._end(list(self.slots), timeout)
+
+    async def _end(self, slots: list[StreamSlot], timeout: float) -> None:
+        """Cancel the answers holding `slots`; wait up to `timeout` seconds until each has saved
+        what it has (which gives its slot back)."""
+        for slot in slots:
             if slot.task is not None:
                 slot.task.cancel()
         deadline = time.monotonic() + timeout
-        while self.slots and time.monotonic() < deadline:
+        while any(slot in self.slots for slot in slots) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     async def check_send(self, owner: str, address: str, store: Store) -> StreamSlot:
