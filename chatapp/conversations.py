@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 
-from quart import Blueprint, Response, current_app, redirect, render_template, url_for
+from quart import Blueprint, Response, redirect, render_template, url_for
 
-from . import export, visitor
-from .errors import Refused
+from . import current, export, visitor
 from .ids import message_ids
-from .storage import Conversation, Store
+from .storage import Conversation
 from .web import error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
@@ -17,26 +16,19 @@ bp = Blueprint("conversations", __name__)
 EXPORTS = {"md": ("text/markdown", export.markdown_parts), "json": ("application/json", export.json_parts)}
 
 
-def _store() -> Store:
-    return current_app.extensions["store"]
-
-
 async def _mine(conversation_id: str) -> Conversation | None:
-    return await _store().conversation(conversation_id, visitor.owner())
+    return await current.store().conversation(conversation_id, visitor.owner())
 
 
 @bp.post("/c/<conversation_id>/settings")
 async def update(conversation_id: str) -> Response:
     """Rename the conversation, or give it instructions of its own."""
-    try:
-        form = await read_trusted_form()
-    except Refused as refused:
-        return await error_response(refused.status, refused.message)
+    form = await read_trusted_form()
     if await _mine(conversation_id) is None:
         return await error_response(404)
     title = " ".join((form.get("title") or "").split())[:200] or "New chat"
     prompt = (form.get("system_prompt") or "").strip()[:4000] or None
-    await _store().update_conversation(conversation_id, visitor.owner(), title=title, system_prompt=prompt)
+    await current.store().update_conversation(conversation_id, visitor.owner(), title=title, system_prompt=prompt)
     return redirect(url_for("chat.show", conversation_id=conversation_id), 303)
 
 
@@ -49,7 +41,7 @@ async def export_file(conversation_id: str, extension: str) -> Response:
     mimetype, parts = EXPORTS[extension]
     if extension == "json":  # message ids as the pages show them
         parts = functools.partial(parts, shown_id=message_ids().public)
-    messages = await export.read_messages(_store(), conversation_id)
+    messages = await export.read_messages(current.store(), conversation_id)
     filename = export.filename(conversation, extension)
     # Streamed in chunks of a few messages. Quart's response timeout stays: a download that takes
     # longer than RESPONSE_TIMEOUT is cut, as it was when the body was sent in one piece.
@@ -69,15 +61,12 @@ async def confirm_delete(conversation_id: str) -> Response | str:
 @bp.post("/c/<conversation_id>/delete")
 async def delete(conversation_id: str) -> Response:
     """Delete it, with its messages, for good."""
-    try:
-        await read_trusted_form()
-    except Refused as refused:
-        return await error_response(refused.status, refused.message)
+    await read_trusted_form()
     if await _mine(conversation_id) is None:
         return await error_response(404)
     # Its answers being written stop first, and are saved with their tokens counted: deleting
     # must not free a place among the owner's answers, nor give back a spent budget.
-    await current_app.extensions["quota"].stop_answers_in(conversation_id, visitor.owner())
-    if not await _store().delete_conversation(conversation_id, visitor.owner()):
+    await current.quota().stop_answers_in(conversation_id, visitor.owner())
+    if not await current.store().delete_conversation(conversation_id, visitor.owner()):
         return await error_response(404)
     return redirect(url_for("chat.index"), 303)

@@ -18,7 +18,7 @@ import secrets
 from itsdangerous import BadSignature, URLSafeSerializer
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request, session, url_for
 
-from . import visitor
+from . import current, visitor
 from .errors import Refused
 from .web import error_response, is_htmx, read_trusted_form
 
@@ -40,7 +40,7 @@ async def _signed_in(password: str) -> bool:
     if not hmac.compare_digest(session.get("gate", ""), _fingerprint(password)):
         return False
     lifetime = current_app.permanent_session_lifetime.total_seconds()
-    return bool(session.get("sid")) and await current_app.extensions["store"].session_alive(
+    return bool(session.get("sid")) and await current.store().session_alive(
         session["sid"], lifetime=lifetime)
 
 
@@ -67,8 +67,7 @@ async def login() -> str:
 @bp.post("/login")
 async def sign_in() -> Response:
     """Check the passphrase (constant time, backing off after failures) and start a fresh session."""
-    store, quota, password = (current_app.extensions["store"], current_app.extensions["quota"],
-                              current_app.config["CHATAPP"].password)
+    store, quota, password = current.store(), current.quota(), current.config().password
     known = _known_browser(password)
     limited_as = f"browser:{known}" if known else f"address:{visitor.address()}"
     try:
@@ -96,9 +95,9 @@ async def sign_in() -> Response:
 @bp.post("/logout")
 async def sign_out() -> Response:
     """End this browser's session, here and on the server (a copied cookie is worth nothing after)."""
-    await read_trusted_form()  # a Refused becomes its error page (web.py)
+    await read_trusted_form()
     if session.get("sid"):
-        await current_app.extensions["store"].end_session(session["sid"])
+        await current.store().end_session(session["sid"])
     session.clear()
     return redirect(url_for("gate.login"), 303)
 

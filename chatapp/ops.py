@@ -8,10 +8,9 @@ import time
 
 from quart import Blueprint, Response, current_app, jsonify, redirect, request
 
-from . import metrics
-from .errors import Refused
+from . import current, metrics
 from .llm import LLMError
-from .web import error_response, read_trusted_form
+from .web import read_trusted_form
 
 bp = Blueprint("ops", __name__)
 
@@ -40,10 +39,7 @@ async def favicon() -> Response:
 @bp.post("/theme")
 async def set_theme() -> Response:
     """Light, dark, or the system's: a cookie, so the choice works without JavaScript."""
-    try:
-        form = await read_trusted_form()
-    except Refused as refused:
-        return await error_response(refused.status, refused.message)
+    form = await read_trusted_form()
     theme = form.get("theme") if form.get("theme") in THEMES else "system"
     response = redirect(same_site_path(form.get("back")), 303)
     response.set_cookie("theme", theme, max_age=365 * 86400, httponly=True, samesite="Lax",
@@ -65,7 +61,7 @@ async def readyz() -> Response:
         cache["at"] = time.monotonic()
     checks = cache["checks"]
     ready = all(value == "ok" for value in checks.values())
-    if current_app.config["CHATAPP"].production and not _has_token():
+    if current.config().production and not _has_token():
         # Why it is not ready (error texts, library names) is for operators, not for anyone.
         checks = {name: "ok" if value == "ok" else "error" for name, value in checks.items()}
     return jsonify(ready=ready, **checks), 200 if ready else 503
@@ -74,7 +70,7 @@ async def readyz() -> Response:
 @bp.get("/metrics")
 async def metrics_page() -> Response:
     """Prometheus metrics; with CHATAPP_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
-    if current_app.config["CHATAPP"].metrics_token and not _has_token():
+    if current.config().metrics_token and not _has_token():
         return Response("unauthorized\n", status=401, mimetype="text/plain",
                         headers={"WWW-Authenticate": "Bearer"})
     body, content_type = metrics.exposition()
@@ -83,14 +79,14 @@ async def metrics_page() -> Response:
 
 def _has_token() -> bool:
     """The request carries CHATAPP_METRICS_TOKEN (`Authorization: Bearer <token>`)."""
-    token = current_app.config["CHATAPP"].metrics_token
+    token = current.config().metrics_token
     sent = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
     return bool(token) and hmac.compare_digest(sent, token.encode())
 
 
 async def _database() -> str:
     try:
-        await current_app.extensions["store"].check_writable()
+        await current.store().check_writable()
     except Exception as error:  # any failure means not ready; the reason goes to the operator
         return f"error: {type(error).__name__}: {error}"
     return "ok"
@@ -98,7 +94,7 @@ async def _database() -> str:
 
 async def _model() -> str:
     try:
-        await current_app.extensions["provider"].check()
+        await current.provider().check()
     except LLMError as error:
         return f"error: {error.kind}: {error.user_message}"
     return "ok"

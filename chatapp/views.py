@@ -6,16 +6,14 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-from quart import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from quart import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from . import choices, presets, streams, visitor
+from . import choices, current, presets, streams, visitor
 from .chat import settle_abandoned
-from .config import Config
 from .errors import Refused
 from .ids import message_ids, public_id
-from .llm import Provider
-from .storage import AlreadySent, Conversation, ConversationGone, Message, Store
+from .storage import AlreadySent, Conversation, ConversationGone, Message
 from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .validation import clean_message, normalize
 from .web import error_response, is_htmx, read_trusted_form, request_id
@@ -26,22 +24,10 @@ bp = Blueprint("chat", __name__)
 PAGE_SIZE = 50
 
 
-def _config() -> Config:
-    return current_app.config["CHATAPP"]
-
-
-def _store() -> Store:
-    return current_app.extensions["store"]
-
-
-def _provider() -> Provider:
-    return current_app.extensions["provider"]
-
-
 @bp.get("/")
 async def index() -> Response:
     """The newest conversation of this browser, or a fresh one."""
-    newest = await _store().newest_conversation(visitor.owner())
+    newest = await current.store().newest_conversation(visitor.owner())
     conversation_id = newest.id if newest else visitor.draft_id()
     return redirect(url_for("chat.show", conversation_id=conversation_id))
 
@@ -59,9 +45,9 @@ async def show(conversation_id: str) -> Response | str:
     if not found:
         return await error_response(404)
     before = _before()
-    messages, more = (await _store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
+    messages, more = (await current.store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
                       if conversation else ([], False))
-    messages = await settle_abandoned(_store(), messages, silent_for=_config().silence_limit)
+    messages = await settle_abandoned(current.store(), messages, silent_for=current.config().silence_limit)
     earlier = _earlier_link(conversation_id, messages, more)
     if before is not None and is_htmx():  # "load earlier": the older page, in place of the link
         return await render_template("_older.html", messages=messages, earlier_link=earlier)
@@ -93,13 +79,13 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
         shown = await _visible_message(conversation, message_id)
     if shown is None:
         return await error_response(404)
-    (shown,) = await settle_abandoned(_store(), [shown], silent_for=_config().silence_limit)
-    newest, _ = await _store().page_of_messages(conversation_id, before=None, size=2)
+    (shown,) = await settle_abandoned(current.store(), [shown], silent_for=current.config().silence_limit)
+    newest, _ = await current.store().page_of_messages(conversation_id, before=None, size=2)
     return await render_template("_message.html", message=shown, last=shown.id in _last_ids(newest), poll=True)
 
 
 async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
-    message = await _store().message(message_id) if conversation else None
+    message = await current.store().message(message_id) if conversation else None
     if message is None or message.conversation_id != conversation.id or message.hidden:
         return None
     return message
@@ -125,26 +111,23 @@ async def edit(conversation_id: str) -> Response:
 
 async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *, needs_text: bool) -> Response:
     """Checks, then one turn streamed out. Every refusal says why and gives the typed text back."""
-    try:
-        form = await read_trusted_form()
-    except Refused as refused:
-        return await error_response(refused.status, refused.message)
+    form = await read_trusted_form()
     found, conversation = await _find(conversation_id)
     if not found:
         return await error_response(404)
-    owner, store, typed = visitor.owner(), _store(), normalize(form.get("message"))
+    owner, store, typed = visitor.owner(), current.store(), normalize(form.get("message"))
     try:
-        text = clean_message(form.get("message"), max_chars=_config().max_message_chars) if needs_text else ""
+        text = clean_message(form.get("message"), max_chars=current.config().max_message_chars) if needs_text else ""
         if conversation is None and not needs_text:
             raise NothingToRedo("There is nothing to write again yet.")
-        slot = await current_app.extensions["quota"].check_send(owner, visitor.address(), store)
+        slot = await current.quota().check_send(owner, visitor.address(), store)
     except Refused as refused:
         return await _refused(conversation, conversation_id, typed, refused)
     slot.conversation_id = conversation_id  # so that deleting the conversation stops this answer
     try:
         if conversation is None:
             conversation = await _create(conversation_id, text)
-        if changes := choices.changes_from_form(form, conversation, _config()):
+        if changes := choices.changes_from_form(form, conversation, current.config()):
             await store.update_conversation(conversation.id, owner, **changes)
             conversation = dataclasses.replace(conversation, **changes)
         arguments = (text,) if needs_text else ()
@@ -162,13 +145,13 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
     slot.message_id = turn.assistant.id
     # From here the answer (chat.stream_reply) holds the slot and gives it back.
     if is_htmx():
-        return await streams.event_stream(store, _provider(), turn, request_id(), slot)
-    return await streams.page_stream(store, _provider(), turn, request_id(), slot, _live_page)
+        return await streams.event_stream(store, current.provider(), turn, request_id(), slot)
+    return await streams.page_stream(store, current.provider(), turn, request_id(), slot, _live_page)
 
 
 async def _create(conversation_id: str, first_question: str) -> Conversation:
     """A draft gets stored with its first message, titled by it."""
-    conversation = await _store().create_conversation(conversation_id, visitor.owner(), title=title_from(first_question))
+    conversation = await current.store().create_conversation(conversation_id, visitor.owner(), title=title_from(first_question))
     visitor.draft_used(conversation_id)
     if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
         abort(404)
@@ -177,9 +160,9 @@ async def _create(conversation_id: str, first_question: str) -> Conversation:
 
 def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dict[str, object]:
     settings: dict[str, object] = {
-        "system_prompt": choices.system_prompt(conversation, _config()),
-        "model": _provider().label if _provider().is_demo else choices.current(conversation, _config()).model,
-        "context_tokens": _config().context_tokens,
+        "system_prompt": choices.system_prompt(conversation, current.config()),
+        "model": current.provider().label if current.provider().is_demo else choices.current(conversation, current.config()).model,
+        "context_tokens": current.config().context_tokens,
     }
     if "send_token" in form:
         settings["send_token"] = form["send_token"] or None
@@ -189,7 +172,7 @@ def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dic
 async def _find(conversation_id: str) -> tuple[bool, Conversation | None]:
     """(found, conversation): this browser's conversation, or (True, None) for one of its drafts;
     (False, None) for anything else, including another browser's conversation."""
-    conversation = await _store().conversation(conversation_id, visitor.owner())
+    conversation = await current.store().conversation(conversation_id, visitor.owner())
     return conversation is not None or visitor.is_draft(conversation_id), conversation
 
 
@@ -199,7 +182,7 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
     if is_htmx():
         response = await error_response(refused.status, refused.message)
     else:
-        messages, more = (await _store().page_of_messages(conversation_id, before=None, size=PAGE_SIZE)
+        messages, more = (await current.store().page_of_messages(conversation_id, before=None, size=PAGE_SIZE)
                           if conversation else ([], False))
         body = await _page(conversation_id, messages, conversation=conversation, typed=typed, form_error=refused.message,
                            earlier_link=_earlier_link(conversation_id, messages, more))
@@ -235,8 +218,8 @@ async def _page(conversation_id: str, messages: list[Message], *, conversation: 
                 typed: str = "", form_error: str | None = None, live: Turn | None = None,
                 earlier_link: str | None = None, newest_page: bool = True) -> str:
     if conversation is None and live is not None:  # the page around an answer: its conversation exists
-        conversation = await _store().conversation(conversation_id, visitor.owner())
-    owner_conversations = await _store().conversations(visitor.owner())
+        conversation = await current.store().conversation(conversation_id, visitor.owner())
+    owner_conversations = await current.store().conversations(visitor.owner())
     return await render_template(
         "chat.html",
         conversation_id=conversation_id,
@@ -247,18 +230,18 @@ async def _page(conversation_id: str, messages: list[Message], *, conversation: 
         live=live,
         answer_mark=streams.ANSWER_MARK,
         send_token_field=streams.send_token_field(),
-        demo=_provider().is_demo,
-        model_label=_provider().label,
+        demo=current.provider().is_demo,
+        model_label=current.provider().label,
         typed=typed,
         form_error=form_error,
-        signed_in=bool(_config().password),
+        signed_in=bool(current.config().password),
         earlier_link=earlier_link,
         presets=presets.PRESETS,
         languages=presets.LANGUAGES,
-        models=choices.allowed_models(_config()),
-        chosen=choices.current(conversation, _config()),
-        context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], _config()),
-        usage_total=await _store().tokens_in_conversation(conversation_id) if conversation else 0,
+        models=choices.allowed_models(current.config()),
+        chosen=choices.current(conversation, current.config()),
+        context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], current.config()),
+        usage_total=await current.store().tokens_in_conversation(conversation_id) if conversation else 0,
     )
 
 

@@ -1,0 +1,33 @@
+"""The app's long-lived resources, for code serving a request: one accessor each.
+
+They are made by the app factory (chatapp/__init__.py) when the app starts serving and live in
+`current_app`; nothing else reads `current_app.extensions` or the CHATAPP config entry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import current_app
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .llm import Provider
+    from .quota import Quota
+    from .storage import Store
+
+
+def config() -> Config:
+    return current_app.config["CHATAPP"]
+
+
+def store() -> Store:
+    return current_app.extensions["store"]
+
+
+def provider() -> Provider:
+    return current_app.extensions["provider"]
+
+
+def quota() -> Quota:
+    return current_app.extensions["quota"]
