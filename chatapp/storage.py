@@ -121,11 +121,10 @@ class Store:
         _create_private(Path(path))
         db = await aiosqlite.connect(path, isolation_level=None)
         db.row_factory = aiosqlite.Row
-        # The busy timeout makes a writer wait for another instead of failing at once (first: the
-        # switch to WAL is such a write when several workers open a new file together); WAL lets
+        # The busy timeout makes a writer wait for another instead of failing at once; WAL lets
         # readers and the writer overlap, and several workers share the file.
         await db.execute("PRAGMA busy_timeout = 5000")
-        await db.execute("PRAGMA journal_mode = WAL")
+        await _switch_to_wal(db)
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA synchronous = NORMAL")
         store = cls(db)
@@ -339,16 +338,39 @@ class Store:
         moves the conversation's updated_at, which orders the side list.)"""
         now = _now()
         try:
-            row = await self._row(
-                "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
-                (conversation_id, role, content, html, status, model, send_token, now, now),
-            )
-        except sqlite3.IntegrityError:  # the foreign key: deleted since the caller found it
-            raise ConversationGone(conversation_id) from None
+            row = await self._row(_ADD_MESSAGE, (conversation_id, role, content, html, status, model, send_token, now, now))
+        except sqlite3.IntegrityError as error:
+            raise _gone_or(error, conversation_id) from None
         if row is None:
             raise AlreadySent(send_token)
         return _message(row)
+
+    async def add_turn(self, conversation_id: str, *, model: str, question: str | None = None,
+                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[Message | None, Message]:
+        """One turn's writes, all or nothing: the messages it replaces hidden, the question stored
+        (unless the answer is written again for the same one), and its answer, empty and
+        `streaming`. Raises AlreadySent (this form submission was stored before) and
+        ConversationGone as add_message does, with nothing written."""
+        now = _now()
+
+        def write(db: sqlite3.Connection) -> tuple[sqlite3.Row | None, sqlite3.Row]:
+            db.executemany("UPDATE messages SET hidden = 1 WHERE id = ? AND conversation_id = ?",
+                           [(message_id, conversation_id) for message_id in replacing])
+            user = None
+            if question is not None:
+                user = db.execute(_ADD_MESSAGE, (conversation_id, "user", question, None, COMPLETE, None,
+                                                 send_token, now, now)).fetchone()
+                if user is None:
+                    raise AlreadySent(send_token)
+            answer = db.execute(_ADD_MESSAGE, (conversation_id, "assistant", "", None, STREAMING, model,
+                                               None, now, now)).fetchone()
+            return user, answer
+
+        try:
+            user, answer = await self._in_transaction(write)
+        except sqlite3.IntegrityError as error:
+            raise _gone_or(error, conversation_id) from None
+        return (_message(user) if user is not None else None), _message(answer)
 
     async def save_partial(self, message_id: int, content: str) -> bool:
         """Keep the text so far while an answer streams, so a crash or a reload loses little.
@@ -420,6 +442,10 @@ class Store:
 
 
 _CONVERSATION = "id, owner, title, created_at, preset, language, system_prompt, model"
+_ADD_MESSAGE = (
+    "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"
+)
 
 
 def _create_private(path: Path) -> None:
@@ -427,6 +453,25 @@ def _create_private(path: Path) -> None:
     (SQLite gives its -wal and -shm files the same permissions.)"""
     if str(path) != ":memory:" and not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+async def _switch_to_wal(db: aiosqlite.Connection, tries: int = 100) -> None:
+    """PRAGMA journal_mode = WAL, tried again while another worker holds the lock: switching a new
+    file needs it alone, and two workers switching at once can be refused at once, without the
+    busy timeout (SQLite's way out of a deadlock between two would-be writers)."""
+    for attempt in range(tries):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.02 + random.random() * 0.03)
+
+
+def _gone_or(error: sqlite3.IntegrityError, conversation_id: str) -> Exception:
+    """A message's conversation, deleted since the caller found it, fails the foreign key."""
+    return ConversationGone(conversation_id) if "FOREIGN KEY" in str(error) else error
 
 
 def _hashed(session_id: str) -> str:

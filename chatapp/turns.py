@@ -1,8 +1,9 @@
 """Starting a turn: a new question, a regenerated answer, or an edited last question.
 
-Each stores what it must before the model is called (the question, and an empty answer in state
-`streaming`) and works out the history to send: the raw markdown of the visible conversation.
-A replaced answer or question is hidden, not deleted.
+Each stores what it must before the model is called, in one transaction (the replaced messages
+hidden, the question, and an empty answer in state `streaming`), and works out the history to
+send: the raw markdown of the visible conversation. A replaced answer or question is hidden, not
+deleted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from .context import fit_history
 from .errors import Refused
-from .storage import COMPLETE, STREAMING, Conversation, Message, Store
+from .storage import STREAMING, Conversation, Message, Store
 
 
 class NothingToRedo(Refused):
@@ -36,8 +37,8 @@ async def start_turn(store: Store, conversation: Conversation, text: str, *, sys
                      context_tokens: int = 0, send_token: str | None = None) -> Turn:
     """A new question. Raises storage.AlreadySent if this form submission was stored before."""
     earlier = await store.messages(conversation.id)
-    user = await store.add_message(conversation.id, "user", text, status=COMPLETE, send_token=send_token)
-    return await _answer(store, conversation, earlier, user, system_prompt, model, context_tokens)
+    user, answer = await store.add_turn(conversation.id, model=model, question=text, send_token=send_token)
+    return _turn(conversation, earlier, user, answer, system_prompt, context_tokens)
 
 
 async def start_regeneration(store: Store, conversation: Conversation, *, system_prompt: str, model: str,
@@ -47,9 +48,9 @@ async def start_regeneration(store: Store, conversation: Conversation, *, system
     if len(messages) < 2 or messages[-1].role != "assistant" or messages[-1].busy:
         raise NothingToRedo("There is no finished answer to write again.")
     old_answer = messages[-1]
-    await store.hide_messages([old_answer.id])
-    turn = await _answer(store, conversation, messages[:-2], messages[-2], system_prompt, model, context_tokens)
-    return _replacing(turn, [old_answer.id], new_question=False)
+    _, answer = await store.add_turn(conversation.id, model=model, replacing=(old_answer.id,))
+    turn = _turn(conversation, messages[:-2], messages[-2], answer, system_prompt, context_tokens)
+    return replace(turn, new_question=False, replaced=[old_answer.id])
 
 
 async def start_edit(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
@@ -60,22 +61,15 @@ async def start_edit(store: Store, conversation: Conversation, text: str, *, sys
     if last_question is None or any(m.busy for m in messages[last_question:]):
         raise NothingToRedo("There is no finished question to edit.")
     replaced = [m.id for m in messages[last_question:]]
-    await store.hide_messages(replaced)
-    earlier = messages[:last_question]
-    user = await store.add_message(conversation.id, "user", text, status=COMPLETE)
-    turn = await _answer(store, conversation, earlier, user, system_prompt, model, context_tokens)
-    return _replacing(turn, replaced, new_question=True)
+    user, answer = await store.add_turn(conversation.id, model=model, question=text, replacing=tuple(replaced))
+    turn = _turn(conversation, messages[:last_question], user, answer, system_prompt, context_tokens)
+    return replace(turn, replaced=replaced)
 
 
-async def _answer(store: Store, conversation: Conversation, earlier: list[Message], user: Message,
-                  system_prompt: str, model: str, context_tokens: int) -> Turn:
-    assistant = await store.add_message(conversation.id, "assistant", "", status=STREAMING, model=model)
+def _turn(conversation: Conversation, earlier: list[Message], user: Message, answer: Message,
+          system_prompt: str, context_tokens: int) -> Turn:
     fitted = fit_history(build_history(system_prompt, [*earlier, user]), context_tokens)
-    return Turn(earlier, user, assistant, fitted.messages, left_out=fitted.left_out, owner=conversation.owner)
-
-
-def _replacing(turn: Turn, replaced: list[int], *, new_question: bool) -> Turn:
-    return replace(turn, new_question=new_question, replaced=replaced)
+    return Turn(earlier, user, answer, fitted.messages, left_out=fitted.left_out, owner=conversation.owner)
 
 
 def title_from(question: str, limit: int = 60) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import aiosqlite
+import pytest
 
 from chatapp.migrations import MIGRATIONS
-from chatapp.storage import AlreadySent, Store
+from chatapp.storage import AlreadySent, ConversationGone, Store
 
 
 async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
@@ -172,4 +174,41 @@ async def test_answers_kept_alive_hold_their_places_and_stay_busy(tmp_path: Path
     assert (await store.message(answer.id)).updated_at > "2026"  # not settled as abandoned
     assert await store.claim_stream("new", "alice", most=2, silent_for=60)  # "dead" was freed…
     assert not await store.claim_stream("newer", "alice", most=2, silent_for=60)  # …"live" was not
+    await store.close()
+
+
+async def test_a_turn_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.create_conversation("c1", "alice", "")
+    await store.add_message("c1", "user", "first question", status="complete")
+    await store.add_message("c1", "assistant", "first answer", status="complete")
+    before = await store.messages("c1")
+    # The disk fills up as the new answer is stored: after the old turn was hidden and the edited
+    # question written, in the same transaction.
+    await store._db.execute("CREATE TRIGGER disk_full BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
+                            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+        await store.add_turn("c1", model="m", question="edited question", replacing=tuple(m.id for m in before))
+    assert await store.messages("c1") == before  # nothing hidden, nothing added
+    await store._db.execute("DROP TRIGGER disk_full")
+    user, answer = await store.add_turn("c1", model="m", question="edited question",
+                                        replacing=tuple(m.id for m in before))
+    assert [m.id for m in await store.messages("c1")] == [user.id, answer.id] and answer.status == "streaming"
+    await store.close()
+
+
+async def test_a_turn_sent_twice_is_stored_once(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.create_conversation("c1", "alice", "")
+    await store.add_turn("c1", model="m", question="hello", send_token="form-1")
+    with pytest.raises(AlreadySent):
+        await store.add_turn("c1", model="m", question="hello", send_token="form-1")
+    assert [m.role for m in await store.messages("c1")] == ["user", "assistant"]  # no second empty answer
+    await store.close()
+
+
+async def test_a_turn_in_a_deleted_conversation_is_refused(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    with pytest.raises(ConversationGone):
+        await store.add_turn("never-was", model="m", question="hello")
     await store.close()
