@@ -15,6 +15,7 @@ from quart.testing import QuartClient
 
 from chatapp import create_app
 from chatapp.ids import MessageIds
+from chatapp.storage import Store
 from tests.fake_openai import FakeOpenAI
 from tests.live_server import CANARY_KEY
 
@@ -68,6 +69,14 @@ async def demo_app(tmp_path: Path) -> AsyncIterator[Quart]:
     app = create_app(app_settings(tmp_path, None))
     async with app.test_app():
         yield app
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """The store alone, on a fresh SQLite file."""
+    store = await Store.open(tmp_path / "db.sqlite")
+    yield store
+    await store.close()
 
 
 @pytest.fixture

@@ -97,8 +97,7 @@ async def test_workers_starting_together_migrate_once(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_usage_is_a_ledger_that_deleting_does_not_touch(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_usage_is_a_ledger_that_deleting_does_not_touch(store: Store) -> None:
     today = datetime.now(UTC).date()
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
@@ -108,11 +107,9 @@ async def test_usage_is_a_ledger_that_deleting_does_not_touch(tmp_path: Path) ->
     assert await store.tokens_used_on(today, "alice") == 42
     assert await store.tokens_used_on(today, "bob") == 0
     assert await store.tokens_used_on(today) == 42
-    await store.close()
 
 
-async def test_an_answer_whose_conversation_was_deleted_is_still_charged(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_an_answer_whose_conversation_was_deleted_is_still_charged(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
     assert await store.claim_stream("s1", "alice", most=1, silent_for=60)
@@ -124,7 +121,6 @@ async def test_an_answer_whose_conversation_was_deleted_is_still_charged(tmp_pat
     assert finished is None
     assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") == 10
     assert await store.claim_stream("s2", "alice", most=1, silent_for=60)  # the place was given back
-    await store.close()
 
 
 async def test_stream_places_are_claimed_atomically_across_workers(tmp_path: Path) -> None:
@@ -161,8 +157,7 @@ async def test_the_usage_ledger_starts_from_the_answers_already_kept(tmp_path: P
     await store.close()
 
 
-async def test_answers_kept_alive_hold_their_places_and_stay_busy(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_answers_kept_alive_hold_their_places_and_stay_busy(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
     assert await store.claim_stream("live", "alice", most=2, silent_for=60)
@@ -174,11 +169,9 @@ async def test_answers_kept_alive_hold_their_places_and_stay_busy(tmp_path: Path
     assert (await store.message(answer.id)).updated_at > "2026"  # not settled as abandoned
     assert await store.claim_stream("new", "alice", most=2, silent_for=60)  # "dead" was freed…
     assert not await store.claim_stream("newer", "alice", most=2, silent_for=60)  # …"live" was not
-    await store.close()
 
 
-async def test_a_turn_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_a_turn_is_written_whole_or_not_at_all(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     await store.add_message("c1", "user", "first question", status="complete")
     await store.add_message("c1", "assistant", "first answer", status="complete")
@@ -194,21 +187,16 @@ async def test_a_turn_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     user, answer = await store.add_turn("c1", model="m", question="edited question",
                                         replacing=tuple(m.id for m in before))
     assert [m.id for m in await store.messages("c1")] == [user.id, answer.id] and answer.status == "streaming"
-    await store.close()
 
 
-async def test_a_turn_sent_twice_is_stored_once(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_a_turn_sent_twice_is_stored_once(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     await store.add_turn("c1", model="m", question="hello", send_token="form-1")
     with pytest.raises(AlreadySent):
         await store.add_turn("c1", model="m", question="hello", send_token="form-1")
     assert [m.role for m in await store.messages("c1")] == ["user", "assistant"]  # no second empty answer
-    await store.close()
 
 
-async def test_a_turn_in_a_deleted_conversation_is_refused(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_a_turn_in_a_deleted_conversation_is_refused(store: Store) -> None:
     with pytest.raises(ConversationGone):
         await store.add_turn("never-was", model="m", question="hello")
-    await store.close()
