@@ -27,6 +27,7 @@ _KEY_SHAPED = re.compile(
 )
 REDACTED = "[redacted]"
 _LOGGERS = ("", "chatapp", "hypercorn.error", "hypercorn.access")
+_PLAIN_LAST_RESORT = logging.lastResort
 
 
 # The request being served, for every log line written while serving it ("-" outside requests).
@@ -40,7 +41,8 @@ class AddRequestId(logging.Filter):
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per line, for log collectors."""
+    """One JSON object per line, for log collectors. Hypercorn's access line gives its fields as
+    keys (OneLine took them from the access-log atoms) and a short message, not the text line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -50,9 +52,29 @@ class JsonLines(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        if (access := getattr(record, "access", None)) is not None:
+            entry |= access
+            entry["message"] = f"{access['method']} {access['path']} {access['status'] or '-'}"
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class JsonHandlers(logging.Filter):
+    """On a Hypercorn logger: its handlers write JsonLines. Hypercorn 0.18 makes them, with its
+    own text format, at its first log line, after the app's start-up (see redact_handlers): the
+    records they handle are the first moment the app can reach them, so each record checks."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+        self._formatter = JsonLines()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for handler in self._logger.handlers:
+            if handler.formatter is not self._formatter:
+                handler.setFormatter(self._formatter)
+        return True
 
 
 # What could end a log line or make it lie: C0 and C1 controls (newline, carriage return, escape,
@@ -73,10 +95,12 @@ class OneLine(logging.Filter):
     model server's error text or in a percent-encoded URL path cannot start a forged line. In
     Hypercorn's access log each field is escaped before it is put in the line, quotes and
     backslashes included, so a User-Agent or a path cannot close its quotes and forge the fields
-    after it. A traceback keeps its lines: it is the record's exc_text, not its message."""
+    after it. A traceback keeps its lines: it is the record's exc_text, not its message. The
+    access line's fields are also kept, each escaped, as `record.access` for JsonLines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, Mapping):  # Hypercorn's access-log atoms (access_log_format)
+            record.access = _access_fields(record.args)
             record.msg, record.args = str(record.msg) % _QuotedFields(record.args), ()
         message = record.getMessage()
         cleaned = _UNSAFE.sub(_escape, message)
@@ -95,6 +119,34 @@ class _QuotedFields:
     def __getitem__(self, key: str) -> Any:
         value = self._atoms[key]
         return _UNSAFE_IN_QUOTES.sub(_escape, value) if isinstance(value, str) else value
+
+
+def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    """The access line's fields as JSON keys, from Hypercorn's atoms: the path without its query
+    (as hypercorn.toml's line has it), numbers as numbers, and null where the atoms say "-" (a
+    header the request did not have). Text is escaped as OneLine escapes a message."""
+
+    def text(key: str) -> str | None:
+        value = atoms[key]
+        return None if value is None or value == "-" else _UNSAFE.sub(_escape, str(value))
+
+    def number(key: str, kind: type[int] | type[float]) -> int | float | None:
+        try:
+            return kind(atoms[key])
+        except (TypeError, ValueError):
+            return None
+
+    return {
+        "request_id": text("{x-request-id}o") or "-",
+        "client": text("h"),
+        "forwarded_for": text("{x-forwarded-for}i"),
+        "method": text("m"),
+        "path": text("U"),
+        "status": number("s", int),
+        "bytes": number("b", int),
+        "seconds": number("L", float),
+        "user_agent": text("a"),
+    }
 
 
 def _written_forms(secret: str) -> set[str]:
@@ -134,12 +186,15 @@ class RedactSecrets(logging.Filter):
             record.msg, record.args = cleaned, ()
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        if (access := getattr(record, "access", None)) is not None:
+            record.access = {key: self.redact(value) if isinstance(value, str) else value
+                             for key, value in access.items()}
         return True
 
 
 def configure(config: Config) -> None:
     """Our own lines on stderr, beside Hypercorn's (which has its own handlers), each with the
-    request id that error messages show people."""
+    request id that error messages show people. In JSON, Hypercorn's lines are JSON too."""
     log = logging.getLogger("chatapp")
     handler = next((h for h in log.handlers if getattr(h, "chatapp", False)), None)
     if handler is None:
@@ -152,7 +207,27 @@ def configure(config: Config) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
     log.setLevel(logging.DEBUG if config.debug else logging.INFO)
+    _json_beyond_ours(config.log_format == "json")
     redact_handlers(config)
+
+
+def _json_beyond_ours(on: bool) -> None:
+    """The lines that chatapp's handler does not write are JSON too (or, off, as they come):
+    Hypercorn's, whichever command started it, and a library's warning that no handler takes
+    (asyncio's, aiosqlite's), which goes to logging's handler of last resort."""
+    for name in ("hypercorn.access", "hypercorn.error"):
+        logger = logging.getLogger(name)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, JsonHandlers)]
+        if on:
+            logger.addFilter(JsonHandlers(logger))
+    if not on:
+        logging.lastResort = _PLAIN_LAST_RESORT
+    elif not getattr(logging.lastResort, "chatapp", False):
+        last_resort = logging.StreamHandler()
+        last_resort.chatapp = True
+        last_resort.setLevel(logging.WARNING)  # as the plain one
+        last_resort.setFormatter(JsonLines())
+        logging.lastResort = last_resort
 
 
 def redact_handlers(config: Config, *more_secrets: str) -> None:
@@ -162,14 +237,17 @@ def redact_handlers(config: Config, *more_secrets: str) -> None:
     handler list) at its first log line, after the app's start-up has run: a filter put on its
     handlers from the app would never be there, while one on the logger sees every record logged
     on it. On the handlers too, for records that propagate from child loggers (chatapp.chat, ...),
-    which a parent logger's filters never see. OneLine comes first, because RedactSecrets flattens
-    a record it changes and the access log's fields could then no longer be escaped one by one."""
+    which a parent logger's filters never see. And on the JSON handler of last resort. OneLine
+    comes first, because RedactSecrets flattens a record it changes and the access log's fields
+    could then no longer be escaped one by one."""
     secrets = [config.openai_api_key or "", config.secret_key or "", config.password or "", *more_secrets]
     redact = RedactSecrets(secrets)
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        for filterer in (logger, *logger.handlers):
-            if not any(isinstance(f, OneLine) for f in filterer.filters):
-                filterer.filters.insert(0, OneLine())
-            # Replaced, not kept: a key generated at start-up joins the secrets (`more_secrets`).
-            filterer.filters[:] = [f for f in filterer.filters if not isinstance(f, RedactSecrets)] + [redact]
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
+    filterers = [*loggers, *(handler for logger in loggers for handler in logger.handlers)]
+    if getattr(logging.lastResort, "chatapp", False):
+        filterers.append(logging.lastResort)
+    for filterer in filterers:
+        if not any(isinstance(f, OneLine) for f in filterer.filters):
+            filterer.filters.insert(0, OneLine())
+        # Replaced, not kept: a key generated at start-up joins the secrets (`more_secrets`).
+        filterer.filters[:] = [f for f in filterer.filters if not isinstance(f, RedactSecrets)] + [redact]

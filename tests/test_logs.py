@@ -120,3 +120,69 @@ async def test_a_signing_key_made_at_start_up_is_redacted_too(tmp_path: Path, ca
         generated = app.config["SECRET_KEY"]
         logging.getLogger("chatapp").warning("a library quoted %s", generated)
     assert generated and generated not in caplog.text and REDACTED in caplog.text
+
+
+# --- JSON lines ---------------------------------------------------------------------------------
+
+def _json_access_line(scope: dict, response: dict | None) -> dict:
+    """Hypercorn's access record for this request, through chatapp's filters, as JsonLines writes it."""
+    import json
+
+    from hypercorn.logging import AccessLogAtoms
+
+    from chatapp.logs import JsonLines
+
+    atoms = AccessLogAtoms(scope, response, 0.25)  # type: ignore[arg-type]
+    record = logging.LogRecord("hypercorn.access", logging.INFO, __file__, 1, '%(h)s "%(r)s" %(s)s', (atoms,), None)
+    for f in (OneLine(), RedactSecrets([SECRET])):
+        assert f.filter(record)
+    (line,) = JsonLines().format(record).splitlines()  # splitlines also breaks at \x85 and \u2028
+    return json.loads(line)
+
+
+def test_an_access_line_in_json_has_its_fields_as_keys_each_escaped_and_redacted() -> None:
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "query_string": b"q=1",
+        "path": '/c/x" 200\n\u2028', "client": ("10.0.0.1", 5000),
+        "headers": [(b"user-agent", f'a"\\\x85 {SECRET}'.encode("latin-1", "replace")),
+                    (b"x-forwarded-for", b'1.2.3.4, "x\r')],
+    }
+    response = {"status": 404, "headers": [(b"X-Request-ID", b"abc123def456"), (b"Content-Length", b"9")]}
+    entry = _json_access_line(scope, response)
+    assert entry.pop("time")
+    assert entry == {
+        "level": "INFO", "logger": "hypercorn.access", "request_id": "abc123def456",
+        "message": 'GET /c/x" 200\\n\\u2028 404', "client": "10.0.0.1:5000", "forwarded_for": '1.2.3.4, "x\\r',
+        "method": "GET", "path": '/c/x" 200\\n\\u2028', "status": 404, "bytes": 9, "seconds": 0.25,
+        "user_agent": f'a"\\\\x85 {REDACTED}',
+    }
+
+
+def test_an_access_line_without_an_answer_or_headers_has_nulls() -> None:
+    scope = {"type": "websocket", "scheme": "ws", "path": "/ws", "query_string": b"", "client": None, "headers": []}
+    entry = _json_access_line(scope, None)
+    assert {key: entry[key] for key in ("request_id", "message", "client", "forwarded_for", "status", "bytes",
+                                        "user_agent")} == {
+        "request_id": "-", "message": "GET /ws -", "client": None, "forwarded_for": None, "status": None,
+        "bytes": None, "user_agent": None,
+    }
+
+
+def test_in_json_a_librarys_warning_that_no_handler_takes_is_json_too() -> None:
+    # A real process: under pytest the root logger has pytest's handlers, and the last resort is never used.
+    import json
+    import subprocess
+
+    from .live_server import clean_environment
+
+    code = (
+        "import logging; from chatapp import logs; from chatapp.config import load_config; "
+        f"logs.configure(load_config({{}}, log_format='json', secret_key={SECRET!r})); "
+        f"logging.getLogger('asyncio').warning('task %s lost\\n%s', {SECRET!r}, {FORGED!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=clean_environment(), capture_output=True, text=True,
+                            timeout=60)
+    (line,) = result.stderr.splitlines()
+    entry = json.loads(line)
+    assert (entry["logger"], entry["level"]) == ("asyncio", "WARNING")
+    assert entry["message"] == f"task {REDACTED} lost\\n{FORGED}"
