@@ -1,29 +1,93 @@
-"""`chatapp` (or `python -m chatapp`): serve the app with Hypercorn, configured by hypercorn.toml.
+"""`chatapp` (or `python -m chatapp`): the command line. `chatapp --help` lists the commands.
 
-Two environment variables that hosting platforms set override the file:
-- PORT: bind 0.0.0.0:$PORT instead of the file's `bind` (Render, Heroku and the Docker image);
-- WEB_CONCURRENCY: the number of worker processes instead of the file's `workers`.
+- `chatapp serve [CONFIG]` serves the app with Hypercorn, configured by CONFIG (hypercorn.toml).
+  A bare `chatapp`, or `chatapp CONFIG` with a path, serves too: the deployment files and older
+  guides call it that way. Two environment variables that hosting platforms set override the file:
+  PORT binds 0.0.0.0:$PORT instead of the file's `bind` (Render, Heroku and the Docker image), and
+  WEB_CONCURRENCY sets the number of worker processes instead of the file's `workers`.
+- `chatapp migrate` brings the database's schema up to date, says what it applied, and stops.
+
+`--help` and `--version` read no setting and start nothing.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
+import sqlite3
 import sys
 import tempfile
+from contextlib import closing
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 
 from . import config_from_environment
+from .migrations import MIGRATIONS
+from .storage import Store
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = _parser()
+    args = parser.parse_args(_with_default_command(commands, sys.argv[1:] if argv is None else argv))
+    return args.command(args)
+
+
+def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the names of its commands."""
+    parser = argparse.ArgumentParser(
+        prog="chatapp", description="A streaming chat front end for any OpenAI-compatible model server.",
+        epilog="Settings come from the environment and .env; see README.md, Configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatapp {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve", help="serve the app with Hypercorn (what a bare `chatapp` does)",
+        description="Serve the app with Hypercorn. PORT binds 0.0.0.0:$PORT instead of the file's bind; "
+                    "WEB_CONCURRENCY sets the number of workers.",
+    )
+    serve.add_argument("config", metavar="CONFIG", nargs="?", type=Path,
+                       help="Hypercorn's settings file (default: hypercorn.toml, if there is one)")
+    serve.set_defaults(command=_serve)
+    migrate = commands.add_parser(
+        "migrate", help="apply the database migrations not applied yet, then stop",
+        description="Open the configured database (CHATAPP_DATABASE), apply the migrations it lacks, "
+                    "say which, and stop. `serve` does the same at start-up.",
+    )
+    migrate.set_defaults(command=_migrate)
+    return parser, set(commands.choices)
+
+
+def _with_default_command(commands: set[str], args: list[str]) -> list[str]:
+    """`chatapp` and `chatapp hypercorn.toml` served before there were commands, and still do. A
+    first argument counts as a settings file when it looks like one (`.toml`, a folder in it) or
+    names a file; any other word is left to argparse, which refuses an unknown command."""
+    if not args:
+        return ["serve"]
+    first = args[0]
+    if first.startswith("-") or first in commands:
+        return args
+    if first.endswith(".toml") or os.sep in first or Path(first).is_file():
+        return ["serve", *args]
+    return args
+
+
+def _version() -> str:
+    try:
+        return metadata.version("chatapp")
+    except metadata.PackageNotFoundError:  # a source checkout run without installing
+        return "unknown"
+
+
+def _serve(args: argparse.Namespace) -> int:
     # Check the settings here first: a worker process that fails at start-up makes Hypercorn
     # exit with status 0, which would hide a bad setting from a process manager.
     config_from_environment()
-    config_file = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("hypercorn.toml")
-    config = HypercornConfig.from_toml(config_file) if config_file.exists() else HypercornConfig()
+    config = _hypercorn_config(args.config)
     config.application_path = "chatapp:create_app()"
     if (port := _whole_number("PORT", 1, 65535)) is not None:
         config.bind = [f"0.0.0.0:{port}"]  # the platform's router connects from outside the host
@@ -36,6 +100,50 @@ def main() -> int:
     return run(config)
 
 
+def _hypercorn_config(path: Path | None) -> HypercornConfig:
+    """The named file, which must exist; unnamed, hypercorn.toml if there is one, or Hypercorn's
+    defaults. A file that cannot be read is a configuration error."""
+    if path is None:
+        path = Path("hypercorn.toml")
+        if not path.exists():
+            return HypercornConfig()
+    try:
+        return HypercornConfig.from_toml(path)
+    except (OSError, ValueError) as error:  # ValueError: tomllib's TOMLDecodeError
+        _configuration_error(f"{path}: {_reason(error)}")
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    database = config_from_environment().database
+
+    async def open_and_close() -> None:
+        await (await Store.open(database)).close()  # opening applies what is missing
+
+    try:
+        before = _applied_migrations(database)
+        asyncio.run(open_and_close())
+        now = _applied_migrations(database)
+    except (OSError, sqlite3.Error) as error:
+        print(f"chatapp: cannot migrate the database {database}: {_reason(error)}", file=sys.stderr)
+        return 1
+    applied = [name for name, _ in MIGRATIONS if name in now - before]
+    for name in applied:
+        print(f"applied {name}")
+    print(f"{database}: up to date; {len(applied)} applied now, {len(now)} in all")
+    return 0
+
+
+def _applied_migrations(database: Path) -> set[str]:
+    """The migrations recorded in the database; none if there is no database yet. (Read with the
+    standard library alone: opening a Store would apply them first.)"""
+    if not database.exists():
+        return set()
+    with closing(sqlite3.connect(database)) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone() is None:
+            return set()
+        return {name for (name,) in db.execute("SELECT name FROM migrations")}
+
+
 def _whole_number(name: str, low: int, high: int) -> int | None:
     """The environment variable `name` as a number from low to high; unset or empty: None.
     Anything else stops start-up with one line and status 2, like a bad chatapp setting."""
@@ -44,8 +152,16 @@ def _whole_number(name: str, low: int, high: int) -> int | None:
         return None
     if raw.isascii() and raw.isdigit() and low <= int(raw) <= high:
         return int(raw)
-    print(f"chatapp: configuration error: {name} must be a whole number between {low} and {high}; "
-          f"got {raw[:20]!r}", file=sys.stderr)
+    _configuration_error(f"{name} must be a whole number between {low} and {high}; got {raw[:20]!r}")
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, without the file name that the message already gives."""
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
+
+
+def _configuration_error(message: str) -> NoReturn:
+    print(f"chatapp: configuration error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -1,0 +1,214 @@
+"""The `chatapp` command line, run as a real process in an empty folder with a clean environment.
+
+Serving with hypercorn.toml, PORT and WEB_CONCURRENCY, as the deployment files call it, is tested
+in test_deploy.py."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from chatapp.logs import REDACTED
+from chatapp.migrations import MIGRATIONS
+
+from .live_server import CANARY_KEY, clean_environment, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
+# A setting that stops start-up: a command that reads the settings exits with status 2.
+BAD_SETTING = {"CHATAPP_LOG_FORMAT": "yaml"}
+BAD_SETTING_LINE = "chatapp: configuration error: CHATAPP_LOG_FORMAT must be text or json; got 'yaml'"
+CONSOLE_SCRIPT = Path(sys.executable).with_name("chatapp")  # what `pip install` made of [project.scripts]
+
+
+def _chatapp(cwd: Path, *args: str, program: list[str] | None = None,
+             **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*(program or [sys.executable, "-m", "chatapp"]), *args],
+        cwd=cwd, env={**clean_environment(), **env}, capture_output=True, text=True, timeout=60,
+    )
+
+
+def _applied(database: Path) -> list[tuple[str, str]]:
+    with closing(sqlite3.connect(database)) as db:
+        return db.execute("SELECT name, applied_at FROM migrations ORDER BY name").fetchall()
+
+
+# --- help and version: nothing read, nothing made -----------------------------------------------
+
+
+@pytest.mark.parametrize("program", [None, [str(CONSOLE_SCRIPT)]], ids=["python -m chatapp", "console script"])
+def test_help_lists_the_commands_and_touches_nothing(tmp_path: Path, program: list[str] | None) -> None:
+    result = _chatapp(tmp_path, "--help", program=program, **BAD_SETTING)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: chatapp ")
+    listed = re.findall(r"^ {4}(\w+) +\S", result.stdout, re.MULTILINE)
+    assert listed == ["serve", "migrate"]
+    assert result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_is_the_installed_packages(tmp_path: Path) -> None:
+    result = _chatapp(tmp_path, "--version", **BAD_SETTING)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"chatapp {metadata.version('chatapp')}\n", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_command_gets_the_usage_and_status_2(tmp_path: Path) -> None:
+    result = _chatapp(tmp_path, "frobnicate")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: chatapp ")
+    assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate')")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- migrate ------------------------------------------------------------------------------------
+
+
+def test_migrate_applies_every_migration_once(tmp_path: Path) -> None:
+    first = _chatapp(tmp_path, "migrate")  # the default database, chatapp.db, in this folder
+    assert first.returncode == 0, first.stderr
+    n = len(MIGRATION_NAMES)
+    assert first.stdout.splitlines() == [
+        *(f"applied {name}" for name in MIGRATION_NAMES), f"chatapp.db: up to date; {n} applied now, {n} in all",
+    ]
+    recorded = _applied(tmp_path / "chatapp.db")
+    assert [name for name, _ in recorded] == sorted(MIGRATION_NAMES)
+
+    again = _chatapp(tmp_path, "migrate")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [f"chatapp.db: up to date; 0 applied now, {n} in all"]
+    assert _applied(tmp_path / "chatapp.db") == recorded
+
+
+def test_migrate_says_in_one_line_when_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    database = tmp_path / "no-such-folder" / "chat.db"
+    result = _chatapp(tmp_path, "migrate", CHATAPP_DATABASE=str(database))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"chatapp: cannot migrate the database {database}: No such file or directory"]
+
+
+# --- configuration errors: one line, status 2, before anything starts ---------------------------
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["hypercorn.toml"], ["migrate"]])
+def test_a_bad_setting_stops_every_command_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    result = _chatapp(tmp_path, *args, **BAD_SETTING)
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [BAD_SETTING_LINE], "")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["serve", "missing.toml"], ["missing.toml"], ["serve", "broken.toml"],
+                                  ["broken.toml"], ["serve", "."]])
+def test_a_hypercorn_file_that_cannot_be_read_stops_serve_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "broken.toml").write_text("bind = [\n")
+    result = _chatapp(tmp_path, *args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"chatapp: configuration error: {args[-1]}: ")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.toml"]
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+
+def _get(port: int, path: str, **headers: str) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+def _serve(command: list[str], port: int, cwd: Path, while_serving: Callable[[], object],
+           **env: str) -> tuple[str, str]:
+    """Start `command`, wait until /healthz answers on `port`, run `while_serving`, stop the
+    server with SIGTERM: its stdout and stderr."""
+    process = subprocess.Popen(command, cwd=cwd, env={**clean_environment(), **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"the server exited with {process.returncode}"
+            try:
+                if _get(port, "/healthz").status == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not answer in time"
+                time.sleep(0.1)
+        while_serving()
+    finally:
+        process.terminate()
+        try:
+            out, err = process.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+    assert process.returncode == 0, err
+    return out, err
+
+
+def test_a_bare_chatapp_serves(tmp_path: Path) -> None:
+    # No hypercorn.toml in this folder: Hypercorn's defaults, with the platform's PORT.
+    port = free_port()
+    _, err = _serve([str(CONSOLE_SCRIPT)], port, tmp_path, lambda: None, PORT=str(port),
+                    CHATAPP_DATABASE=str(tmp_path / "chat.db"))
+    assert f"Running on http://0.0.0.0:{port} " in err
+
+
+SECRET_KEY = "cli-test-secret-0123456789abcdef0123"
+# A User-Agent that tries to end its field and its line, carrying both kinds of secret.
+HOSTILE_AGENT = f'probe" \\ \x85 {CANARY_KEY} {SECRET_KEY}'
+
+
+@pytest.mark.parametrize("how", ["chatapp serve", "hypercorn"])
+def test_json_logs_make_every_line_json_hypercorns_included(tmp_path: Path, how: str) -> None:
+    port = free_port()
+    config = str(ROOT / "hypercorn.toml")
+    command = {
+        "chatapp serve": [sys.executable, "-m", "chatapp", "serve", config],
+        # README's other way: Hypercorn's own command, which runs the app factory alone.
+        "hypercorn": [sys.executable, "-m", "hypercorn", "--config", config, "--bind", f"127.0.0.1:{port}",
+                      "chatapp:create_app()"],
+    }[how]
+    answers = []
+
+    def ask() -> None:
+        answers.append(_get(port, "/healthz"))
+        answers.append(_get(port, "/x%0A%22y?token=sk-query-string-0123456789", **{
+            "User-Agent": HOSTILE_AGENT, "X-Forwarded-For": '1.2.3.4" "x'}))
+
+    out, err = _serve(command, port, tmp_path, ask, PORT=str(port), CHATAPP_LOG_FORMAT="json",
+                      SECRET_KEY=SECRET_KEY, CHATAPP_DATABASE=str(tmp_path / "chat.db"))
+
+    lines = [json.loads(line) for line in (out + err).splitlines()]  # splitlines also breaks at \x85
+    assert all({"time", "level", "logger", "request_id", "message"} <= line.keys() for line in lines)
+    assert any(line["logger"] == "hypercorn.error" and "Running on" in line["message"] for line in lines)
+    assert any(line["logger"] == "chatapp" for line in lines)
+    health, hostile = answers
+    access = {line["request_id"]: line for line in lines if line["logger"] == "hypercorn.access"}
+    assert access[health.headers["X-Request-ID"]] | {"time": "", "client": "", "seconds": 0} == {
+        "time": "", "level": "INFO", "logger": "hypercorn.access", "request_id": health.headers["X-Request-ID"],
+        "message": "GET /healthz 200", "client": "", "forwarded_for": None, "method": "GET", "path": "/healthz",
+        "status": 200, "bytes": 3, "seconds": 0, "user_agent": None,
+    }
+    line = access[hostile.headers["X-Request-ID"]]
+    assert (line["path"], line["status"], line["message"]) == ('/x\\n"y', 404, 'GET /x\\n"y 404')
+    assert line["forwarded_for"] == '1.2.3.4" "x'
+    assert line["user_agent"] == f'probe" \\ \\x85 {REDACTED} {REDACTED}'
+    assert line["client"].startswith("127.0.0.1:") and line["seconds"] >= 0
+    assert CANARY_KEY not in out + err and SECRET_KEY not in out + err and "sk-query" not in out + err
