@@ -41,6 +41,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop(process: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
+    """Stop a server a test started (SIGTERM, then SIGKILL after 40 s) and collect its output."""
+    process.terminate()
+    try:
+        return process.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
 class LiveServer:
     def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 1, graceful_timeout: float = 5):
         self.port = free_port()

@@ -22,7 +22,7 @@ import pytest
 from chatapp.logs import REDACTED
 from chatapp.migrations import MIGRATIONS
 
-from .live_server import CANARY_KEY, clean_environment, free_port
+from .live_server import CANARY_KEY, clean_environment, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
@@ -152,12 +152,7 @@ def _serve(command: list[str], port: int, cwd: Path, while_serving: Callable[[],
                 time.sleep(0.1)
         while_serving()
     finally:
-        process.terminate()
-        try:
-            out, err = process.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
+        out, err = stop(process)
     assert process.returncode == 0, err
     return out, err
 

@@ -32,7 +32,7 @@ from chatapp import logs
 from chatapp.config import load_config, parse_networks
 from chatapp.logs import REDACTED
 
-from .live_server import CANARY_KEY, clean_environment, free_port
+from .live_server import CANARY_KEY, clean_environment, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "deploy.md"
@@ -318,13 +318,7 @@ def _wait_for_health(process: subprocess.Popen[bytes], port: int) -> http.client
 
 
 def _stop(process: subprocess.Popen[bytes]) -> bytes:
-    process.terminate()
-    try:
-        output, _ = process.communicate(timeout=40)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
+    return stop(process)[0]
 
 
 def test_chatapp_binds_the_port_from_the_environment(tmp_path: Path) -> None:
