@@ -13,7 +13,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -366,11 +366,32 @@ class Store:
                                                None, now, now)).fetchone()
             return user, answer
 
+        writing = asyncio.ensure_future(self._in_transaction(write))
         try:
-            user, answer = await self._in_transaction(write)
+            user, answer = await asyncio.shield(writing)
         except sqlite3.IntegrityError as error:
             raise _gone_or(error, conversation_id) from None
+        except asyncio.CancelledError:
+            # The caller left (a client gone as its message arrived) while the turn was written:
+            # it lands all the same, but nothing will write its answer. Saved as stopped at once,
+            # rather than left "streaming" until a page load finds it abandoned.
+            self._keep_until_closed(self._stop_unwritten_answer(writing))
+            raise
         return (_message(user) if user is not None else None), _message(answer)
+
+    async def _stop_unwritten_answer(self, writing: asyncio.Future) -> None:
+        try:
+            _, answer = await writing
+        except Exception:  # nothing was written
+            return
+        await self._finish_message(answer["id"], content="", html="", status=STOPPED)
+
+    def _keep_until_closed(self, work: Awaitable[object]) -> asyncio.Task:
+        """Run `work` to the end whatever happens to its caller; close() waits for it."""
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return task
 
     async def save_partial(self, message_id: int, content: str) -> bool:
         """Keep the text so far while an answer streams, so a crash or a reload loses little.
@@ -401,10 +422,7 @@ class Store:
         conversation was deleted): the tokens are charged all the same. This runs to the end even
         if the caller is cancelled meanwhile (a client leaving mid-save must not lose the answer),
         and close() waits for it."""
-        task = asyncio.ensure_future(self._finish_message(message_id, **final))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        return await asyncio.shield(task)
+        return await asyncio.shield(self._keep_until_closed(self._finish_message(message_id, **final)))
 
     async def _finish_message(
         self,
