@@ -1,4 +1,4 @@
-"""The fake OpenAI-compatible server (tests/fake_openai.py) in a process of its own, for bench/load.py.
+"""The fake OpenAI-compatible server (tests/support/fake_openai.py) in a process of its own, for bench/load.py.
 
 bench/load.py runs its load client in its own process and starts this runner as a subprocess, so
 the fake model server and the client do not share one GIL (see bench/load.py's docstring).
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
 
 
 def reply_tokens(count: int, paragraph: int) -> list[str]:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chatapp import create_app  # noqa: E402
 from tests import test_hostile as hostile  # noqa: E402
 from tests.conftest import CANARY_KEY, app_settings  # noqa: E402
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 from tests.hostile_corpus import VECTORS  # noqa: E402
 
 
@@ -30,7 +30,7 @@ async def _views(fake: FakeOpenAI, tmp: Path) -> hostile.Tally:
 def _browser(fake: FakeOpenAI, tmp: Path) -> hostile.Tally:
     from playwright.sync_api import sync_playwright
 
-    from tests.live_server import LiveServer
+    from tests.support.live_server import LiveServer
 
     tally = hostile.Tally()
     live = LiveServer({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": CANARY_KEY, "OPENAI_MODEL": "fake-model",

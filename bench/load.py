@@ -9,10 +9,10 @@
 What it does, in order, and every step is bounded:
  1. Raises this process's open-file limit (RLIMIT_NOFILE) to the hard limit, before starting any
     child, so the app and the fake server inherit it.
- 2. Starts the fake OpenAI-compatible server (tests/fake_openai.py): by default in a subprocess,
+ 2. Starts the fake OpenAI-compatible server (tests/support/fake_openai.py): by default in a subprocess,
     bench/fake_server.py, which prints its port; `--fake thread` runs it in a thread of this process.
     Every answer is TOKENS word tokens, DELAY seconds apart, a paragraph break every 25 tokens.
- 3. Starts the real app under Hypercorn with one worker (tests/live_server.py) on 127.0.0.1, with a
+ 3. Starts the real app under Hypercorn with one worker (tests/support/live_server.py) on 127.0.0.1, with a
     fresh SQLite file, rate limits off, CHATAPP_MAX_RETRIES=0, CHATAPP_MAX_STREAMS=max(5000, N) and
     CHATAPP_MAX_STREAMS_PER_SESSION=100. `--backlog` passes Hypercorn's --backlog (default 100).
  4. Warms up with 3 conversations (templates compiled, modules imported), not counted.
@@ -89,8 +89,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fake_server import BenchFake, reply_tokens  # noqa: E402
-from tests.fake_openai import Reply  # noqa: E402
-from tests.live_server import ROOT as APP_ROOT, LiveServer, app_environment, clean_environment, free_port  # noqa: E402
+from tests.support.fake_openai import Reply  # noqa: E402
+from tests.support.live_server import ROOT as APP_ROOT, LiveServer, app_environment, clean_environment, free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACTION = re.compile(r'<form id="composer"[^>]*action="([^"]+)"')

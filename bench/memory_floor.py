@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.load import FakeProcess, status_kb, worker_pid  # noqa: E402
 from chatapp.llm import OpenAIProvider  # noqa: E402
-from tests.live_server import free_port  # noqa: E402
+from tests.support.live_server import free_port  # noqa: E402
 
 BARE_APP = '''
 import asyncio

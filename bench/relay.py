@@ -1,6 +1,6 @@
 """What the app adds on the way from the model to the browser, and what the first page load weighs.
 
-Starts the fake OpenAI-compatible server (tests/fake_openai.py) and the real app under Hypercorn on
+Starts the fake OpenAI-compatible server (tests/support/fake_openai.py) and the real app under Hypercorn on
 127.0.0.1, then, for RUNS sequential requests each:
   - direct: the official SDK streams from the fake server; time to the first content token;
   - via app: an htmx-style POST to the app; time to the first token event of its SSE stream.
@@ -27,8 +27,8 @@ from openai import AsyncOpenAI
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
-from tests.live_server import LiveServer  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
+from tests.support.live_server import LiveServer  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 TOKENS = ["tok "] * 20

@@ -16,8 +16,8 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_openai import FakeOpenAI, Reply  # noqa: E402
-from tests.live_server import LiveServer, app_environment  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
+from tests.support.live_server import LiveServer, app_environment  # noqa: E402
 
 
 def main(runs: int) -> None:

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live_server import LiveServer  # noqa: E402
+from tests.support.live_server import LiveServer  # noqa: E402
 
 QUESTION = "How do I read a CSV file in Python?"
 SHOTS = {  # file → (viewport, color scheme, JavaScript on)

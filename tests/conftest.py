@@ -16,8 +16,8 @@ from quart.testing import QuartClient
 from chatapp import create_app
 from chatapp.ids import MessageIds
 from chatapp.storage import Store
-from tests.fake_openai import FakeOpenAI
-from tests.live_server import CANARY_KEY
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.live_server import CANARY_KEY
 
 
 

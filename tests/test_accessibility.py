@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live_server import LiveServer, app_environment
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live_server import LiveServer, app_environment
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"

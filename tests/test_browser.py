@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CANARY_KEY
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live_server import LiveServer, app_environment
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live_server import LiveServer, app_environment
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser

@@ -22,7 +22,7 @@ import pytest
 from chatapp.logs import REDACTED
 from chatapp.migrations import MIGRATIONS
 
-from .live_server import CANARY_KEY, clean_environment, free_port, stop
+from .support.live_server import CANARY_KEY, clean_environment, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATION_NAMES = [name for name, _ in MIGRATIONS]

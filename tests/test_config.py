@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatapp.config import DEFAULT_SYSTEM_PROMPT, ConfigError, load_config
-from tests.live_server import clean_environment
+from tests.support.live_server import clean_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

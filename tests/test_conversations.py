@@ -12,9 +12,9 @@ from quart.testing import QuartClient
 
 from chatapp import create_app, presets
 from tests.conftest import app_settings, open_chat, parse_sse, soup
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 
 
 async def ask(client: QuartClient, action: str, csrf: str, message: str, **fields: str) -> list:

@@ -32,7 +32,7 @@ from chatapp import logs
 from chatapp.config import load_config, parse_networks
 from chatapp.logs import REDACTED
 
-from .live_server import CANARY_KEY, clean_environment, free_port, stop
+from .support.live_server import CANARY_KEY, clean_environment, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "deploy.md"

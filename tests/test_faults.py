@@ -13,9 +13,9 @@ from quart import Quart
 
 from chatapp import create_app
 from tests.conftest import app_settings, open_chat, parse_sse, soup, stored_id
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 WORDS = ["Partial ", "answer ", "so ", "far."]
 RETRY_SOON = {"retry-after-ms": "10"}
 

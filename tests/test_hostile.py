@@ -36,8 +36,9 @@ from chatapp.rendering import StreamingMarkdown, render_markdown
 from chatapp.sanitize import ALLOWED_TAGS, PYGMENTS_CLASSES
 from chatapp.validation import normalize
 from tests.conftest import CANARY_KEY, app_settings, parse_sse
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.hostile_corpus import VECTORS
+from tests.support import HTMX
 
 try:  # a spec-conformant HTML parser (bleach vendors html5lib): it parses like a browser does
     from bleach._vendor import html5lib
@@ -243,7 +244,6 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 
 
 # --- path 2: the views ---------------------------------------------------------------------------
-HTMX = {"HX-Request": "true"}
 WRAPPER = re.compile(
     r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
     r'|#conversation-list|#no-conversations)" '
@@ -586,7 +586,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[object]:
-    from tests.live_server import LiveServer, app_environment
+    from tests.support.live_server import LiveServer, app_environment
 
     live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log")
     yield live

@@ -20,9 +20,9 @@ from quart.testing import QuartClient
 from chatapp import create_app
 from chatapp.quota import OverLimit
 from tests.conftest import app_settings, open_chat, soup
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 
 
 async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:

@@ -11,7 +11,7 @@ import pytest
 
 from chatapp.llm import Retrying, CUT_SHORT, MESSAGES, LLMError, OpenAIProvider, Usage, make_provider
 from chatapp.llm_demo import DemoProvider, demo_reply, pieces
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 CANARY = "sk-canary-DO-NOT-LEAK-1234567890abcdef"
 HISTORY = [

@@ -16,7 +16,7 @@ import pytest
 from chatapp import create_app
 from chatapp.logs import REDACTED, OneLine, RedactSecrets
 from tests.conftest import app_settings, open_chat
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 # Not key-shaped (no sk- prefix, no "Bearer", no api_key=): only the configured-secret rule sees it.
 # Its ? > ~ make "+" and "/" in base64 at every alignment, so the URL-safe forms differ.
@@ -173,7 +173,7 @@ def test_in_json_a_librarys_warning_that_no_handler_takes_is_json_too() -> None:
     import json
     import subprocess
 
-    from .live_server import clean_environment
+    from .support.live_server import clean_environment
 
     code = (
         "import logging; from chatapp import logs; from chatapp.config import load_config; "

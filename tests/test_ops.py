@@ -16,9 +16,9 @@ from quart.testing import QuartClient
 
 from chatapp import create_app
 from tests.conftest import app_settings, open_chat, parse_sse, soup
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 
 
 def metric(name: str, **labels: str) -> float:

@@ -18,7 +18,7 @@ from chatapp import create_app
 from chatapp.config import Config, ConfigError, load_config, parse_networks
 from chatapp.proxies import LOOPBACK, TrustedProxies, install
 from tests.conftest import app_settings, open_chat
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 PRIVATE = parse_networks("10.0.0.0/8")
 # The old setting alone (the proxy must then be on this host), and the new one.

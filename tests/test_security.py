@@ -15,9 +15,9 @@ from quart.testing import QuartClient
 from chatapp import create_app
 from chatapp.logs import REDACTED, RedactSecrets
 from tests.conftest import CANARY_KEY, app_settings, open_chat, parse_sse, soup
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 
 
 async def make_app(tmp_path: Path, fake: FakeOpenAI | None, **settings: object) -> AsyncIterator[Quart]:

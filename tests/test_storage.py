@@ -200,3 +200,19 @@ async def test_a_turn_sent_twice_is_stored_once(store: Store) -> None:
 async def test_a_turn_in_a_deleted_conversation_is_refused(store: Store) -> None:
     with pytest.raises(ConversationGone):
         await store.add_turn("never-was", model="m", question="hello")
+
+
+async def test_a_turn_whose_caller_left_while_it_was_written_is_not_left_streaming(store: Store) -> None:
+    await store.create_conversation("c1", "alice", "")
+    adding = asyncio.ensure_future(store.add_turn("c1", model="m", question="hello"))
+    for _ in range(3):  # until the write is queued on the database thread, where it runs to the end
+        await asyncio.sleep(0)
+    adding.cancel()  # the client left as its message arrived
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    for _ in range(100):
+        statuses = [m.status for m in await store.messages("c1") if m.role == "assistant"]
+        if statuses and "streaming" not in statuses:
+            break
+        await asyncio.sleep(0.01)
+    assert statuses == ["stopped"]  # stored, and settled at once: nothing will write it

@@ -10,9 +10,9 @@ from quart.testing import QuartClient
 
 from chatapp.storage import Store
 from tests.conftest import CANARY_KEY, open_chat, parse_sse, shown_id, soup, stored_id
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import HTMX
 
-HTMX = {"HX-Request": "true"}
 
 
 async def _send_htmx(client: QuartClient, action: str, csrf: str, message: str) -> tuple[int, list]:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # A key that must never show up anywhere it is not sent upstream (tests/conftest.py uses it too).
 CANARY_KEY = "sk-canary-DO-NOT-LEAK-0123456789abcdefABCDEF"
 
