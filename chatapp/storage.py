@@ -166,7 +166,7 @@ class Store:
 
     async def claim_stream(self, stream_id: str, owner: str, *, most: int, silent_for: float) -> bool:
         """Take one of this owner's `most` places for answers being written, if one is free: the
-        count and the claim are one transaction. Places not kept alive (`keep_stream_alive`) for
+        count and the claim are one transaction. Places not kept alive (`keep_alive`) for
         `silent_for` seconds were abandoned (a process that died) and are free again."""
         now = time.time()
 
