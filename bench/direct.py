@@ -85,7 +85,7 @@ class Result:
 
 
 def sdk_client(base_url: str, transport: str, streams: int) -> openai.AsyncOpenAI:
-    """One client for all the streams, configured as the app's (chatapp/llm.py): no retries, no read
+    """One client for all the streams, configured as the app's (chatapp/llm/openai_server.py): no retries, no read
     timeout (the deadline bounds the run), only a connect timeout."""
     if transport == "aiohttp":
         # The transport reads max_connections=None as aiohttp's own default, 100: keep the SDK's 1,000.

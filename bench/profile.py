@@ -8,9 +8,9 @@ Each sample is one stack; it counts for the first of these (looked for from the 
 out) that it is in, so the shares add up to 100%:
   - markdown and sanitizing (chatapp.rendering, chatapp.sanitize, Markdown, bleach, Pygments)
   - SQLite (aiosqlite's thread)
-  - reading the model's stream (aiohttp, httpx2, the SDK, chatapp.llm, chatapp.pacing's reader)
+  - reading the model's stream (aiohttp, httpx2, the SDK, chatapp.llm)
   - writing to the browsers (Quart sending the response, Hypercorn, h11, the socket write)
-  - framing the answer (chatapp.streams, chatapp.sse, chatapp.chat)
+  - framing the answer (chatapp.web.streams, chatapp.web.sse, chatapp.reply)
   - handling requests before they stream (routing, session, form, templates, the SDK's request)
   - the event loop itself (running callbacks, polling)
 Then the functions with the most samples of their own. Bounded: one load.py run (about 15 s).
@@ -34,11 +34,13 @@ CATEGORIES = [
                                  "pygments/"]),
     ("SQLite (aiosqlite's thread)", ["aiosqlite/"]),
     ("templates", ["jinja2/", "render_template"]),
-    ("reading the model's stream", ["aiohttp/", "httpx2/", "openai/", "chatapp/llm.py", "_read (chatapp/pacing.py",
+    ("reading the model's stream", ["aiohttp/", "httpx2/", "openai/", "chatapp/llm/openai_server.py", "chatapp/llm/wire.py",
+                                    "chatapp/llm/deadline.py", "_read (chatapp/llm/pacing.py",
                                     "json/"]),
     ("writing to the browsers", ["hypercorn/", "h11/", "quart/asgi.py", "asyncio/streams.py",
                                  "_SelectorSocketTransport.write"]),
-    ("framing the answer", ["chatapp/streams.py", "chatapp/sse.py", "chatapp/chat.py", "chatapp/pacing.py"]),
+    ("framing the answer", ["chatapp/web/streams.py", "chatapp/web/sse.py", "chatapp/reply.py",
+                            "chatapp/llm/pacing.py"]),
     ("handling requests before they stream", ["chatapp/", "quart/", "werkzeug/", "itsdangerous/"]),
     ("the event loop (callbacks, polling)", ["asyncio/", "selectors.py"]),
 ]

@@ -8,9 +8,8 @@ from werkzeug.datastructures import MultiDict
 
 from . import presets
 from .config import Config
-from .context import fit_history
+from .history import build_history, fit_history
 from .storage import Conversation, Message
-from .turns import build_history
 
 
 @dataclass(frozen=True)

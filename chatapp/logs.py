@@ -236,7 +236,7 @@ def redact_handlers(config: Config, *more_secrets: str) -> None:
     On the logger itself because Hypercorn 0.18 makes its access and error handlers (replacing the
     handler list) at its first log line, after the app's start-up has run: a filter put on its
     handlers from the app would never be there, while one on the logger sees every record logged
-    on it. On the handlers too, for records that propagate from child loggers (chatapp.chat, ...),
+    on it. On the handlers too, for records that propagate from child loggers (chatapp.reply, ...),
     which a parent logger's filters never see. And on the JSON handler of last resort. OneLine
     comes first, because RedactSecrets flattens a record it changes and the access log's fields
     could then no longer be escaped one by one."""

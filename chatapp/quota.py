@@ -26,7 +26,7 @@ from .config import Config, parse_rate
 from .errors import Refused
 from .storage import Store
 
-log = logging.getLogger("chatapp.quota")
+log = logging.getLogger(__name__)
 
 TOO_FAST = "You are sending messages too quickly. Wait a little, then try again."
 

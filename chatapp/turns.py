@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .context import fit_history
+from .history import build_history, fit_history
 from .errors import Refused
-from .storage import STREAMING, Conversation, Message, Store
+from .storage import Conversation, Message, Store
 
 
 class NothingToRedo(Refused):
@@ -78,13 +78,3 @@ def title_from(question: str, limit: int = 60) -> str:
     if len(line) <= limit:
         return line
     return line[:limit].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
-
-
-def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
-    """The raw markdown of each turn (never HTML), after the system prompt. An answer still being
-    written (in another tab) is left out: half an answer is not a turn."""
-    history = [{"role": "system", "content": system_prompt}]
-    for message in messages:
-        if message.content.strip() and message.status != STREAMING:
-            history.append({"role": message.role, "content": message.content})
-    return history

@@ -14,7 +14,7 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
-from chatapp.ids import MessageIds
+from chatapp.web.ids import MessageIds
 from chatapp.storage import Store
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live_server import CANARY_KEY

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatapp.context import MESSAGE_OVERHEAD, Fitted, estimate_messages, estimate_tokens, fit_history
+from chatapp.history import MESSAGE_OVERHEAD, Fitted, estimate_messages, estimate_tokens, fit_history
 
 
 def _m(role: str, content: str) -> dict[str, str]:

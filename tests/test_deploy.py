@@ -274,7 +274,7 @@ def test_nginx_sets_the_forwarded_headers_and_clears_the_others() -> None:
 
 
 def test_nginx_fallback_security_headers_are_the_apps() -> None:
-    from chatapp.web import SECURITY_HEADERS
+    from chatapp.web.http import SECURITY_HEADERS
 
     text = _read("deploy/nginx.conf")
     added = dict(re.findall(r"^    add_header (\S+) \$(\w+) always;$", text, re.MULTILINE))
@@ -433,7 +433,7 @@ def _ask(port: int, path: str, cafile: Path, **headers: str) -> http.client.HTTP
 
 
 def _carries_the_security_headers_once(response: http.client.HTTPResponse) -> None:
-    from chatapp.web import SECURITY_HEADERS
+    from chatapp.web.http import SECURITY_HEADERS
 
     for name, value in SECURITY_HEADERS.items():
         assert response.headers.get_all(name) == [value], name

@@ -31,10 +31,11 @@ from hypothesis import strategies as st
 from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp import create_app, sse
+from chatapp import create_app
+from chatapp.web import sse
 from chatapp.rendering import StreamingMarkdown, render_markdown
 from chatapp.sanitize import ALLOWED_TAGS, PYGMENTS_CLASSES
-from chatapp.validation import normalize
+from chatapp.web.forms import normalize
 from tests.conftest import CANARY_KEY, app_settings, parse_sse
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.hostile_corpus import VECTORS
@@ -771,7 +772,7 @@ async def test_property_any_message_gets_an_answer_or_a_reason(
         assert await refused_violations(chat, message, status, mimetype, body, htmx) == []
 
 
-MAX_BODY = MAX_CHARS * 12 + 16_384  # chatapp/__init__.py: MAX_CONTENT_LENGTH
+MAX_BODY = MAX_CHARS * 12 + 16_384  # chatapp/web/app.py: MAX_CONTENT_LENGTH
 
 
 def _form_bytes(message: str) -> int:

@@ -7,7 +7,7 @@ import re
 from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp.ids import MessageIds
+from chatapp.web.ids import MessageIds
 from tests.conftest import open_chat, parse_sse, soup
 
 

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from chatapp.llm import Retrying, CUT_SHORT, MESSAGES, LLMError, OpenAIProvider, Usage, make_provider
-from chatapp.llm_demo import DemoProvider, demo_reply, pieces
+from chatapp.llm import LLMError, OpenAIProvider, Retrying, Usage, make_provider
+from chatapp.llm.errors import CUT_SHORT, MESSAGES
+from chatapp.llm.demo import DemoProvider, demo_reply, pieces
 from tests.support.fake_openai import FakeOpenAI, Reply
 
 CANARY = "sk-canary-DO-NOT-LEAK-1234567890abcdef"

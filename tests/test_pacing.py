@@ -1,4 +1,4 @@
-"""Pacing (chatapp/pacing.py): text gathered and handed on at most once per interval, nothing lost.
+"""Pacing (chatapp/llm/pacing.py): text gathered and handed on at most once per interval, nothing lost.
 
 `Paced` sits between the model and the page for every answer, so what matters is that it changes
 only how often text is written, never what is written or in which order: the text joins back
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pytest
 
 from chatapp.llm import Usage
-from chatapp.llm_demo import DemoProvider
-from chatapp.pacing import Paced, PacedProvider
+from chatapp.llm.demo import DemoProvider
+from chatapp.llm.pacing import Paced, PacedProvider
 
 HISTORY = [{"role": "user", "content": "Hello there"}]
 

@@ -16,7 +16,7 @@ from quart.testing import QuartClient
 
 from chatapp import create_app
 from chatapp.config import Config, ConfigError, load_config, parse_networks
-from chatapp.proxies import LOOPBACK, TrustedProxies, install
+from chatapp.web.proxies import LOOPBACK, TrustedProxies, install
 from tests.conftest import app_settings, open_chat
 from tests.support.fake_openai import FakeOpenAI
 

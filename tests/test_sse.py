@@ -1,6 +1,6 @@
 """SSE frames: one data line per line of data, named close event, escaped text partials."""
 
-from chatapp import sse
+from chatapp.web import sse
 from tests.conftest import parse_sse
 
 

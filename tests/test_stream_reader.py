@@ -1,4 +1,4 @@
-"""The event stream reader (chatapp.llm._events): the JSON of each `data:` event, until `[DONE]`.
+"""The event stream reader (chatapp.llm.wire.events): the JSON of each `data:` event, until `[DONE]`.
 
 Every token of every answer passes through this small Server-Sent Events parser instead of the
 SDK's, so it must cope with what a network does to a stream: events split across reads at any
@@ -18,7 +18,7 @@ import json
 import httpx2
 import pytest
 
-from chatapp.llm import _events
+from chatapp.llm import wire
 
 
 class Chunks(httpx2.AsyncByteStream):
@@ -46,7 +46,7 @@ def response_of(*chunks: bytes) -> tuple[httpx2.Response, Chunks]:
 async def read_all(*chunks: bytes) -> tuple[list, httpx2.Response, Chunks]:
     """Every event of a body in these chunks, read to the end, and the response and body."""
     response, body = response_of(*chunks)
-    async with contextlib.aclosing(_events(response)) as events:
+    async with contextlib.aclosing(wire.events(response)) as events:
         got = [event async for event in events]
     return got, response, body
 
@@ -169,7 +169,7 @@ async def test_a_body_that_lingers_after_done_is_not_waited_for():
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    async with contextlib.aclosing(_events(response)) as events:
+    async with contextlib.aclosing(wire.events(response)) as events:
         got = [event async for event in events]
 
     assert got == [{"n": 1}]
@@ -201,7 +201,7 @@ async def test_data_that_is_not_json_fails_after_the_events_before_it():
     got = []
 
     with pytest.raises(ValueError) as raised:
-        async with contextlib.aclosing(_events(response)) as events:
+        async with contextlib.aclosing(wire.events(response)) as events:
             async for item in events:
                 got.append(item)
 
@@ -214,7 +214,7 @@ async def test_data_that_is_not_json_fails_after_the_events_before_it():
 async def test_a_truncated_last_event_fails_rather_than_passing_as_complete():
     response, body = response_of(event({"n": 1}), b'data: {"n": 2, "te')
     with pytest.raises(ValueError):
-        async with contextlib.aclosing(_events(response)) as events:
+        async with contextlib.aclosing(wire.events(response)) as events:
             async for _ in events:
                 pass
     assert_closed(response, body)
@@ -223,7 +223,7 @@ async def test_a_truncated_last_event_fails_rather_than_passing_as_complete():
 async def test_a_consumer_stopping_early_closes_the_response():
     response, body = response_of(event({"n": 1}), event({"n": 2}), event({"n": 3}))
 
-    async with contextlib.aclosing(_events(response)) as events:
+    async with contextlib.aclosing(wire.events(response)) as events:
         async for item in events:
             assert item == {"n": 1}
             break
@@ -239,13 +239,13 @@ async def test_a_byte_order_mark_before_the_first_event_is_skipped():
 
 
 async def test_an_event_too_big_for_any_chunk_fails_instead_of_filling_memory():
-    from chatapp.llm import MAX_EVENT_BYTES
+    from chatapp.llm.wire import MAX_EVENT_BYTES
 
     piece = b"x" * 4096
     endless_line = [b'data: {"n": "'] + [piece] * (MAX_EVENT_BYTES // len(piece) + 2)
     response, body = response_of(*endless_line)
     with pytest.raises(ValueError, match="more than"):
-        async with contextlib.aclosing(_events(response)) as events:
+        async with contextlib.aclosing(wire.events(response)) as events:
             [event async for event in events]
     assert body.read < len(endless_line)  # refused as soon as it passed the limit
     assert_closed(response, body)
@@ -259,12 +259,12 @@ async def test_a_long_event_in_small_pieces_is_read_whole():
 
 
 async def test_empty_data_lines_count_towards_the_limit_and_cost_linear_time():
-    from chatapp.llm import MAX_EVENT_BYTES
+    from chatapp.llm.wire import MAX_EVENT_BYTES
 
     lines = b"data:\n" * (MAX_EVENT_BYTES + 10)  # each holds a line break, to join the event
     response, body = response_of(*(lines[i:i + 65536] for i in range(0, len(lines), 65536)))
     with pytest.raises(ValueError, match="more than"):
-        async with contextlib.aclosing(_events(response)) as events:
+        async with contextlib.aclosing(wire.events(response)) as events:
             [event async for event in events]
     assert_closed(response, body)
 
@@ -280,7 +280,7 @@ async def test_a_compressed_stream_is_decoded():
     body = Chunks(gzip.compress(event({"n": 1}) + event({"n": 2}) + b"data: [DONE]\n\n"))
     response = httpx2.Response(200, headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
                                stream=body)
-    async with contextlib.aclosing(_events(response)) as events:
+    async with contextlib.aclosing(wire.events(response)) as events:
         got = [event async for event in events]
     assert got == [{"n": 1}, {"n": 2}]
     assert_closed(response, body)

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 
-from chatapp.llm import Usage
+from .base import Usage
 
 # Token-sized pieces: a word part of up to four characters (with its leading space), one
 # punctuation mark (with its leading space), or one whitespace character. Together they cover

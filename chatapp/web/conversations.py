@@ -6,10 +6,11 @@ import functools
 
 from quart import Blueprint, Response, redirect, render_template, url_for
 
-from . import current, export, visitor
+from . import current, visitor
+from .. import export
 from .ids import message_ids
-from .storage import Conversation
-from .web import error_response, read_trusted_form
+from ..storage import Conversation
+from .http import error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
 

@@ -1,12 +1,14 @@
-"""Fitting a conversation's history into the model's context: an estimate, not a tokenizer.
+"""What the model is sent of a conversation: its history, fitted into the model's context.
 
-About four characters a token (chat.estimate_tokens counts the same way), and a few tokens more
-for each message's role and separators. Whole turns are left out, oldest first.
+The fit is an estimate, not a tokenizer: about four characters a token, and a few tokens more for
+each message's role and separators. Whole turns are left out, oldest first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .storage import STREAMING, Message
 
 MESSAGE_OVERHEAD = 4  # tokens each message costs beyond its text (role, separators)
 
@@ -28,7 +30,7 @@ class Fitted:
 
 
 def fit_history(history: list[dict[str, str]], budget: int) -> Fitted:
-    """`history` is [system, ...turns..., newest user message], as chat.build_history makes it.
+    """`history` is [system, ...turns..., newest user message], as build_history makes it.
 
     If its estimate is over `budget`, the oldest turns are dropped, as few as will make it fit.
     The system message and the newest message are always kept, even when they alone are over
@@ -53,3 +55,13 @@ def fit_history(history: list[dict[str, str]], budget: int) -> Fitted:
         if turns[start]["role"] != "assistant":
             keep_from = start
     return Fitted(head + turns[keep_from:] + newest, keep_from)
+
+
+def build_history(system_prompt: str, messages: list[Message]) -> list[dict[str, str]]:
+    """The raw markdown of each turn (never HTML), after the system prompt. An answer still being
+    written (in another tab) is left out: half an answer is not a turn."""
+    history = [{"role": "system", "content": system_prompt}]
+    for message in messages:
+        if message.content.strip() and message.status != STREAMING:
+            history.append({"role": message.role, "content": message.content})
+    return history

@@ -19,8 +19,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request, session, url_for
 
 from . import current, visitor
-from .errors import Refused
-from .web import error_response, is_htmx, read_trusted_form
+from ..errors import Refused
+from .http import error_response, is_htmx, read_trusted_form
 
 bp = Blueprint("gate", __name__)
 

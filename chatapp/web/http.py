@@ -10,12 +10,13 @@ from quart import Quart, Response, current_app, g, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from . import logs, metrics, visitor
-from .errors import Refused
+from .. import logs, metrics
+from . import visitor
+from ..errors import Refused
 from .ids import MessageIdConverter, public_id
-from .validation import InvalidMessage, parse_form
+from .forms import InvalidMessage, parse_form
 
-log = logging.getLogger("chatapp.web")
+log = logging.getLogger(__name__)
 
 # Everything comes from the app itself; no inline script or style, no eval, no framing.
 CONTENT_SECURITY_POLICY = "; ".join(

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .llm import Provider
-    from .quota import Quota
-    from .storage import Store
+    from ..config import Config
+    from ..llm import Provider
+    from ..quota import Quota
+    from ..storage import Store
 
 
 def config() -> Config:

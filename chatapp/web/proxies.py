@@ -16,9 +16,9 @@ from typing import Any
 
 from quart import Quart
 
-from .config import Config, Network
+from ..config import Config, Network
 
-log = logging.getLogger("chatapp.proxies")
+log = logging.getLogger(__name__)
 
 # nginx on the same host, the setup docs/deploy.md describes.
 LOOPBACK: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))

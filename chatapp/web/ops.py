@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import hmac
-import re
 import time
 
-from quart import Blueprint, Response, current_app, jsonify, redirect, request
+from quart import Blueprint, Response, current_app, jsonify, request
 
-from . import current, metrics
-from .llm import LLMError
-from .web import read_trusted_form
+from . import current
+from .. import metrics
+from ..llm import LLMError
 
 bp = Blueprint("ops", __name__)
 
 # /readyz asks the database and the model server at most this often; in between it answers from
 # its last look, so a load balancer polling every second costs the model server nothing.
 READY_CACHE_SECONDS = 5.0
-THEMES = ("system", "light", "dark")
-# A path of this site and nothing else: unreserved and sub-delimiter characters, %-escapes, `/`,
-# `:` and `@` (RFC 3986 pchar). No `//` or `/\` at the start (another host, to a browser), no
-# backslash, space or control character (which browsers drop or turn into `/`), no query.
-_SAME_SITE_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
-
 
 @bp.get("/healthz")
 async def healthz() -> Response:
@@ -34,22 +27,6 @@ async def healthz() -> Response:
 async def favicon() -> Response:
     """No icon, said once: browsers ask for one on every page otherwise."""
     return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
-
-
-@bp.post("/theme")
-async def set_theme() -> Response:
-    """Light, dark, or the system's: a cookie, so the choice works without JavaScript."""
-    form = await read_trusted_form()
-    theme = form.get("theme") if form.get("theme") in THEMES else "system"
-    response = redirect(same_site_path(form.get("back")), 303)
-    response.set_cookie("theme", theme, max_age=365 * 86400, httponly=True, samesite="Lax",
-                        secure=current_app.config["SESSION_COOKIE_SECURE"])
-    return response
-
-
-def same_site_path(given: str | None) -> str:
-    """`given` if it is a plain path of this site, else "/": never a redirect to elsewhere."""
-    return given if given and _SAME_SITE_PATH.fullmatch(given) else "/"
 
 
 @bp.get("/readyz")

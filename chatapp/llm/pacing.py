@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from .llm import Provider
+from .base import Provider
 
 T = TypeVar("T")
 

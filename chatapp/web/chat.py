@@ -9,20 +9,17 @@ from collections.abc import Awaitable, Callable
 from quart import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from . import choices, current, presets, streams, visitor
-from .chat import settle_abandoned
-from .errors import Refused
-from .ids import message_ids, public_id
-from .storage import AlreadySent, Conversation, ConversationGone, Message
-from .turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
-from .validation import clean_message, normalize
-from .web import error_response, is_htmx, read_trusted_form, request_id
+from .. import choices
+from . import current, page, streams, visitor
+from ..reply import settle_abandoned
+from ..errors import Refused
+from .ids import message_ids
+from ..storage import AlreadySent, Conversation, ConversationGone, Message
+from ..turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
+from .forms import clean_message, normalize
+from .http import error_response, is_htmx, read_trusted_form, request_id
 
 bp = Blueprint("chat", __name__)
-
-# Messages per page: a long conversation opens with the newest ones and a "load earlier" link.
-PAGE_SIZE = 50
-
 
 @bp.get("/")
 async def index() -> Response:
@@ -45,14 +42,14 @@ async def show(conversation_id: str) -> Response | str:
     if not found:
         return await error_response(404)
     before = _before()
-    messages, more = (await current.store().page_of_messages(conversation_id, before=before, size=PAGE_SIZE)
+    messages, more = (await current.store().page_of_messages(conversation_id, before=before, size=page.PAGE_SIZE)
                       if conversation else ([], False))
     messages = await settle_abandoned(current.store(), messages, silent_for=current.config().silence_limit)
-    earlier = _earlier_link(conversation_id, messages, more)
+    earlier = page.link_to_earlier(conversation_id, messages, more)
     if before is not None and is_htmx():  # "load earlier": the older page, in place of the link
         return await render_template("_older.html", messages=messages, earlier_link=earlier)
-    return await _page(conversation_id, messages, conversation=conversation, earlier_link=earlier,
-                       newest_page=before is None)
+    return await page.chat_page(conversation_id, messages, conversation=conversation, earlier_link=earlier,
+                                newest_page=before is None)
 
 
 def _before() -> int | None:
@@ -81,7 +78,7 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
         return await error_response(404)
     (shown,) = await settle_abandoned(current.store(), [shown], silent_for=current.config().silence_limit)
     newest, _ = await current.store().page_of_messages(conversation_id, before=None, size=2)
-    return await render_template("_message.html", message=shown, last=shown.id in _last_ids(newest), poll=True)
+    return await render_template("_message.html", message=shown, last=shown.id in page.last_ids(newest), poll=True)
 
 
 async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
@@ -146,7 +143,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
     # From here the answer (chat.stream_reply) holds the slot and gives it back.
     if is_htmx():
         return await streams.event_stream(store, current.provider(), turn, request_id(), slot)
-    return await streams.page_stream(store, current.provider(), turn, request_id(), slot, _live_page)
+    return await streams.page_stream(store, current.provider(), turn, request_id(), slot)
 
 
 async def _create(conversation_id: str, first_question: str) -> Conversation:
@@ -182,10 +179,11 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
     if is_htmx():
         response = await error_response(refused.status, refused.message)
     else:
-        messages, more = (await current.store().page_of_messages(conversation_id, before=None, size=PAGE_SIZE)
+        messages, more = (await current.store().page_of_messages(conversation_id, before=None, size=page.PAGE_SIZE)
                           if conversation else ([], False))
-        body = await _page(conversation_id, messages, conversation=conversation, typed=typed, form_error=refused.message,
-                           earlier_link=_earlier_link(conversation_id, messages, more))
+        body = await page.chat_page(conversation_id, messages, conversation=conversation, typed=typed,
+                                    form_error=refused.message,
+                                    earlier_link=page.link_to_earlier(conversation_id, messages, more))
         response = Response(body, status=refused.status, mimetype="text/html")
     if refused.retry_after:
         response.headers["Retry-After"] = str(refused.retry_after)
@@ -196,59 +194,8 @@ async def _already_sent(conversation: Conversation) -> Response:
     """A form sent twice (a reload of the answer page, a double click): show, don't send again."""
     if is_htmx():  # with a fresh token, so the next message can go out
         response = await error_response(409, "That message was already sent. Reload the page to see its answer.")
-        response.set_data(await response.get_data(as_text=True) + streams.send_token_partial())
+        response.set_data(await response.get_data(as_text=True) + page.send_token_partial())
         return response
     return redirect(url_for("chat.show", conversation_id=conversation.id), 303)
 
 
-async def _live_page(turn: Turn) -> str:
-    """The page around an answer in progress: the newest history, the question, the answer's mark."""
-    shown = turn.earlier[-PAGE_SIZE:]
-    earlier = _earlier_link(turn.user.conversation_id, shown, len(turn.earlier) > PAGE_SIZE)
-    return await _page(turn.user.conversation_id, shown, live=turn, earlier_link=earlier)
-
-
-def _earlier_link(conversation_id: str, shown: list[Message], more: bool) -> str | None:
-    if not (more and shown):
-        return None
-    return url_for("chat.show", conversation_id=conversation_id, before=public_id(shown[0].id))
-
-
-async def _page(conversation_id: str, messages: list[Message], *, conversation: Conversation | None = None,
-                typed: str = "", form_error: str | None = None, live: Turn | None = None,
-                earlier_link: str | None = None, newest_page: bool = True) -> str:
-    if conversation is None and live is not None:  # the page around an answer: its conversation exists
-        conversation = await current.store().conversation(conversation_id, visitor.owner())
-    owner_conversations = await current.store().conversations(visitor.owner())
-    return await render_template(
-        "chat.html",
-        conversation_id=conversation_id,
-        conversation=conversation,
-        conversations=owner_conversations,
-        messages=messages,
-        last_ids=_last_ids(messages) if newest_page and live is None else set(),
-        live=live,
-        answer_mark=streams.ANSWER_MARK,
-        send_token_field=streams.send_token_field(),
-        demo=current.provider().is_demo,
-        model_label=current.provider().label,
-        typed=typed,
-        form_error=form_error,
-        signed_in=bool(current.config().password),
-        earlier_link=earlier_link,
-        presets=presets.PRESETS,
-        languages=presets.LANGUAGES,
-        models=choices.allowed_models(current.config()),
-        chosen=choices.current(conversation, current.config()),
-        context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], current.config()),
-        usage_total=await current.store().tokens_in_conversation(conversation_id) if conversation else 0,
-    )
-
-
-def _last_ids(messages: list[Message]) -> set[int]:
-    """The newest answer (to regenerate) and the newest question (to edit), when nothing streams."""
-    if not messages or any(m.busy for m in messages):
-        return set()
-    last_user = next((m.id for m in reversed(messages) if m.role == "user"), None)
-    last_answer = messages[-1].id if messages[-1].role == "assistant" else None
-    return {i for i in (last_user, last_answer) if i is not None}

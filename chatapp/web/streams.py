@@ -9,47 +9,25 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from markupsafe import Markup, escape
 from quart import Response, render_template, stream_with_context
 
-from . import sse
-from .chat import UNEXPECTED, Notice, stream_reply
-from .choices import left_out_note
+from . import page, sse
+from ..reply import UNEXPECTED, Notice, stream_reply
+from ..choices import left_out_note
 from .ids import public_id
-from .turns import Turn, title_from
-from .llm import Provider
-from .quota import StreamSlot
-from .rendering import StreamStep
-from .storage import ERROR, Message, Store
+from ..turns import Turn, title_from
+from ..llm import Provider
+from ..quota import StreamSlot
+from ..rendering import StreamStep
+from ..storage import ERROR, Message, Store
 
-log = logging.getLogger("chatapp.streams")
-
-# Where the answer goes in a page rendered around a reply in progress. Model and user text can never
-# produce it: user text is escaped and model HTML is sanitized, which drops comments.
-ANSWER_MARK = Markup("<!--chatapp:answer-->")
+log = logging.getLogger(__name__)
 
 # Removes the regenerate and edit controls: while an answer streams, nothing may be redone.
 CLEAR_CONTROLS = '<hx-partial hx-target="#messages .redo" hx-swap="delete"></hx-partial>'
-
-# Renders the page around an answer in progress, with ANSWER_MARK where the answer goes.
-PageRenderer = Callable[[Turn], Coroutine[Any, Any, str]]
-
-
-def send_token_field() -> Markup:
-    """The form's hidden field with a fresh id for its next submission, so that the same
-    submission sent again is recognised (storage.AlreadySent)."""
-    return Markup('<input type="hidden" id="send-token" name="send_token" value="{}">').format(
-        secrets.token_urlsafe(12))
-
-
-def send_token_partial() -> str:
-    """Gives the form a new send token (htmx swaps it in with the first frame of an answer)."""
-    return sse.partial("send-token", "outerHTML", send_token_field())
-
 
 async def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
@@ -84,7 +62,7 @@ async def _opening(turn: Turn) -> str:
         entry = await render_template("_conversation_entry.html", conversation_id=turn.user.conversation_id,
                                       title=title_from(turn.user.content))
         listed = sse.partial("no-conversations", "delete", "") + sse.partial("conversation-list", "afterbegin", entry)
-    return bubbles + removed + CLEAR_CONTROLS + send_token_partial() + note + listed
+    return bubbles + removed + CLEAR_CONTROLS + page.send_token_partial() + note + listed
 
 
 async def _closing(turn: Turn, answer: Message) -> str:
@@ -156,8 +134,7 @@ def _step_partials(answer: str, step: StreamStep) -> str:
     return html
 
 
-async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot,
-                      render_page: PageRenderer) -> Response:
+async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """Without JavaScript: the page, streamed as chunked HTML while the answer is written.
 
     Nothing can be changed once sent, so the draft is built to be superseded by CSS alone: each piece
@@ -176,7 +153,7 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
             elif isinstance(item, Notice):
                 yield f'<p class="notice">{escape(item.text)}</p>'.encode()
             elif item.busy:
-                head, tail = (await render_page(turn)).split(ANSWER_MARK, 1)
+                head, tail = (await page.live_page(turn)).split(page.ANSWER_MARK, 1)
                 yield head.encode()
             else:
                 final = item

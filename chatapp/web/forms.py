@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from werkzeug.datastructures import MultiDict
 
-from .errors import Refused
+from ..errors import Refused
 
 # Control characters other than tab and newline (carriage returns are folded into newlines first):
 # invisible, and NUL in particular breaks tools downstream.

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from quart import request, session
 
-from .storage import new_conversation_id
+from ..storage import new_conversation_id
 
 
 def owner() -> str:

@@ -1,28 +1,21 @@
-"""The model boundary: the only module that knows the `openai` SDK.
-
-A provider streams a reply as text pieces, then at most one `Usage` (and, before the first piece,
-a `Retrying` notice for each try that failed), and raises one error family, `LLMError`
-(llm_errors.py), whose message is written for the person at the keyboard; details are for the log.
-
-Consume a stream with `contextlib.aclosing` (or let the task be cancelled): leaving the generator
-closes the upstream HTTP response, so the model server stops generating too.
-"""
+"""Any OpenAI-compatible Chat Completions server, through the official `openai` SDK."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 import openai
 
-from .llm_errors import CUT_SHORT, MESSAGES, RETRYABLE, LLMError, kind_of, retry_after
+from .base import Retrying, Usage
+from .deadline import Deadline
+from .errors import CUT_SHORT, MESSAGES, RETRYABLE, LLMError, kind_of, retry_after
+from .wire import events
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +29,6 @@ SDK_TELEMETRY_HEADERS = ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-S
 SDK_REQUEST_HEADERS = ("X-Stainless-Retry-Count", "X-Stainless-Read-Timeout")
 # The longest pause between tries, whatever a Retry-After header asks for.
 MAX_RETRY_WAIT = 20.0
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Retrying:
-    """Before the first token: the last try failed; the next starts after `wait` seconds."""
-
-    attempt: int  # the try about to start, counting from 2
-    tries: int  # how many there will be at most
-    wait: float
-    reason: str  # the error kind
-
-
-class Provider(Protocol):
-    label: str
-    is_demo: bool
-
-    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage | Retrying]: ...
-
-    async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
-
-    async def aclose(self) -> None: ...
 
 
 class OpenAIProvider:
@@ -150,13 +116,13 @@ class OpenAIProvider:
     async def _attempt(self, messages: list[dict[str, str]], model: str, first_deadline: float) -> AsyncIterator[str | Usage]:
         """One try: open the stream and relay it, every failure as an LLMError."""
         loop = asyncio.get_running_loop()
-        deadline = _Deadline(loop, first_deadline)
+        deadline = Deadline(loop, first_deadline)
         try:
             async with deadline:
                 response = await self._open(messages, model)
-                async with contextlib.aclosing(_events(response)) as events:
+                async with contextlib.aclosing(events(response)) as received:
                     usage: Usage | None = None
-                    async for chunk in events:
+                    async for chunk in received:
                         text, chunk_usage = self._read(chunk)
                         del chunk  # not kept while the next one is awaited: memory per open stream
                         usage = chunk_usage or usage
@@ -256,161 +222,3 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
-
-class _Deadline:
-    """asyncio.timeout for a deadline that moves with every chunk, without a new timer per chunk.
-
-    Moving the deadline later only notes the time. The one timer, when it fires, sets itself again
-    for the new deadline if the stream moved on meanwhile, and otherwise trips the timeout
-    (TimeoutError as the block exits, as with asyncio.timeout). A new timer per chunk cost more
-    than parsing the chunk. While the caller holds a piece (`paused`, set around each yield), the
-    time is the caller's, not the model server's: the timeout does not trip then."""
-
-    RECHECK = 0.5  # seconds: how soon to look again when the deadline passed during a pause
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        self.when = when
-        self.started = False  # the first text has arrived (the caller says so)
-        self.paused = False  # the caller holds a piece (the time is not the model server's)
-        self._loop = loop
-        self._timeout = asyncio.timeout(None)
-        self._timer: asyncio.TimerHandle | None = None
-
-    async def __aenter__(self) -> _Deadline:
-        await self._timeout.__aenter__()
-        self._timer = self._loop.call_at(self.when, self._check)
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        self._timer.cancel()
-        return await self._timeout.__aexit__(*exc_info)
-
-    def move(self, when: float) -> None:
-        self.when = when
-        if when < self._timer.when():  # earlier than the timer: it must go off sooner
-            self._timer.cancel()
-            self._timer = self._loop.call_at(when, self._check)
-
-    def _check(self) -> None:
-        now = self._loop.time()
-        if now < self.when:
-            self._timer = self._loop.call_at(self.when, self._check)
-        elif self.paused:
-            self._timer = self._loop.call_at(now + self.RECHECK, self._check)
-        else:
-            self._timeout.reschedule(now)
-
-
-# An event bigger than any Chat Completions chunk: the stream is broken (or hostile), not slow.
-MAX_EVENT_BYTES = 1 << 20
-
-
-async def _events(response: httpx2.Response) -> AsyncIterator[Any]:
-    """The JSON of each event of an OpenAI-style event stream, until `[DONE]`. The response is
-    closed however this ends, so the model server stops generating when we stop reading."""
-    try:
-        lines = _EventReader()
-        async with contextlib.aclosing(_body(response)) as received:
-            async for data in received:
-                for event in lines.feed(data):
-                    if event == b"[DONE]":
-                        await _drain(received)
-                        return
-                    yield json.loads(event)
-        for event in lines.finish():
-            if event != b"[DONE]":
-                yield json.loads(event)
-    finally:
-        await response.aclose()
-
-
-async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The response body as it arrives. Without a content encoding (the usual case for an event
-    stream) it comes straight from the transport, as the SDK's own drain reads it, past httpx2's
-    decoding and re-chunking layers: 31-33 instead of 36 µs a token (bench/read_floor.py 50)."""
-    if response.headers.get("content-encoding", "identity") != "identity":
-        async for data in response.aiter_bytes():
-            yield data
-        return
-    async for data in response.stream:
-        yield data
-
-
-# How long the end of a response may take to arrive after [DONE] (as the SDK's own streams wait).
-DRAIN_SECONDS = 0.1
-
-
-async def _drain(received: AsyncIterator[bytes]) -> None:
-    """Read what follows [DONE] (the end of the chunked body): an HTTP/1.1 connection closed with
-    its response unread cannot be used again, and every answer would open a new one."""
-    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for _ in received:
-                pass
-
-
-class _EventReader:
-    """A minimal Server-Sent Events reader: `data:` lines gather into an event until a blank line
-    (the Chat Completions stream uses no other field); lines end in LF or CRLF. Linear in the
-    bytes fed however they are split, and refuses (ValueError) an event over MAX_EVENT_BYTES."""
-
-    def __init__(self) -> None:
-        self._partial: list[bytes] = []  # the current line, not yet ended
-        self._data: list[bytes] = []  # the current event's data lines
-        self._size = 0  # bytes held: the current line, and the event's lines with their breaks
-        self._first = True
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The events completed by `chunk`."""
-        if self._first:
-            self._first = False
-            chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a byte order mark may open the stream
-        if b"\n" not in chunk:
-            self._partial.append(chunk)
-            self._hold(len(chunk))
-            return []
-        partial = sum(map(len, self._partial))  # each byte counted here once: it is then in a line
-        *lines, rest = (b"".join(self._partial) + chunk if self._partial else chunk).split(b"\n")
-        self._size -= partial
-        self._partial = [rest] if rest else []
-        events = []
-        for line in lines:
-            event = self._line(line[:-1] if line.endswith(b"\r") else line)
-            if event:
-                events.append(event)
-        self._hold(len(rest))
-        return events
-
-    def finish(self) -> list[bytes]:
-        """The last event, if the stream ended without its blank line."""
-        last = self._line(b"".join(self._partial).removesuffix(b"\r"))
-        return [event for event in (last, self._line(b"")) if event]
-
-    def _line(self, line: bytes) -> bytes | None:
-        if line.startswith(b"data:"):
-            self._data.append(line[5:])
-            self._hold(len(line) - 4)  # the data, and the line break that will join it
-        elif not line and self._data:
-            event = b"\n".join(self._data).strip()
-            self._size -= sum(map(len, self._data)) + len(self._data)
-            self._data = []
-            return event or None
-        return None
-
-    def _hold(self, more: int) -> None:
-        self._size += more
-        if self._size > MAX_EVENT_BYTES:
-            raise ValueError(f"an event of more than {MAX_EVENT_BYTES} bytes")
-
-
-def make_provider(*, api_key: str | None, base_url: str | None, model: str, connect_timeout: float,
-                  first_token_timeout: float, idle_timeout: float, max_retries: int = 2,
-                  demo_delay: float = 0.02) -> Provider:
-    """No key and no base URL → the offline demo; otherwise the OpenAI-compatible server."""
-    if not api_key and not base_url:
-        from chatapp.llm_demo import DemoProvider
-
-        return DemoProvider(delay=demo_delay)
-    return OpenAIProvider(api_key=api_key or PLACEHOLDER_KEY, base_url=base_url, model=model,
-                          connect_timeout=connect_timeout, first_token_timeout=first_token_timeout,
-                          idle_timeout=idle_timeout, max_retries=max_retries)

@@ -18,14 +18,14 @@ from datetime import UTC, datetime, timedelta
 from markupsafe import Markup
 
 from . import metrics
-from .context import estimate_tokens
+from .history import estimate_tokens
 from .llm import LLMError, Provider, Retrying, Usage
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
 from .storage import COMPLETE, ERROR, STOPPED, Message, Store
 from .turns import Turn
 
-log = logging.getLogger("chatapp.chat")
+log = logging.getLogger(__name__)
 
 # How often the partial answer is written while it streams: often enough that a crash or a
 # reload loses at most this much, rarely enough that a fast model is not slowed by the disk.
