@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from werkzeug.datastructures import MultiDict
 
 from . import presets
 from .config import Config
@@ -31,7 +30,7 @@ def current(conversation: Conversation | None, config: Config) -> Choices:
     return Choices(preset, presets.language_or_default(conversation.language if conversation else None), model)
 
 
-def changes_from_form(form: MultiDict[str, str], conversation: Conversation, config: Config) -> dict[str, str]:
+def changes_from_form(form: Mapping[str, str], conversation: Conversation, config: Config) -> dict[str, str]:
     """What the composer's selects change; anything not on the lists is ignored."""
     changes = {}
     if form.get("preset") in presets.PRESETS and form["preset"] != conversation.preset:
