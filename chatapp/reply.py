@@ -1,6 +1,6 @@
 """Driving one reply: store the question, stream the answer, save it whatever happens.
 
-The views only choose how to write the events out (streams.py: SSE for htmx, a chunked page
+The routes only choose how to write the events out (web/streams.py: SSE for htmx, a chunked page
 without JavaScript); everything that must hold for both lives here.
 """
 

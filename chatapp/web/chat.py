@@ -140,7 +140,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         slot.release()
         raise
     slot.message_id = turn.assistant.id
-    # From here the answer (chat.stream_reply) holds the slot and gives it back.
+    # From here the answer (reply.stream_reply) holds the slot and gives it back.
     if is_htmx():
         return await streams.event_stream(store, current.provider(), turn, request_id(), slot)
     return await streams.page_stream(store, current.provider(), turn, request_id(), slot)

@@ -1,6 +1,6 @@
 """The app's long-lived resources, for code serving a request: one accessor each.
 
-They are made by the app factory (chatapp/__init__.py) when the app starts serving and live in
+They are made by the app factory (web/app.py) when the app starts serving and live in
 `current_app`; nothing else reads `current_app.extensions` or the CHATAPP config entry.
 """
 

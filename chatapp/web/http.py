@@ -71,7 +71,7 @@ async def error_response(status: int, message: str | None = None) -> Response:
 
 
 async def read_form() -> MultiDict[str, str]:
-    """The request's url-encoded form, strictly decoded (raises validation.InvalidMessage).
+    """The request's url-encoded form, strictly decoded (raises forms.InvalidMessage).
 
     The body is awaited directly under asyncio.timeout rather than through Quart's get_data(): on
     Python 3.11 that uses asyncio.wait_for, which can swallow the cancellation that a client leaving

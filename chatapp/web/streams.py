@@ -1,6 +1,6 @@
 """Writing one reply out as it streams: an SSE stream for htmx, or a chunked HTML page without JS.
 
-Both consume the same chat.stream_reply events, so saving, errors and disconnects behave the same.
+Both consume the same reply.stream_reply events, so saving, errors and disconnects behave the same.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ async def _closing(turn: Turn, answer: Message) -> str:
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
                    slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
-    """chat.stream_reply's events, always ending in a finished message: if even saving the answer
+    """reply.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
     closing = False
     try:
@@ -96,7 +96,7 @@ async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str
 async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
                    slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
     """`replies`, already run to its first event before the response starts: that sends the model
-    its request (chat.stream_reply), so the model works while the page's first frame is made and
+    its request (reply.stream_reply), so the model works while the page's first frame is made and
     written. If the response then never runs (the client left at once), closing `replies` saves
     the answer as stopped and ends the model's stream."""
     first = await anext(replies)
