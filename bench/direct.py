@@ -26,7 +26,7 @@ What it does, in order, and every step is bounded:
     token runs from just before create() to the first chunk with content; the gaps are between
     content chunks. A stream is completed when it got all TOKENS content tokens, finish_reason
     "stop", and ended normally. Meanwhile a thread samples this process's RSS every 0.1 s
-    (load.py's watch).
+    (bench/lib/sampling.py).
  6. Prints a table (and, with --json, one last line `JSON {...}`), then stops the fake server.
     Exit status 0 only with 0 errors.
 
@@ -50,7 +50,6 @@ import os
 import resource
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +60,12 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import (  # noqa: E402
-    FakeProcess, Samples, kill_quietly, percentile, print_json, print_table, raise_fd_limit, status_kb, watching,
-)
+from bench.lib.fakes import FakeProcess  # noqa: E402
+from bench.lib.options import add_stream_options  # noqa: E402
+from bench.lib.processes import raise_fd_limit, start_watchdog  # noqa: E402
+from bench.lib.procfs import status_kb  # noqa: E402
+from bench.lib.sampling import Samples, watching  # noqa: E402
+from bench.lib.table import percentile, print_json, print_table  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 
@@ -241,15 +243,9 @@ def report(args: argparse.Namespace, figures: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="N concurrent streams through the openai SDK, no app.")
-    parser.add_argument("streams", type=int, nargs="?", default=200)
-    parser.add_argument("--tokens", type=int, default=200, help="tokens per answer (default 200)")
-    parser.add_argument("--delay", type=float, default=0.01, help="seconds between tokens (default 0.01)")
-    parser.add_argument("--deadline", type=float, default=120.0, help="global deadline in seconds (120)")
-    parser.add_argument("--ramp", type=float, default=0.0, help="spread the starts over this many seconds (0)")
-    parser.add_argument("--repeat", type=int, default=1, help="waves of N, one after another, pooled (1)")
+    add_stream_options(parser, "streams", starts="starts")
     parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
                         help="the SDK's HTTP client: httpx (its default) or aiohttp (the app's)")
-    parser.add_argument("--json", action="store_true", help="also print one last line: JSON {...}")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
     args.loadavg = os.getloadavg()[0]
@@ -257,15 +253,7 @@ def main() -> int:
     limit = raise_fd_limit()
     fake = FakeProcess(args.tokens, args.delay, backlog=4096)
 
-    def watchdog() -> None:  # the last resort: nothing outlives the deadline by much
-        print(f"direct.py: watchdog: still running {args.deadline + 30:g} s after start; killing the fake server",
-              file=sys.stderr, flush=True)
-        kill_quietly(fake.pid)
-        os._exit(3)
-
-    timer = threading.Timer(args.deadline + 30, watchdog)
-    timer.daemon = True
-    timer.start()
+    timer = start_watchdog("direct.py", args.deadline + 30, {"fake server": fake.pid})
     try:
         start = f"over {args.ramp:g} s" if args.ramp else "at once"
         waves = f", in {args.repeat} waves of {args.streams}" if args.repeat > 1 else ""

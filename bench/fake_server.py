@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.lib.processes import raise_fd_limit  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
 
 
@@ -55,14 +56,6 @@ class BenchFake(FakeOpenAI):
         self.port = self._server.sockets[0].getsockname()[1]
         ready.set()
         loop.run_forever()
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ What it does, in order, and every step is bounded:
     the SSE stream to `event: done`. A share of them (default 10%) closes the response after
     DISCONNECT_AFTER tokens. With --repeat K, K waves of N, one after another (each with clients
     of its own), pooled in one report: for a stable p50 at 1 stream. Meanwhile a thread samples the
-    app worker's RSS and open fds and the open-stream count every 0.1 s (see watch), and a task
-    times GET /healthz every 0.5 s (a stand-in for the app's event-loop lag; it runs on this
-    process's loop, so a busy client adds to it).
+    app worker's RSS and open fds and the open-stream count every 0.1 s (bench/lib/sampling.py),
+    and a task times GET /healthz every 0.5 s (a stand-in for the app's event-loop lag; it runs on
+    this process's loop, so a busy client adds to it).
  7. Checks the database (read-only): every conversation has its user message, and its answer is
     `complete` with the full text (or `stopped`, a prefix, for the clients that left); none is left
     `streaming` (it waits up to 5 s for the last saves).
@@ -64,8 +64,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import math
 import os
 import re
 import resource
@@ -76,10 +74,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,154 +84,18 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fake_server import BenchFake, reply_tokens  # noqa: E402
-from tests.support.fake_openai import Reply  # noqa: E402
-from tests.support.live_server import ROOT as APP_ROOT, LiveServer, app_environment, clean_environment, free_port  # noqa: E402
+from bench.fake_server import reply_tokens  # noqa: E402
+from bench.lib.fakes import FakeProcess, FakeThread  # noqa: E402
+from bench.lib.options import add_stream_options  # noqa: E402
+from bench.lib.page import composer_form  # noqa: E402
+from bench.lib.processes import BenchServer, kill_orphan, raise_fd_limit, start_watchdog, worker_pid  # noqa: E402
+from bench.lib.procfs import cpu_seconds, fd_limit, listen_drops, status_kb  # noqa: E402
+from bench.lib.sampling import Samples, watching  # noqa: E402
+from bench.lib.table import percentile, print_json, print_table  # noqa: E402
+from tests.support.live_server import app_environment  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-ACTION = re.compile(r'<form id="composer"[^>]*action="([^"]+)"')
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FINAL = re.compile(rb'data-status="(\w+)" aria-busy="false"')
 WORD = re.compile(rb"word(\d+)")  # token i of the fake server's answers is word<i> (bench/fake_server.py)
-
-
-# --- the processes ---------------------------------------------------------------------------
-
-def raise_fd_limit() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-class FakeProcess:
-    """bench/fake_server.py in a subprocess (the default)."""
-
-    def __init__(self, tokens: int, delay: float, backlog: int) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "fake_server.py"), "--tokens", str(tokens), "--delay", str(delay),
-             "--backlog", str(backlog)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the fake server did not start")
-        info = json.loads(line)
-        self.base_url, self.pid = info["base_url"], info["pid"]
-
-    def stats(self) -> dict:
-        self._process.stdin.write("stats\n")
-        self._process.stdin.flush()
-        return json.loads(self._process.stdout.readline())
-
-    def stop(self) -> None:
-        try:
-            self._process.stdin.close()
-            self._process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self._process.kill()
-            self._process.wait()
-
-
-class FakeThread:
-    """The fake server in a thread of this process (`--fake thread`, to compare)."""
-
-    def __init__(self, tokens: int, delay: float, backlog: int) -> None:
-        self._fake = BenchFake(default=Reply(tokens=reply_tokens(tokens, 25), delay=delay), backlog=backlog).start()
-        self.base_url, self.pid = self._fake.base_url, None
-
-    def stats(self) -> dict:
-        return {"requests": len(self._fake.requests), "completed": self._fake.completed,
-                "disconnects": len(self._fake.disconnects), "cpu_seconds": None}
-
-    def stop(self) -> None:
-        self._fake.stop()
-
-
-class BenchServer(LiveServer):
-    """LiveServer, with extra Hypercorn arguments (only when some are given)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str]) -> None:
-        if not hypercorn_args:
-            super().__init__(env, log_path)
-            return
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-             *hypercorn_args, "chatapp:create_app()"],
-            cwd=APP_ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        self._wait_until_up()
-
-
-def worker_pid(master: int, timeout: float = 10.0) -> int:
-    """The Hypercorn worker: the master's child running multiprocessing's spawn (not its resource tracker)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        except OSError:
-            children = []
-        for child in children:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"resource_tracker" not in cmdline:
-                return int(child)
-        time.sleep(0.05)
-    return master  # --workers 0 style: the app runs in the master itself
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
-
-
-def status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def open_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def fd_limit(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            return "/".join(line.split()[3:5])
-    return "?"
-
-
-def listen_drops() -> dict[str, int]:
-    """This network namespace's TcpExt ListenOverflows/ListenDrops: connections refused because an
-    accept queue (a listen backlog) was full."""
-    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
-    values = dict(zip(lines[0][1:], map(int, lines[1][1:])))
-    return {key: values.get(key, 0) for key in ("ListenOverflows", "ListenDrops")}
-
-
-def kill_orphan(pid: int | None) -> None:
-    """The Hypercorn worker, if it outlived its master (it is a multiprocessing child)."""
-    try:
-        if pid and b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def kill_quietly(pid: int | None) -> None:
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 # --- the clients ----------------------------------------------------------------------------
@@ -277,7 +137,7 @@ class Load:
                     if page.status_code != 200:
                         result.reason = f"GET / answered {page.status_code}"
                         return
-                    action, csrf = ACTION.search(page.text).group(1), CSRF.search(page.text).group(1)
+                    action, csrf = composer_form(page.text)
                 result.conversation_id = action.split("/")[2]
             except Exception as error:  # noqa: BLE001 - every failure is a figure
                 result.reason = f"setup: {type(error).__name__}: {error}"
@@ -347,56 +207,6 @@ class Load:
         finally:
             if opened:
                 self.open_streams -= 1
-
-
-@dataclass
-class Samples:
-    rss_before_kb: int = 0
-    peak_open: int = 0
-    rss_at_peak_open_kb: int = 0
-    peak_rss_kb: int = 0
-    peak_fds: int = 0
-    health: list[float] = field(default_factory=list)
-    health_failures: int = 0
-
-
-def watch(pid: int, open_streams: Callable[[], int], samples: Samples, stop: threading.Event) -> None:
-    """Samples pid's RSS and the open-stream count every 0.1 s, its open fds every 0.5 s, until stop.
-
-    Run in a thread (see watching), not as a task on the client's event loop: once the client is
-    busy, one turn of its loop can take seconds (bench/direct.py with 200 streams: 5 ticks of an
-    asyncio sampler in a 6 s run, as the SDK parses every buffered chunk before it yields), and a
-    sampler on the loop misses the peak. A thread gets the GIL back within the switch interval."""
-    ticks = 0
-    while True:
-        try:
-            rss = status_kb(pid, "VmRSS")
-        except OSError:
-            return
-        now_open = open_streams()
-        samples.peak_rss_kb = max(samples.peak_rss_kb, rss)
-        if now_open > samples.peak_open:
-            samples.peak_open, samples.rss_at_peak_open_kb = now_open, rss
-        elif now_open == samples.peak_open and now_open:
-            samples.rss_at_peak_open_kb = max(samples.rss_at_peak_open_kb, rss)
-        if ticks % 5 == 0:
-            samples.peak_fds = max(samples.peak_fds, open_fds(pid))
-        ticks += 1
-        if stop.wait(0.1):
-            return
-
-
-@contextmanager
-def watching(pid: int, open_streams: Callable[[], int], samples: Samples) -> Iterator[None]:
-    """watch() in a thread for the duration of the block."""
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(pid, open_streams, samples, stop), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 async def probe_health(load: Load, samples: Samples) -> None:
@@ -537,20 +347,6 @@ def check_database(db: Path, results: list[Result], full_text: str, wait: float 
 
 # --- the report -----------------------------------------------------------------------------
 
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
-def print_json(summary: dict) -> None:
-    """The figures as one line, `JSON {...}`, for bench/relay_table.py: NaN as null, floats to 3 places."""
-    clean = {key: None if isinstance(value, float) and math.isnan(value) else
-             round(value, 3) if isinstance(value, float) else value for key, value in summary.items()}
-    print("JSON " + json.dumps(clean), flush=True)
-
-
 def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int, problems: list[str],
            info: dict) -> tuple[bool, dict]:
     """Prints the table; returns (passed, the figures keyed as bench/direct.py's, plus load.py's own)."""
@@ -628,27 +424,6 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     return ok, summary
 
 
-def print_table(title: str, rows: list[tuple[str, str]], errors: list, deadline_passed: float | None) -> None:
-    """The figures as a two-column table, then the errors counted by reason (shared with direct.py)."""
-    width = max(len(name) for name, _ in rows)
-    print()
-    print(title)
-    print("-" * (width + 60))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print("-" * (width + 60))
-    if deadline_passed is not None:
-        print(f"the {deadline_passed:g} s deadline passed: streams still open were cancelled (counted as errors)")
-    if errors:
-        reasons: dict[str, int] = {}
-        for result in errors:
-            reason = re.sub(r"\d+", "N", result.reason)
-            reasons[reason] = reasons.get(reason, 0) + 1
-        print("errors by reason:")
-        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
-            print(f"  {count:6}  {reason}")
-
-
 def print_app_log(log_path: Path) -> None:
     """The app's warnings and errors, counted by kind (upstream errors by their detail)."""
     kinds: dict[str, int] = {}
@@ -669,21 +444,15 @@ def print_app_log(log_path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Bounded load test of chatapp on one Hypercorn worker.")
-    parser.add_argument("conversations", type=int, nargs="?", default=200)
-    parser.add_argument("--tokens", type=int, default=200, help="tokens per answer (default 200)")
-    parser.add_argument("--delay", type=float, default=0.01, help="seconds between tokens (default 0.01)")
+    add_stream_options(parser, "conversations", starts="POSTs")
     parser.add_argument("--disconnect-share", type=float, default=0.1, help="share of clients that leave (0.1)")
     parser.add_argument("--disconnect-after", type=int, default=50, help="tokens before they leave (50)")
-    parser.add_argument("--deadline", type=float, default=120.0, help="global deadline in seconds (120)")
     parser.add_argument("--fake", choices=("process", "thread"), default="process")
     parser.add_argument("--setup-concurrency", type=int, default=50, help="clients setting up at once (50)")
-    parser.add_argument("--ramp", type=float, default=0.0, help="spread the POSTs over this many seconds (0)")
-    parser.add_argument("--repeat", type=int, default=1, help="waves of N, one after another, pooled (1)")
     parser.add_argument("--backlog", type=int, default=None, help="Hypercorn --backlog (Hypercorn's default: 100)")
     parser.add_argument("--fake-backlog", type=int, default=4096, help="the fake server's listen backlog (4096)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra app setting")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the app worker in the load phase, into FILE")
-    parser.add_argument("--json", action="store_true", help="also print one last line: JSON {...}")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
 
@@ -691,17 +460,7 @@ def main() -> int:
     info = {"loadavg": os.getloadavg()[0]}
     pids: dict[str, int | None] = {}
 
-    def watchdog() -> None:  # the last resort: nothing outlives the deadline by much
-        print(f"load.py: watchdog: still running {args.deadline + 30:g} s after start; killing everything",
-              file=sys.stderr, flush=True)
-        for pid in pids.values():
-            kill_quietly(pid)
-        os._exit(3)
-
-    timer = threading.Timer(args.deadline + 30, watchdog)
-    timer.daemon = True
-    timer.start()
-
+    timer = start_watchdog("load.py", args.deadline + 30, pids)
     fake = (FakeProcess if args.fake == "process" else FakeThread)(args.tokens, args.delay, args.fake_backlog)
     pids["fake"] = fake.pid
     args.fake_stats = fake.stats

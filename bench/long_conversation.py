@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chatapp import create_app, rendering  # noqa: E402
-from tests.conftest import app_settings, open_chat  # noqa: E402
+from bench.lib.page import composer_form  # noqa: E402
 
 ANSWER = """## A heading
 
@@ -38,10 +38,13 @@ def f(x):
 
 async def main(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(app_settings(Path(tmp), None))
+        # The offline demo model (no key, no base URL); no rate limits, as the bench sends on purpose.
+        app = create_app({"database": Path(tmp) / "chat.db", "secret_key": "bench-secret-key", "demo_delay": 0.0,
+                          "rate_limit_per_session": None, "rate_limit_per_address": None})
         async with app.test_app():
             client = app.test_client()
-            action, csrf = await open_chat(client)
+            start = await client.get("/", follow_redirects=True)
+            action, csrf = composer_form((await start.get_data()).decode())
             await client.post(action, form={"message": "start", "csrf_token": csrf})
             conversation_id = action.split("/")[2]
             store = app.extensions["store"]

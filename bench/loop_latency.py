@@ -30,7 +30,8 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import cpu_seconds, worker_pid  # noqa: E402
+from bench.lib.processes import worker_pid  # noqa: E402
+from bench.lib.procfs import cpu_seconds  # noqa: E402
 from tests.support.live_server import LiveServer  # noqa: E402
 
 MESSAGES = 400

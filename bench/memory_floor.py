@@ -25,7 +25,9 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import FakeProcess, status_kb, worker_pid  # noqa: E402
+from bench.lib.fakes import FakeProcess  # noqa: E402
+from bench.lib.processes import worker_pid  # noqa: E402
+from bench.lib.procfs import status_kb  # noqa: E402
 from chatapp.llm import OpenAIProvider  # noqa: E402
 from tests.support.live_server import free_port  # noqa: E402
 

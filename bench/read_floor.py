@@ -26,7 +26,7 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import FakeProcess  # noqa: E402
+from bench.lib.fakes import FakeProcess  # noqa: E402
 from chatapp.llm import OpenAIProvider  # noqa: E402
 
 HISTORY = [{"role": "user", "content": "hi"}]

@@ -17,7 +17,7 @@ At 1 stream the two are the same: it runs once, REPEAT streams one after another
 for a stable p50, and its row is in both tables.
 
 The SDK-direct client is a limit only while it keeps up: it reads through chat.completions.create,
-which builds the SDK's objects for every chunk (a step the app skips, see chatapp/llm.py), and
+which builds the SDK's objects for every chunk (a step the app skips, see chatapp/llm/wire.py), and
 spends about twice the app's CPU a token. From a few hundred streams on, its one process runs out
 of CPU before the app does, its first tokens come late, and "added by the app" can go below zero.
 

@@ -21,7 +21,8 @@ import httpx2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import status_kb, worker_pid  # noqa: E402
+from bench.lib.processes import worker_pid  # noqa: E402
+from bench.lib.procfs import status_kb  # noqa: E402
 from tests.support.live_server import LiveServer  # noqa: E402
 
 BAR_MB = 16
