@@ -1,0 +1,178 @@
+"""web/streams.py: how one reply is written out, as SSE frames for htmx and as a chunked page
+without JavaScript, through the app's test client against the fake model server. (The token frames
+and the draft's basic shape are in test_views.py; this is the rest of the frames' contract.)"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from markupsafe import Markup
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp import create_app
+from chatapp.rendering import StreamStep
+from chatapp.web import streams
+from tests.conftest import app_settings, open_chat, parse_sse, soup
+from tests.support import HTMX
+from tests.support.fake_openai import FakeOpenAI, Reply
+
+
+async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:
+    app = create_app(app_settings(tmp_path, fake, **settings))
+    async with app.test_app():
+        yield app
+
+
+async def _sse(client: QuartClient, url: str, csrf: str, **form: str) -> list[tuple[str | None, str]]:
+    response = await client.post(url, form=form, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    return parse_sse((await response.get_data()).decode())
+
+
+def _partials(html: str) -> list[tuple[str, str]]:
+    return [(p["hx-target"], p["hx-swap"]) for p in soup(html).find_all("hx-partial", recursive=False)]
+
+
+# --- the frames for htmx ----------------------------------------------------------------------------
+
+async def test_both_kinds_of_stream_are_never_cached_or_buffered(client: QuartClient) -> None:
+    action, csrf = await open_chat(client)
+    for headers, form, kind in [({**HTMX, "X-CSRF-Token": csrf}, {"message": "hi"}, "text/event-stream"),
+                                ({}, {"message": "hi", "csrf_token": csrf}, "text/html")]:
+        response = await client.post(action, form=form, headers=headers)
+        assert response.mimetype == kind
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Accel-Buffering"] == "no"  # a proxy passes each piece on at once
+        await response.get_data()
+
+
+async def test_the_first_frame_of_a_later_answer_clears_the_old_controls_and_renews_the_send_token(
+        client: QuartClient) -> None:
+    action, csrf = await open_chat(client)
+    await _sse(client, action, csrf, message="first")
+    frames = await _sse(client, action, csrf, message="second", send_token="token-2")
+    opening = frames[0][1]
+    targets = _partials(opening)
+    assert ("#messages .redo", "delete") in targets  # no regenerate or edit while an answer streams
+    assert ("#send-token", "outerHTML") in targets and ("#context-note", "innerHTML") in targets
+    assert ("#conversation-list", "afterbegin") not in targets  # it is listed already
+    token = soup(opening).find("hx-partial", attrs={"hx-target": "#send-token"}).find("input")
+    assert token["name"] == "send_token" and token["value"] not in ("", "token-2")
+    user, answer = soup(opening).find_all("article", recursive=False)
+    assert user.get_text(strip=True).endswith("second") and answer["aria-busy"] == "true"
+    assert soup(opening).find("hx-partial", attrs={"hx-target": "#context-note"}).get_text() == ""
+
+
+async def test_the_first_frame_says_when_older_messages_are_left_out(tmp_path: Path,
+                                                                     fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, context_tokens=60):
+        client = app.test_client()
+        action, csrf = await open_chat(client)
+        fake_upstream.script(Reply(tokens=["a long answer " * 20]))
+        await _sse(client, action, csrf, message="a long question " * 20)
+        frames = await _sse(client, action, csrf, message="short")
+        note = soup(frames[0][1]).find("hx-partial", attrs={"hx-target": "#context-note"})
+        assert note.get_text() == "The 2 oldest messages are no longer sent to the model, to fit its context."
+
+
+async def test_editing_the_first_question_replaces_its_bubbles_without_listing_the_conversation_again(
+        client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    action, csrf = await open_chat(client)
+    first = await _sse(client, action, csrf, message="typo")
+    old_question, old_answer = (a["id"] for a in soup(first[0][1]).find_all("article", recursive=False))
+    url = action.removesuffix("/messages")
+    frames = await _sse(client, f"{url}/edit", csrf, message="fixed")
+    targets = _partials(frames[0][1])
+    assert (f"#{old_question}", "delete") in targets and (f"#{old_answer}", "delete") in targets
+    assert ("#conversation-list", "afterbegin") not in targets and ("#no-conversations", "delete") not in targets
+    assert [a["data-role"] for a in soup(frames[0][1]).find_all("article", recursive=False)] == ["user", "assistant"]
+
+
+async def test_the_last_frame_replaces_the_answer_and_gives_the_question_its_edit_control(
+        client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["An ", "answer."], usage=(7, 3)))
+    action, csrf = await open_chat(client)
+    frames = await _sse(client, action, csrf, message="a question")
+    user, answer = (a["id"] for a in soup(frames[0][1]).find_all("article", recursive=False))
+    closing = soup(frames[-2][1])
+    assert _partials(frames[-2][1]) == [(f"#{answer}", "outerHTML"), (f"#{user}", "outerHTML")]
+    final_answer, final_question = (p.find("article") for p in closing.find_all("hx-partial"))
+    assert final_answer["data-status"] == "complete" and "10 tokens" in final_answer.get_text()
+    assert final_answer.select_one("button[form=regenerate-form]") is not None
+    assert final_question.select_one("details.edit textarea").get_text() == "a question"
+    assert frames[-1] == ("done", "")
+
+
+async def test_a_retry_is_told_on_the_answers_notice_line(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, max_retries=1):
+        fake_upstream.script(Reply(status=503, headers={"retry-after-ms": "10"}), Reply(tokens=["ok"]))
+        client = app.test_client()
+        action, csrf = await open_chat(client)
+        frames = await _sse(client, action, csrf, message="hi")
+        answer = soup(frames[0][1]).find_all("article", recursive=False)[1]["id"]
+        notice = soup(frames[1][1]).find("hx-partial")
+        assert (notice["hx-target"], notice["hx-swap"]) == (f"#{answer}-notice", "innerHTML")
+        assert notice.get_text() == "The model server did not answer; trying again in 0 s (try 2 of 2)…"
+        assert soup(frames[-2][1]).find("article")["data-status"] == "complete"
+
+
+def test_a_step_appends_finished_blocks_as_html_and_the_tail_as_escaped_text() -> None:
+    partials = streams._step_partials("msg-x", StreamStep(Markup("<p>done</p>"), "<b>next", replace_tail=True))
+    assert partials == ('<hx-partial hx-target="#msg-x-blocks" hx-swap="beforeend"><p>done</p></hx-partial>'
+                        '<hx-partial hx-target="#msg-x-tail" hx-swap="innerHTML">&lt;b&gt;next</hx-partial>')
+    assert _partials(streams._step_partials("msg-x", StreamStep(None, " more", replace_tail=False))) == [
+        ("#msg-x-tail", "beforeend")]
+    # A block that ends the text: the old tail is emptied, not left beside the block.
+    assert _partials(streams._step_partials("msg-x", StreamStep(Markup("<p>end</p>"), "", replace_tail=True))) == [
+        ("#msg-x-blocks", "beforeend"), ("#msg-x-tail", "innerHTML")]
+    assert streams._step_partials("msg-x", StreamStep(None, "", replace_tail=False)) == ""
+
+
+# --- the page without JavaScript --------------------------------------------------------------------
+
+def test_a_draft_piece_hides_the_raw_text_before_it_once_a_block_follows() -> None:
+    assert streams._draft_chunk(StreamStep(None, "<i>raw", replace_tail=False)) == (
+        '<span class="raw">&lt;i&gt;raw</span>')
+    assert streams._draft_chunk(StreamStep(Markup("<p>x</p>"), "", replace_tail=True)) == (
+        '<div class="block"><p>x</p></div>')
+    # A block that rendered to nothing still supersedes the raw pieces before it.
+    assert streams._draft_chunk(StreamStep(None, "tail", replace_tail=True)) == (
+        '<div class="block"></div><span class="raw">tail</span>')
+
+
+async def test_the_page_tells_of_a_retry_and_ends_with_the_answer_and_the_form(tmp_path: Path,
+                                                                               fake_upstream: FakeOpenAI) -> None:
+    async for app in _app(tmp_path, fake_upstream, max_retries=1):
+        fake_upstream.script(Reply(status=429, headers={"retry-after-ms": "10"}), Reply(tokens=["fine"]))
+        client = app.test_client()
+        action, csrf = await open_chat(client)
+        response = await client.post(action, form={"message": "hi", "csrf_token": csrf})
+        body = (await response.get_data()).decode()
+        page = soup(body)
+        assert page.select_one(".draft p.notice").get_text().startswith("The model server is busy; trying again")
+        final = page.select_one(".draft").find_next_sibling("article")
+        assert final["data-status"] == "complete" and final.select_one(".content").get_text() == "fine"
+        assert body.count("<html") == 1 and body.rstrip().endswith("</html>")
+        assert page.select_one("form#composer textarea[name=message]") is not None
+
+
+async def test_the_page_still_ends_with_an_error_when_the_answer_cannot_be_saved(
+        client: QuartClient, app: Quart, caplog: pytest.LogCaptureFixture) -> None:
+    action, csrf = await open_chat(client)
+    # The disk fails just as the answer is saved (a real failure of the database, not a stand-in).
+    await app.extensions["store"]._db.execute(
+        "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON messages WHEN NEW.status != 'streaming' "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    response = await client.post(action, form={"message": "hi", "csrf_token": csrf})
+    assert response.status_code == 200
+    body = (await response.get_data()).decode()
+    final = soup(body).select_one(".draft").find_next_sibling("article")
+    assert final["data-status"] == "error" and final["aria-busy"] == "false"
+    assert "Something went wrong on our side" in final.select_one("[data-role=error]").get_text()
+    assert body.rstrip().endswith("</html>")
+    assert any(r.levelno == logging.ERROR and "could not be saved" in r.getMessage() for r in caplog.records)
+    assert app.extensions["quota"].streaming == 0  # its slot came back all the same
