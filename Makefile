@@ -25,9 +25,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-# Lint (errors and likely bugs, see pyproject.toml) and every module importable; CI runs it before `make test`.
+# Lint (errors and likely bugs), types (mypy over chatapp), both set in pyproject.toml, and every module
+# importable; CI runs it before `make test`.
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check chatapp tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/python -c "import chatapp, chatapp.__main__; chatapp.create_app({})"
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -42,7 +43,7 @@ class Config:
     idle_timeout: float = 30.0
     max_retries: int = 2
     demo_delay: float = 0.02
-    # An answer's text goes to the browser gathered, at most once per this many seconds (pacing.py).
+    # An answer's text goes to the browser gathered, at most once per this many seconds (llm/pacing.py).
     stream_interval: float = 0.05
     debug: bool = False
     production: bool = False
@@ -233,7 +234,9 @@ MIN_SECRET_KEY_CHARS = 32
 def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
     """Build the Config from `environ` (default: os.environ), then apply `overrides` (tests)."""
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    # Field name → value of that field's type (each parser returns its field's type): Any, as the
+    # pairing of a name with its type is in SETTINGS, not in anything mypy can follow.
+    values: dict[str, Any] = {}
     for name, (field, parse) in SETTINGS.items():
         raw = environ.get(name)
         if raw is None:

@@ -34,6 +34,13 @@ _PLAIN_LAST_RESORT = logging.lastResort
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
+class _OurHandler(logging.StreamHandler):
+    """A stderr handler that chatapp made (marked `chatapp`), so that configuring again finds it
+    instead of adding a second one."""
+
+    chatapp = True
+
+
 class AddRequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
@@ -198,8 +205,7 @@ def configure(config: Config) -> None:
     log = logging.getLogger("chatapp")
     handler = next((h for h in log.handlers if getattr(h, "chatapp", False)), None)
     if handler is None:
-        handler = logging.StreamHandler()
-        handler.chatapp = True
+        handler = _OurHandler()
         handler.addFilter(AddRequestId())
         log.addHandler(handler)
     handler.setFormatter(
@@ -223,8 +229,7 @@ def _json_beyond_ours(on: bool) -> None:
     if not on:
         logging.lastResort = _PLAIN_LAST_RESORT
     elif not getattr(logging.lastResort, "chatapp", False):
-        last_resort = logging.StreamHandler()
-        last_resort.chatapp = True
+        last_resort = _OurHandler()
         last_resort.setLevel(logging.WARNING)  # as the plain one
         last_resort.setFormatter(JsonLines())
         logging.lastResort = last_resort
@@ -244,7 +249,7 @@ def redact_handlers(config: Config, *more_secrets: str) -> None:
     redact = RedactSecrets(secrets)
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     filterers = [*loggers, *(handler for logger in loggers for handler in logger.handlers)]
-    if getattr(logging.lastResort, "chatapp", False):
+    if logging.lastResort is not None and getattr(logging.lastResort, "chatapp", False):
         filterers.append(logging.lastResort)
     for filterer in filterers:
         if not any(isinstance(f, OneLine) for f in filterer.filters):

@@ -6,9 +6,12 @@ growing text block by block, so a streamed answer costs about one render in tota
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import markdown
+from markdown.extensions.fenced_code import FencedBlockPreprocessor
 from markdown.postprocessors import Postprocessor
 from markdown.preprocessors import Preprocessor
 from markupsafe import Markup
@@ -25,7 +28,7 @@ class _DefuseBrackets(Preprocessor):
     """A paragraph with more `[` than a person would write gets them escaped: shown, not linked.
     Runs after fenced code is set aside, so code blocks keep their brackets."""
 
-    def run(self, lines):
+    def run(self, lines: list[str]) -> list[str]:
         text = "\n".join(lines)
         if text.count("[") <= MAX_BRACKETS_PER_PARAGRAPH:
             return lines
@@ -41,9 +44,15 @@ class _Capture(Postprocessor):
 
     text = ""
 
-    def run(self, text):
+    def run(self, text: str) -> str:
         self.text = text
         return text
+
+
+def _language_only(attrs: Iterable[tuple[str, str]]) -> tuple[str, list[str], dict[str, Any]]:
+    """Fence attributes as fenced_code's handle_attrs returns them: no id, the first class only
+    (the language), no options."""
+    return "", [v for k, v in attrs if k == "."][:1], {}
 
 
 def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
@@ -59,8 +68,10 @@ def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
     md.inlinePatterns.deregister("html")
     # Fence attributes (```{ .py noclasses=True style=x }) would reach CodeHilite/Pygments as
     # options, or crash them: keep only the language.
-    md.preprocessors["fenced_code_block"].handle_attrs = lambda attrs: (
-        "", [v for k, v in attrs if k == "."][:1], {})
+    fences = md.preprocessors["fenced_code_block"]
+    if not isinstance(fences, FencedBlockPreprocessor):
+        raise TypeError(f"fenced_code_block is a {type(fences).__name__}, not fenced_code's preprocessor")
+    fences.handle_attrs = _language_only  # type: ignore[method-assign]  # on this one instance, on purpose
     md.preprocessors.register(_DefuseBrackets(md), "chatapp_defuse_brackets", 24)  # after fences (25)
     capture = _Capture(md)
     md.postprocessors.register(capture, "chatapp_capture", -100)

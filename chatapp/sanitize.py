@@ -5,8 +5,14 @@ that knows it: moving to another sanitizer such as nh3 means rewriting this file
 with tests/test_rendering.py and tests/test_hostile.py pinning the result.
 """
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import bleach
-from bleach.html5lib_shim import Filter, convert_entities
+# bleach's vendored html5lib Filter, re-exported here at run time; types-bleach leaves it out on
+# purpose (it is not public), and html5lib's own stubs describe another copy of the class.
+from bleach.html5lib_shim import Filter  # type: ignore[attr-defined]
+from bleach.html5lib_shim import convert_entities
 from pygments.token import STANDARD_TYPES
 
 # "img" reaches _SafetyFilter only, which turns every one into a link or plain text.
@@ -16,11 +22,11 @@ ALLOWED_TAGS = frozenset(
 )
 
 
-def _align(tag, name, value):
+def _align(tag: str, name: str, value: str) -> bool:
     return name == "align" and value in ("left", "right", "center")
 
 
-ALLOWED_ATTRIBUTES = {
+ALLOWED_ATTRIBUTES: dict[str, list[str] | Callable[[str, str, str], bool]] = {
     "a": ["href", "title"], "img": ["src", "alt"], "th": _align, "td": _align,
     "ol": lambda tag, name, value: name == "start" and value.isdigit() and len(value) < 10,
     "span": ["class"], "div": ["class"], "code": ["class"],
@@ -35,8 +41,8 @@ _HREF, _SRC, _ALT, _CLASS, _REL = ((None, n) for n in ("href", "src", "alt", "cl
 class _SafetyFilter(Filter):
     """Runs after bleach's sanitizer: link policy, no images, Pygments classes only."""
 
-    def __iter__(self):
-        links = []  # one entry per open <a>: was it kept?
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        links: list[bool] = []  # one entry per open <a>: was it kept?
         for token in super().__iter__():
             kind, name = token["type"], token.get("name")
             if name == "a" and kind == "StartTag":

@@ -8,9 +8,11 @@ closes the upstream HTTP response, so the model server stops generating too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,23 @@ class Retrying:
     reason: str  # the error kind
 
 
+class Stream(AsyncIterable[T_co], Protocol[T_co]):
+    """An async iterator that can be closed before its end (contextlib.aclosing): an async
+    generator, or a pacing.Paced. (AsyncIterable, not AsyncIterator: only the former may be a
+    protocol's base at run time in Python 3.11.)"""
+
+    def __aiter__(self) -> AsyncIterator[T_co]: ...
+
+    async def __anext__(self) -> T_co: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Provider(Protocol):
     label: str
     is_demo: bool
 
-    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage | Retrying]: ...
+    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> Stream[str | Usage | Retrying]: ...
 
     async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
 

@@ -30,12 +30,15 @@ class Deadline:
         self._timer = self._loop.call_at(self.when, self._check)
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        self._timer.cancel()
-        return await self._timeout.__aexit__(*exc_info)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._timeout.__aexit__(*exc_info)  # raises the TimeoutError; never swallows an error
 
     def move(self, when: float) -> None:
         self.when = when
+        if self._timer is None:
+            raise RuntimeError("Deadline.move outside its `async with` block")
         if when < self._timer.when():  # earlier than the timer: it must go off sooner
             self._timer.cancel()
             self._timer = self._loop.call_at(when, self._check)

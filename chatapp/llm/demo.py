@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from .base import Usage
 
@@ -70,7 +70,7 @@ class DemoProvider:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
 
-    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage]:
+    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncGenerator[str | Usage, None]:
         reply = demo_reply(messages)
         for piece in pieces(reply):
             await asyncio.sleep(self.delay)  # also a cancellation point when the delay is 0

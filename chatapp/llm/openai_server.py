@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2
@@ -59,7 +59,9 @@ class OpenAIProvider:
                 # answer through it costs about a third of the CPU of the default transport
                 # (36-37 against 101 µs a token, measured with bench/read_floor.py 50).
                 http_client=openai.DefaultAioHttpClient(),
-                default_headers=dict.fromkeys(SDK_TELEMETRY_HEADERS, openai.omit),
+                # The SDK takes Omit in default_headers (and drops the header: its own
+                # default_headers property is typed str | Omit), though the parameter says str.
+                default_headers=dict.fromkeys(SDK_TELEMETRY_HEADERS, openai.omit),  # type: ignore[arg-type]
             )
         except openai.OpenAIError as error:
             raise LLMError("config", "The model connection is not configured correctly.",
@@ -77,7 +79,7 @@ class OpenAIProvider:
         except openai.OpenAIError as error:
             raise self._error(error, False) from None
 
-    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage | Retrying]:
+    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncGenerator[str | Usage | Retrying, None]:
         """Text pieces, then at most one Usage. A busy, failing or unreachable server is tried again
         (max_retries times, with backoff or as long as it asks, within the first-token deadline),
         but only before the first token: after it, a retry would repeat text already shown."""
@@ -113,7 +115,7 @@ class OpenAIProvider:
         wait = min(wait, MAX_RETRY_WAIT)
         return wait if wait < time_left else None  # no point waiting past the first-token deadline
 
-    async def _attempt(self, messages: list[dict[str, str]], model: str, first_deadline: float) -> AsyncIterator[str | Usage]:
+    async def _attempt(self, messages: list[dict[str, str]], model: str, first_deadline: float) -> AsyncGenerator[str | Usage, None]:
         """One try: open the stream and relay it, every failure as an LLMError."""
         loop = asyncio.get_running_loop()
         deadline = Deadline(loop, first_deadline)

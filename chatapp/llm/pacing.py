@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from .base import Provider
+from .base import Provider, Retrying, Stream, Usage
 
 T = TypeVar("T")
 
 
-class Paced:
+class Paced(Generic[T]):
     """`source`'s items, in order, with consecutive text pieces joined so that text is handed on at
     most once per `interval` seconds (on the ticks of a clock shared by every Paced).
 
@@ -35,7 +34,7 @@ class Paced:
     as does cancelling the task that iterates it. An error of `source` is raised here after the
     items that came before it."""
 
-    def __init__(self, source: AsyncIterator[str | T], interval: float) -> None:
+    def __init__(self, source: Stream[str | T], interval: float) -> None:
         self._source, self._interval = source, interval
         self._loop = asyncio.get_running_loop()
         self._waiting: list[str | T] = []  # read, not yet handed on
@@ -63,7 +62,7 @@ class Paced:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    def __aiter__(self) -> Paced:
+    def __aiter__(self) -> Paced[T]:
         return self
 
     async def __anext__(self) -> str | T:
@@ -134,7 +133,7 @@ class PacedProvider:
         self._provider, self.interval = provider, interval
         self.label, self.is_demo = provider.label, provider.is_demo
 
-    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[object]:
+    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> Paced[Usage | Retrying]:
         return Paced(self._provider.stream(messages, model), self.interval)
 
     async def check(self) -> None:
