@@ -169,7 +169,7 @@ def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dic
 async def _find(conversation_id: str) -> tuple[bool, Conversation | None]:
     """(found, conversation): this browser's conversation, or (True, None) for one of its drafts;
     (False, None) for anything else, including another browser's conversation."""
-    conversation = await current.store().conversation(conversation_id, visitor.owner())
+    conversation = await visitor.own_conversation(conversation_id)
     return conversation is not None or visitor.is_draft(conversation_id), conversation
 
 

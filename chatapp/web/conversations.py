@@ -9,7 +9,6 @@ from quart import Blueprint, Response, redirect, render_template, url_for
 from . import current, visitor
 from .. import export
 from .ids import message_ids
-from ..storage import Conversation
 from .http import error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
@@ -17,15 +16,11 @@ bp = Blueprint("conversations", __name__)
 EXPORTS = {"md": ("text/markdown", export.markdown_parts), "json": ("application/json", export.json_parts)}
 
 
-async def _mine(conversation_id: str) -> Conversation | None:
-    return await current.store().conversation(conversation_id, visitor.owner())
-
-
 @bp.post("/c/<conversation_id>/settings")
 async def update(conversation_id: str) -> Response:
     """Rename the conversation, or give it instructions of its own."""
     form = await read_trusted_form()
-    if await _mine(conversation_id) is None:
+    if await visitor.own_conversation(conversation_id) is None:
         return await error_response(404)
     title = " ".join((form.get("title") or "").split())[:200] or "New chat"
     prompt = (form.get("system_prompt") or "").strip()[:4000] or None
@@ -36,7 +31,7 @@ async def update(conversation_id: str) -> Response:
 @bp.get("/c/<conversation_id>/export.<extension>")
 async def export_file(conversation_id: str, extension: str) -> Response:
     """The whole conversation (raw markdown, never HTML) as a download."""
-    conversation = await _mine(conversation_id)
+    conversation = await visitor.own_conversation(conversation_id)
     if conversation is None or extension not in EXPORTS:
         return await error_response(404)
     mimetype, parts = EXPORTS[extension]
@@ -53,7 +48,7 @@ async def export_file(conversation_id: str, extension: str) -> Response:
 @bp.get("/c/<conversation_id>/delete")
 async def confirm_delete(conversation_id: str) -> Response | str:
     """Are you sure? (A page, so deleting works without JavaScript too.)"""
-    conversation = await _mine(conversation_id)
+    conversation = await visitor.own_conversation(conversation_id)
     if conversation is None:
         return await error_response(404)
     return await render_template("delete.html", conversation=conversation)
@@ -63,7 +58,7 @@ async def confirm_delete(conversation_id: str) -> Response | str:
 async def delete(conversation_id: str) -> Response:
     """Delete it, with its messages, for good."""
     await read_trusted_form()
-    if await _mine(conversation_id) is None:
+    if await visitor.own_conversation(conversation_id) is None:
         return await error_response(404)
     # Its answers being written stop first, and are saved with their tokens counted: deleting
     # must not free a place among the owner's answers, nor give back a spent budget.

@@ -53,7 +53,7 @@ async def chat_page(conversation_id: str, messages: list[Message], *, conversati
     """The whole page: the conversation list, the messages, the composer (with `typed` and
     `form_error` when a form comes back refused), or the page around `live`, an answer in progress."""
     if conversation is None and live is not None:  # the page around an answer: its conversation exists
-        conversation = await current.store().conversation(conversation_id, visitor.owner())
+        conversation = await visitor.own_conversation(conversation_id)
     owner_conversations = await current.store().conversations(visitor.owner())
     return await render_template(
         "chat.html",

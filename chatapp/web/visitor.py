@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from quart import request, session
 
-from ..storage import new_conversation_id
+from ..storage import Conversation, new_conversation_id
+from . import current
 
 
 def owner() -> str:
@@ -19,6 +20,12 @@ def owner() -> str:
         session["owner"] = secrets.token_urlsafe(18)
     _keep_alive()
     return session["owner"]
+
+
+async def own_conversation(conversation_id: str) -> Conversation | None:
+    """This browser's conversation with that id, or None: another browser's is as missing as one
+    that never was (every route with a conversation id asks here)."""
+    return await current.store().conversation(conversation_id, owner())
 
 
 def _keep_alive() -> None:
