@@ -2,8 +2,9 @@
 
 Run: .venv/bin/python bench/hostile_report.py [--browser]   (prints figures; not a test)
 
-The corpus is tests/hostile_corpus.py; the checks are the ones tests/test_hostile.py asserts.
---browser adds Chromium (JS on and off), which needs /usr/bin/chromium and takes ~20 s more.
+The corpus is tests/support/hostile_corpus.py; the paths and the checks are the ones
+tests/test_hostile.py asserts (tests/support/hostile_paths.py, hostile_checks.py, hostile_browser.py).
+--browser adds Chromium (JS on and off), which needs /usr/bin/chromium.
 """
 
 import asyncio
@@ -15,33 +16,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatapp import create_app  # noqa: E402
-from tests import test_hostile as hostile  # noqa: E402
-from tests.conftest import CANARY_KEY, app_settings  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI  # noqa: E402
-from tests.hostile_corpus import VECTORS  # noqa: E402
+from tests.support.hostile_browser import CHROMIUM, CHROMIUM_ARGS, browser_js_off, browser_js_on  # noqa: E402
+from tests.support.hostile_checks import MAX_CHARS  # noqa: E402
+from tests.support.hostile_corpus import VECTORS  # noqa: E402
+from tests.support.hostile_paths import Tally, renderer_paths, views_paths  # noqa: E402
+from tests.support.live_server import CANARY_KEY, LiveServer, app_environment  # noqa: E402
 
 
-async def _views(fake: FakeOpenAI, tmp: Path) -> hostile.Tally:
-    app = create_app(app_settings(tmp, fake, max_message_chars=hostile.MAX_CHARS))
+async def _views(fake: FakeOpenAI, tmp: Path) -> Tally:
+    # As the tests' app: the fake model, no retries or rate limits, each piece of an answer its own frame.
+    app = create_app({"database": tmp / "chat.db", "secret_key": "hostile-report-secret", "max_retries": 0,
+                      "openai_base_url": fake.base_url, "openai_api_key": CANARY_KEY, "openai_model": "fake-model",
+                      "rate_limit_per_session": None, "rate_limit_per_address": None, "stream_interval": 0,
+                      "max_message_chars": MAX_CHARS})
     async with app.test_app():
-        return await hostile.views_paths(app, fake)
+        return await views_paths(app, fake)
 
 
-def _browser(fake: FakeOpenAI, tmp: Path) -> hostile.Tally:
+def _browser(fake: FakeOpenAI, tmp: Path) -> Tally:
     from playwright.sync_api import sync_playwright
 
-    from tests.support.live_server import LiveServer
-
-    tally = hostile.Tally()
-    live = LiveServer({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": CANARY_KEY, "OPENAI_MODEL": "fake-model",
-                       "CHATAPP_DATABASE": str(tmp / "browser.db"), "SECRET_KEY": "hostile-report-secret-0123456789abc",
-                       "CHATAPP_MAX_RETRIES": "0", "CHATAPP_RATE_LIMIT_PER_SESSION": "off",
-                       "CHATAPP_RATE_LIMIT_PER_ADDRESS": "off"}, tmp / "server.log")
+    tally = Tally()
+    live = LiveServer(app_environment(fake.base_url, tmp / "browser.db"), tmp / "server.log")
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=hostile.CHROMIUM, args=hostile.CHROMIUM_ARGS)
-            hostile.browser_js_on(browser, live, fake, tally)
-            hostile.browser_js_off(browser, live, fake, tally)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser_js_on(browser, live, fake, tally)
+            browser_js_off(browser, live, fake, tally)
             browser.close()
     finally:
         live.stop()
@@ -50,13 +52,13 @@ def _browser(fake: FakeOpenAI, tmp: Path) -> hostile.Tally:
 
 def main() -> int:
     started = time.monotonic()
-    tallies = [hostile.renderer_paths()]
+    tallies = [renderer_paths()]
     with FakeOpenAI() as fake, tempfile.TemporaryDirectory() as tmp:
         tallies.append(asyncio.run(_views(fake, Path(tmp))))
         if "--browser" in sys.argv:
             fake.reset()
             tallies.append(_browser(fake, Path(tmp)))
-    print(f"{len(VECTORS)} hostile inputs (tests/hostile_corpus.py)\n")
+    print(f"{len(VECTORS)} hostile inputs (tests/support/hostile_corpus.py)\n")
     print(f"{'path':<36} {'tried':>6} {'got through':>12}")
     tried = through = 0
     for tally in tallies:

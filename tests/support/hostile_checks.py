@@ -1,0 +1,355 @@
+"""What model- or user-derived HTML may hold, and the checks that say where it holds more: each
+`*_violations` function returns the problems it found (an empty list when there are none).
+
+The checks look only at what came from the model or the user; the page's own markup is trusted,
+but `frame_violations` makes sure it stayed whole. tests/test_hostile.py asserts them on every
+vector of tests/support/hostile_corpus.py, and bench/hostile_report.py counts them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag
+
+from chatapp.sanitize import ALLOWED_TAGS, PYGMENTS_CLASSES
+from chatapp.web import sse
+from chatapp.web.forms import normalize
+
+try:  # a spec-conformant HTML parser (bleach vendors html5lib): it parses like a browser does
+    from bleach._vendor import html5lib
+except ImportError:  # pragma: no cover - bleach without its vendored copy
+    html5lib = None
+
+MAX_CHARS = 8000  # the app's default message limit (Config.max_message_chars)
+PAGE_MARK = "<!--chatapp:answer-->"
+
+# --- what may appear in model- or user-derived HTML ----------------------------------------------
+SAFE_TAGS = frozenset(ALLOWED_TAGS) - {"img"}  # "img" is in the bleach list only to be rewritten
+NEVER_TAGS = frozenset(
+    "img iframe frame frameset object embed script style form input button textarea select template "
+    "meta base link svg math video audio source applet portal dialog noscript title head body html "
+    "area map details marquee".split()
+)
+SAFE_ATTRIBUTES = {
+    "a": {"href", "title", "rel"}, "th": {"align"}, "td": {"align"}, "ol": {"start"},
+    "span": {"class"}, "div": {"class"}, "code": {"class"},
+}
+LINK_PREFIXES = ("http:", "https:", "mailto:")
+LINK_REL = {"nofollow", "noopener", "noreferrer"}
+HX_TAG = re.compile(r"</?hx-", re.I)  # htmx rewrites `<hx-…` and `</hx-…>` even inside text
+RAW_NEVER = [
+    (HX_TAG, "an <hx-…> tag in the raw text"),
+    (re.compile(r"</?template", re.I), "a <template> tag in the raw text"),
+    (re.compile(r"<!--", re.I), "an HTML comment"),
+    (re.compile(r"<\s*/?\s*(script|style|iframe|object|embed|svg|math|img|meta|base|link|form)\b", re.I),
+     "a forbidden tag in the raw text"),
+    (re.compile(r"<\s*/?\s*(head|body|html)\b", re.I), "<head>/<body>/<html> (htmx parses those apart)"),
+]
+
+
+def soup(html: str) -> BeautifulSoup:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        return BeautifulSoup(html, "html.parser")
+
+
+def raw_violations(raw: str) -> list[str]:
+    """Problems visible in the raw text of model- or user-derived HTML, before any parsing."""
+    found = [f"{what}: {m.group(0)!r}" for pattern, what in RAW_NEVER if (m := pattern.search(raw))]
+    if PAGE_MARK in raw:
+        found.append("the internal page mark")
+    return found
+
+
+def _attribute_violations(name: str, attrs: dict[str, object]) -> list[str]:
+    found = []
+    for attr, value in attrs.items():
+        attr = attr.lower()
+        value = " ".join(value) if isinstance(value, list) else str(value)
+        if attr.startswith("on") or attr in ("style", "id", "name", "srcdoc", "formaction", "action") \
+                or attr.startswith(("hx-", "hx:", "data-", "xlink", "xmlns")):
+            found.append(f"<{name} {attr}={value!r}>: forbidden attribute")
+        elif attr not in SAFE_ATTRIBUTES.get(name, ()):
+            found.append(f"<{name} {attr}={value!r}>: attribute outside the allowlist")
+        elif attr == "href":
+            if not value.strip().lower().startswith(LINK_PREFIXES) or value != value.strip():
+                found.append(f"<a href={value!r}>: not an http(s)/mailto link")
+        elif attr == "class":
+            odd = [c for c in value.split() if c not in PYGMENTS_CLASSES]
+            if odd:
+                found.append(f"<{name} class={value!r}>: classes {odd} are not Pygments'")
+        elif attr == "rel" and not LINK_REL <= set(value.split()):
+            found.append(f"<a rel={value!r}>: missing nofollow noopener noreferrer")
+    if name == "a" and "href" in attrs and "rel" not in attrs:
+        found.append(f"<a href={attrs['href']!r}> without rel")
+    return found
+
+
+def element_violations(elements: Iterable[Tag]) -> list[str]:
+    """Problems in parsed model- or user-derived elements (each given element and its descendants)."""
+    found = []
+    for root in elements:
+        for tag in [root, *root.find_all(True)]:
+            name = tag.name.lower()
+            if name in NEVER_TAGS or name.startswith("hx-"):
+                found.append(f"<{name}>: forbidden element")
+            elif name not in SAFE_TAGS:
+                found.append(f"<{name}>: element outside the allowlist")
+            found += _attribute_violations(name, tag.attrs)
+    return found
+
+
+def _html5_violations(html: str) -> list[str]:
+    """The same element checks on a browser-like (HTML5 algorithm) parse of the fragment."""
+    if html5lib is None:
+        return []
+    found = []
+    fragment = html5lib.parseFragment(html, treebuilder="etree", namespaceHTMLElements=False)
+    for element in fragment.iter():
+        if not isinstance(element.tag, str) or element is fragment:
+            continue  # comments are ProcessingInstruction/Comment callables
+        name = element.tag.split("}")[-1].lower()
+        if name in NEVER_TAGS or name.startswith("hx-") or name not in SAFE_TAGS:
+            found.append(f"html5: <{name}> outside the allowlist")
+        found += [f"html5: {v}" for v in _attribute_violations(name, dict(element.attrib))]
+    return found
+
+
+def fragment_violations(html: str) -> list[str]:
+    """All checks on a fragment that is entirely model- or user-derived."""
+    parsed = soup(html)
+    return raw_violations(html) + element_violations(parsed.find_all(True, recursive=False)) \
+        + _html5_violations(html)
+
+
+def tail_violations(partial: str) -> list[str]:
+    """A streamed tail partial: exactly one `<hx-partial>` wrapper, and only escaped text inside."""
+    found = []
+    m = re.fullmatch(r'<hx-partial hx-target="#[\w-]+" hx-swap="(?:innerHTML|beforeend)">(.*)</hx-partial>',
+                     partial, re.S)
+    if len(HX_TAG.findall(partial)) != 2 or partial.count("<hx-partial") != 1 or m is None:
+        return [f"tail partial is not one wrapper around text: {partial[:200]!r}"]
+    if "<" in m.group(1) or ">" in m.group(1):
+        found.append(f"unescaped markup in a tail: {m.group(1)[:200]!r}")
+    return found
+
+
+# --- the views: the frames of a streamed answer, whole pages, refusals ---------------------------
+WRAPPER = re.compile(
+    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
+    r'|#conversation-list|#no-conversations)" '
+    r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
+# The first frame's own partials: a new send token, the old controls cleared, the context note.
+OPENING_PARTIALS = ["#context-note", "#messages .redo", "#send-token"]
+
+
+def cleaned(text: str) -> str:
+    """What the app should store for `text` (the README's rules: newlines, no control chars, trimmed)."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def valid_message(text: str) -> bool:
+    return 0 < len(cleaned(text)) <= MAX_CHARS
+
+
+def partials(data: str) -> tuple[list[re.Match], list[str]]:
+    """A frame's `<hx-partial>` wrappers; problems if it is anything but whole wrappers."""
+    found = list(WRAPPER.finditer(data))
+    problems = []
+    if "".join(m.group(0) for m in found) != data:
+        problems.append(f"frame is not a sequence of partials: {data[:200]!r}")
+    if len(HX_TAG.findall(data)) != 2 * len(found):
+        problems.append(f"extra <hx-…> tags in a frame: {data[:200]!r}")
+    return found, problems
+
+
+def content_elements(article: Tag) -> list[Tag]:
+    return [child for content in article.select(":scope > .content") for child in content.find_all(True, recursive=False)]
+
+
+def sse_frames(body: str) -> list[tuple[str | None, str]]:
+    """(event name or None, data) for each frame of an event stream."""
+    found = []
+    for block in body.strip("\n").split("\n\n"):
+        fields = [(name, value.removeprefix(" ")) for name, _, value in (line.partition(":") for line in block.split("\n"))]
+        found.append((next((v for n, v in fields if n == "event"), None), "\n".join(v for n, v in fields if n == "data")))
+    return found
+
+
+def sse_violations(body: str, user_text: str) -> list[str]:
+    """An htmx answer stream: the bubbles, then whole partials (blocks sanitized, tails escaped),
+    the final message with the question given back, and the close event."""
+    frames = sse_frames(body)
+    problems = []
+    if not frames or frames[-1][0] != sse.CLOSE_EVENT:
+        problems.append("the stream does not end with the close event")
+    if any(event is not None for event, _ in frames[:-1]):
+        problems.append(f"unexpected named events: {[e for e, _ in frames[:-1] if e]}")
+    bubbles, steps, final = frames[0][1], frames[1:-2], frames[-2][1] if len(frames) >= 3 else ""
+    # The bubbles: two articles and the send-token partial; the user's text shown exactly, as text.
+    problems += raw_violations(WRAPPER.sub("", bubbles))
+    wrappers = WRAPPER.findall(bubbles)
+    own = sorted(w[0] for w in wrappers if w[0] not in ("#conversation-list", "#no-conversations"))
+    if len(HX_TAG.findall(bubbles)) != 2 * len(wrappers) or own != OPENING_PARTIALS:
+        problems.append("extra <hx-…> tags in the bubbles frame")
+    page = soup(bubbles)
+    articles = page.find_all("article", recursive=False)
+    if [a.get("data-role") for a in articles] != ["user", "assistant"]:
+        problems.append(f"bubbles frame structure: {[a.get('data-role') for a in articles]}")
+    else:
+        user = articles[0].select_one(".content.plain")
+        if user is None or user.find(True) is not None or user.get_text() != cleaned(user_text):
+            problems.append("the user's text is not shown exactly, as text")
+    if len(articles) == 2:  # the empty answer: just its two targets, nothing from the model yet
+        inner = [(t.name, t.get("id")) for t in articles[1].select(".content *")]
+        if inner != [("div", f"{articles[1]['id']}-blocks"), ("div", f"{articles[1]['id']}-tail")]:
+            problems.append(f"the empty answer bubble holds {inner}")
+    # Each step: whole partials; blocks are sanitized HTML, tails are escaped text.
+    for _, data in steps:
+        found, frame_problems = partials(data)
+        problems += frame_problems
+        for m in found:
+            if m["target"].endswith(("-tail", "-notice")):
+                problems += tail_violations(m.group(0))
+            elif m["target"].endswith("-blocks") and m["swap"] == "beforeend":
+                problems += fragment_violations(m["body"])
+            else:
+                problems.append(f"unexpected partial target in a step: {m['target']}")
+    # The final frame: the answer, then the question again (with its edit control); both one article.
+    found, frame_problems = partials(final)
+    problems += frame_problems
+    question = soup(found[1]["body"]).find("article") if len(found) == 2 else None
+    if question is None or question.select_one(".content.plain").get_text() != cleaned(user_text):
+        problems.append("the question is not given back exactly in the final frame")
+    if len(found) != 2 or found[0]["swap"] != "outerHTML":
+        problems.append(f"final frame: {final[:200]!r}")
+    else:
+        body = found[0]["body"]
+        parsed = soup(body)
+        articles = parsed.find_all("article", recursive=False)
+        if len(articles) != 1 or articles[0].get("aria-busy") != "false" or parsed.find_all("article")[1:]:
+            problems.append("final frame structure")
+        else:
+            content = articles[0].select_one(":scope > .content")
+            problems += raw_violations(content.decode_contents() if content else "")
+            problems += element_violations(content_elements(articles[0]))
+    return problems
+
+
+def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> list[str]:
+    """A whole page: trusted frame, untrusted content inside articles and the no-JS draft."""
+    problems = []
+    if PAGE_MARK in html:
+        problems.append("the internal page mark is in the page")
+    if HX_TAG.search(html):
+        problems.append(f"an <hx-…> tag in the page: {HX_TAG.search(html).group(0)!r}")
+    if re.search(r"</?template", html, re.I):
+        problems.append("a <template> tag in the page")
+    if len(re.findall(r"<script", html, re.I)) != 3:
+        problems.append(f"{len(re.findall(r'<script', html, re.I))} <script> tags in the page")
+    page = soup(html)
+    problems += frame_violations(page)
+    articles = page.find_all("article")
+    users = [a for a in articles if a.get("data-role") == "user"]
+    shown = [u.select_one(".content.plain").get_text() if u.select_one(".content.plain") else None for u in users]
+    if shown != [cleaned(t) for t in user_texts]:
+        problems.append("the users' texts are not shown exactly, as text")
+    for article in articles:
+        problems += element_violations(content_elements(article))
+        problems += [f"user bubble holds markup: {c.name}" for u in [article] if u.get("data-role") == "user"
+                     for c in u.select(".content.plain *")]
+    drafts = page.select(".draft")
+    if live:
+        if len(drafts) != 1:
+            problems.append(f"{len(drafts)} drafts in a live page")
+        else:
+            draft = drafts[0]
+            after = draft.find_next_sibling(True)
+            if after is None or after.name != "article" or after.get("aria-busy") != "false":
+                problems.append("the finished message does not follow the draft")
+            content = draft.select_one(":scope > .content")
+            for child in content.find_all(True, recursive=False) if content else []:
+                if "block" in child.get("class", []) and child.name == "div":
+                    problems += element_violations(child.find_all(True, recursive=False))
+                elif "raw" in child.get("class", []) and child.name == "span":
+                    if child.find(True) is not None:
+                        problems.append("markup inside a raw draft piece")
+                else:
+                    problems.append(f"unexpected element in the draft: <{child.name} {child.attrs}>")
+    elif drafts:
+        problems.append("a draft in a finished page")
+    return problems
+
+
+def frame_violations(page: BeautifulSoup) -> list[str]:
+    """The page's own frame stayed whole: only its own forms and controls, its scripts, no stray
+    active elements; and nothing active inside the text of any message."""
+    problems = []
+    messages = page.select_one("section#messages")
+    if messages is None:
+        return ["no #messages section"]
+    if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
+        problems.append("an article outside #messages or nested in another")
+    ids = [f.get("id") for f in page.find_all("form") if f.get("id")]
+    if ids != ["regenerate-form", "edit-form", "composer"]:
+        problems.append("the page's form was tampered with")
+    for form in page.find_all("form"):
+        own = (form.get("id") in ("composer", "regenerate-form", "edit-form")
+               or form.find_parent(class_="conversation-settings") is not None
+               or form.get("action") in ("/logout", "/theme"))
+        if not own or not str(form.get("action", "")).startswith(("/c/", "/logout", "/theme")):
+            problems.append("the page's form was tampered with")
+    for textarea in page.find_all("textarea"):
+        if textarea.find_parent("form") is None and textarea.get("form") != "edit-form":
+            problems.append("a text box outside the page's forms")
+    for content in page.select(".content"):
+        if content.find(["form", "textarea", "input", "select", "details", "article"]) or any(
+                "code-copy" not in b.get("class", []) for b in content.find_all("button")):
+            problems.append("a control inside a message's text")
+    scripts = page.find_all("script")
+    if len(scripts) != 3 or not all(s.get("src", "").startswith("/static/") and not s.string for s in scripts):
+        problems.append("unexpected script elements")
+    for name in ("iframe", "frame", "object", "embed", "img", "svg", "math", "style", "base", "template", "video",
+                 "audio", "dialog", "input[type=image]"):
+        if page.select(name):
+            problems.append(f"a <{name}> in the page")
+    for details in page.find_all("details"):
+        if "conversation-settings" not in details.get("class", []) and details.find_parent(class_="actions") is None:
+            problems.append("a <details> in the page")
+    if len(page.find_all("meta")) != 4 or len(page.find_all("link")) != 2:
+        problems.append("extra meta or link elements")
+    for tag in page.find_all(True):
+        for attr in tag.attrs:
+            if attr.lower().startswith("on") or attr.lower() == "style":
+                problems.append(f"<{tag.name} {attr}> in the page")
+            elif attr.lower().startswith(("hx-", "data-hx")) and tag.name != "form" and not (
+                    tag.name == "a" and tag.find_parent(class_="earlier") is not None) and not (
+                    tag.name == "article" and tag.get("aria-busy") == "true" and attr in ("hx-get", "hx-trigger", "hx-swap")):
+                problems.append(f"<{tag.name} {attr}> outside the page's own forms")
+        if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")):
+            problems.append(f"<a href={tag.get('href')!r}> in the page")
+    return problems
+
+
+def refused_violations(message: str, status: int, body: str, htmx: bool) -> list[str]:
+    """A message the app must refuse: a 4xx that says why, and (without JS) the text given back."""
+    problems = []
+    if not 400 <= status < 500:
+        problems.append(f"status {status} for an invalid message")
+    if status == 413:  # the body is over MAX_CONTENT_LENGTH: an error page
+        page = soup(body)
+        if page.select_one("[data-role=error]") is None or len(page.find_all("script")) != (0 if htmx else 3):
+            problems.append("413 error page")
+    elif htmx:
+        error = soup(body).select_one("[data-role=error]")
+        if error is None or HX_TAG.search(body) or "<script" in body:
+            problems.append("htmx error fragment")
+    else:
+        problems += frame_violations(soup(body))
+        typed = soup(body).select_one("form#composer textarea[name=message]")
+        if typed is None or typed.get_text() != normalize(message):  # control characters go, the rest stays
+            problems.append("the typed text is not given back exactly")
+    return problems

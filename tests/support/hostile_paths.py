@@ -1,0 +1,129 @@
+"""Every hostile input through the renderer and the views, tallied: how many went through each path
+and which got through (there should be none). The browser paths are in hostile_browser.py."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from quart import Quart
+from quart.testing import QuartClient
+
+from chatapp.rendering import StreamingMarkdown, render_markdown
+from chatapp.web import sse
+from tests.support import HTMX
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.hostile_checks import (
+    fragment_violations, page_violations, refused_violations, soup, sse_violations, tail_violations, valid_message,
+)
+from tests.support.hostile_corpus import VECTORS
+from tests.support.live_server import CANARY_KEY
+
+
+def pieces(text: str, rng: random.Random, largest: int = 12) -> list[str]:
+    """`text` cut into pieces of 1..largest characters, like a model's tokens."""
+    out, i = [], 0
+    while i < len(text):
+        n = rng.randint(1, largest)
+        out.append(text[i:i + n])
+        i += n
+    return out or [text]
+
+
+@dataclass
+class Tally:
+    """How many vectors went through each path, and which got through (should be none)."""
+
+    tried: dict[str, int] = field(default_factory=dict)
+    through: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, path: str, name: str, problems: list[str]) -> None:
+        self.tried[path] = self.tried.get(path, 0) + 1
+        self.through.setdefault(path, [])
+        if problems:
+            self.through[path].append(f"{name}: {problems[:3]}")
+
+    def failures(self) -> list[str]:
+        return [f"[{path}] {item}" for path, items in self.through.items() for item in items]
+
+
+def renderer_paths(vectors: list[tuple[str, str]] = VECTORS, seeds: Iterable[int] = (1, 2, 3)) -> Tally:
+    """Each vector rendered at once, and streamed in random pieces (each seed its own cut)."""
+    tally = Tally()
+    for name, text in vectors:
+        tally.record("render_markdown", name, fragment_violations(str(render_markdown(text))))
+        problems = tail_violations(sse.text_partial("msg-1-tail", "innerHTML", text))  # the whole text as a tail
+        for seed in seeds:
+            stream = StreamingMarkdown()
+            for piece in pieces(text, random.Random(f"{name}/{seed}")):
+                step = stream.feed(piece)
+                if step.blocks is not None:
+                    problems += fragment_violations(str(step.blocks))
+                swap = "innerHTML" if step.replace_tail else "beforeend"
+                problems += tail_violations(sse.text_partial("msg-1-tail", swap, step.tail))
+            problems += fragment_violations(str(stream.finish()))
+        tally.record("StreamingMarkdown", name, problems)
+    return tally
+
+
+@dataclass
+class Chat:
+    client: QuartClient
+    action: str
+    csrf: str
+    users: list[str] = field(default_factory=list)  # user messages stored, in order
+
+    @property
+    def url(self) -> str:
+        return self.action.removesuffix("/messages")
+
+
+async def new_chat(app: Quart) -> Chat:
+    """A new visitor (a client of its own) on the start page, ready to send."""
+    client = app.test_client()
+    response = await client.get("/", follow_redirects=True)
+    assert response.status_code == 200
+    form = soup((await response.get_data()).decode()).select_one("form#composer")
+    return Chat(client, form["action"], form.select_one("input[name=csrf_token]")["value"])
+
+
+async def send(chat: Chat, message: str, *, htmx: bool) -> tuple[int, str]:
+    """(status, body) of posting `message`, with htmx's headers or as the plain form."""
+    headers = {**HTMX, "X-CSRF-Token": chat.csrf} if htmx else {}
+    form = {"message": message} if htmx else {"message": message, "csrf_token": chat.csrf}
+    response = await chat.client.post(chat.action, form=form, headers=headers)
+    return response.status_code, (await response.get_data()).decode()
+
+
+async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str]] = VECTORS) -> Tally:
+    """Each vector as the user's message and as the model's answer: htmx, no-JS, and reloaded."""
+    tally = Tally()
+    for name, text in vectors:
+        rng = random.Random(name)
+        chat = await new_chat(app)
+        for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
+            problems: list[str] = []
+            user_message = text
+            if not valid_message(text):
+                status, body = await send(chat, text, htmx=htmx)
+                tally.record(f"user input refused ({path})", name, refused_violations(text, status, body, htmx))
+                user_message = "Please answer."
+            fake.script(Reply(tokens=pieces(text, rng, 24)))
+            status, body = await send(chat, user_message, htmx=htmx)
+            if status != 200:
+                problems.append(f"status {status}")
+            elif htmx:
+                problems += sse_violations(body, user_message)
+            else:
+                problems += page_violations(body, [*chat.users, user_message], live=True)
+            chat.users.append(user_message)
+            if CANARY_KEY in body:
+                problems.append("the API key is in a response")
+            tally.record(f"model+user ({path})", name, problems)
+        response = await chat.client.get(chat.url)
+        html = (await response.get_data()).decode()
+        tally.record("stored page", name,
+                     [f"status {response.status_code}"] if response.status_code != 200 else page_violations(html, chat.users))
+    return tally
+
