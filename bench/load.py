@@ -43,18 +43,14 @@ RSS (VmRSS) at peak concurrency minus RSS before the load phase, per open stream
 
 Why the fake server runs in its own process (the default): the load client and the fake server are
 both busy Python event loops. In one process they share one GIL and, together, at most one core.
-Measured on this 2-CPU box (200 tokens, 10 ms apart, 10% leaving):
-  - 200 streams: no difference beyond run-to-run noise (TTFT p99 1.5-3.2 s, gap p99 1.4-1.6 s,
-    ~270-280 ms app CPU per 1,000 tokens in both modes): the app, at ~100% of one core, is the
-    bottleneck, and the client plus the fake need only ~5 s of CPU in a 10 s load phase.
-  - 1,000 streams: `--fake thread` FAILS with ~130 answers in `error` (the app's 30 s first-token
-    timeout: TTFT p99 47 s) because the fake, starved of the GIL by the client's 200,000 frames,
-    answers late; `--fake process` passes (0 errors) with TTFT p99 ~15 s. That is the fake being
-    measured, not the app, so the default keeps them apart; `--fake thread` stays to show it.
-The fake's listen backlog is raised to 4096 for the same reason (see bench/fake_server.py): with
-asyncio's default of 100, about 60 of 1,000 answers failed on the app's 10 s upstream connect
-timeout. The app always runs in its own process (Hypercorn), so its CPU and memory figures are
-its own either way.
+With a few hundred streams that makes no difference beyond run-to-run noise (the app, at one full
+core, is the bottleneck); at a thousand, the fake, starved of the GIL by the client's frames,
+answers late, and answers fail on the app's first-token timeout under `--fake thread` but not under
+`--fake process`. That would be the fake being measured, not the app, so the default keeps them
+apart; `--fake thread` stays to show it. The fake's listen backlog is raised to 4096 for the same
+reason (see bench/fake_server.py): with asyncio's default of 100, answers failed on the app's
+upstream connect timeout at a thousand streams. The app always runs in its own process
+(Hypercorn), so its CPU and memory figures are its own either way.
 
 Nothing here leaves 127.0.0.1: the clients ignore proxy settings (trust_env=False).
 """

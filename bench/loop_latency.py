@@ -1,5 +1,5 @@
 """Does a big export hold up everyone else? The app under Hypercorn (one worker) with a 400-message
-conversation (about 3.4 MB as JSON); /healthz timed on its own, then while another client
+conversation (its size as JSON is printed); /healthz timed on its own, then while another client
 downloads the conversation's JSON export over and over.
 
     python bench/loop_latency.py [PROBES]          (default 300)
