@@ -18,8 +18,9 @@ for a stable p50, and its row is in both tables.
 
 The SDK-direct client is a limit only while it keeps up: it reads through chat.completions.create,
 which builds the SDK's objects for every chunk (a step the app skips, see chatapp/llm/wire.py), and
-spends more CPU a token than the app does (the table shows how much). From a few hundred streams on, its one process runs out
-of CPU before the app does, its first tokens come late, and "added by the app" can go below zero.
+spends more CPU a token than the app does (the table shows how much). From a few hundred streams
+on, its one process runs out of CPU before the app does, its first tokens come late, and "added by
+the app" can go below zero.
 
 Prints, per pattern, a Markdown table (the SDK's columns are the aiohttp run's; "added by the app"
 is the app's percentile minus the SDK's, the streams not being paired), the httpx reference
