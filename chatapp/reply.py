@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -71,7 +71,7 @@ async def settle_abandoned(store: Store, messages: list[Message], *, silent_for:
 
 async def stream_reply(
     store: Store, provider: Provider, turn: Turn, *, request_id: str, slot: StreamSlot | None = None
-) -> AsyncIterator[StreamStep | Notice | Message]:
+) -> AsyncGenerator[StreamStep | Notice | Message, None]:
     """Yield the answer as it starts (busy), a StreamStep per piece of text (or a Notice while the
     model server is tried again), then the finished Message.
 
@@ -144,14 +144,17 @@ async def stream_reply(
         elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
         try:
-            final = {"content": markdown.text, "html": str(markdown.finish()), "status": status, "error": error,
-                     "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
-            saved = await store.finish_message(turn.assistant.id, **final, owner=turn.owner or None,
-                                               stream_id=stream_id)
+            content, html = markdown.text, str(markdown.finish())
+            saved = await store.finish_message(
+                turn.assistant.id, content=content, html=html, status=status, error=error,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                owner=turn.owner or None, stream_id=stream_id)
             if slot is not None:
                 slot.claimed = False  # saving gave the owner's place back
             # None: the conversation was deleted meanwhile; the tokens were counted all the same.
-            finished = saved or dataclasses.replace(turn.assistant, **{**final, "html": Markup(final["html"])})
+            finished = saved or dataclasses.replace(
+                turn.assistant, content=content, html=Markup(html), status=status, error=error,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
             if saved and turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
                 # A regeneration that failed, or was stopped before any text: the answer it was to
                 # replace comes back, rather than leave the question with no answer at all.

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TypeVar, overload
 
 import aiosqlite
 from markupsafe import Markup
@@ -24,6 +25,8 @@ from markupsafe import Markup
 from . import migrations
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
+
+T = TypeVar("T")
 
 
 class AlreadySent(Exception):
@@ -93,13 +96,20 @@ class Store:
         rows = await self._rows(sql, parameters)
         return rows[0] if rows else None
 
-    async def _in_transaction(self, work: Callable[[sqlite3.Connection], object]) -> object:
+    async def _one(self, sql: str, parameters: tuple = ()) -> aiosqlite.Row:
+        """The row of a statement that always returns one (an aggregate, an upsert's RETURNING)."""
+        row = await self._row(sql, parameters)
+        if row is None:
+            raise sqlite3.DatabaseError(f"no row where one was certain: {sql[:60]}")
+        return row
+
+    async def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(connection)` on the database thread as one transaction, in one trip: no
         other request's statement can run in between (the thread runs one call at a time), and
         BEGIN IMMEDIATE takes the write lock first, so other workers wait too. (aiosqlite has no
         public call for this; `_execute` is how its own methods reach the thread.)"""
 
-        def run(connection: sqlite3.Connection) -> object:
+        def run(connection: sqlite3.Connection) -> T:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 result = work(connection)
@@ -149,12 +159,12 @@ class Store:
         """The stored value, or `make()`'s, stored first: every worker gets the same one."""
         await self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                (name, make()))
-        return (await self._row("SELECT value FROM settings WHERE name = ?", (name,)))["value"]
+        return (await self._one("SELECT value FROM settings WHERE name = ?", (name,)))["value"]
 
     async def hit(self, key: str, window: int, ends: float) -> int:
         """Count one more request for `key` in its time window number `window` (which ends at the
         Unix time `ends`); returns the count so far in that window."""
-        (hits,) = await self._row(
+        (hits,) = await self._one(
             "INSERT INTO rate_limits (key, window, hits, ends) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE "
             "SET hits = CASE WHEN window = excluded.window THEN hits + 1 ELSE 1 END, "
             "window = excluded.window, ends = excluded.ends RETURNING hits",
@@ -286,7 +296,7 @@ class Store:
 
     async def tokens_in_conversation(self, conversation_id: str) -> int:
         """Prompt and answer tokens of every answer in the conversation, replaced ones included."""
-        (total,) = await self._row(
+        (total,) = await self._one(
             "SELECT COALESCE(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)), 0) "
             "FROM messages WHERE conversation_id = ?", (conversation_id,),
         )
@@ -295,10 +305,11 @@ class Store:
     async def tokens_used_on(self, day: date, owner: str | None = None) -> int:
         """Prompt and answer tokens spent on `day` (UTC), by one owner or by all: from the usage
         ledger, which deleting conversations does not touch."""
-        query, params = "SELECT COALESCE(SUM(tokens), 0) FROM usage WHERE day = ?", (day.isoformat(),)
+        query = "SELECT COALESCE(SUM(tokens), 0) FROM usage WHERE day = ?"
+        params: tuple[str, ...] = (day.isoformat(),)
         if owner is not None:
             query, params = query + " AND owner = ?", (*params, owner)
-        (total,) = await self._row(query, params)
+        (total,) = await self._one(query, params)
         return total
 
     # messages
@@ -345,6 +356,14 @@ class Store:
             raise AlreadySent(send_token)
         return _message(row)
 
+    @overload
+    async def add_turn(self, conversation_id: str, *, model: str, question: str,
+                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[Message, Message]: ...
+
+    @overload
+    async def add_turn(self, conversation_id: str, *, model: str, question: None = None,
+                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[None, Message]: ...
+
     async def add_turn(self, conversation_id: str, *, model: str, question: str | None = None,
                        send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[Message | None, Message]:
         """One turn's writes, all or nothing: the messages it replaces hidden, the question stored
@@ -379,14 +398,14 @@ class Store:
             raise
         return (_message(user) if user is not None else None), _message(answer)
 
-    async def _stop_unwritten_answer(self, writing: asyncio.Future) -> None:
+    async def _stop_unwritten_answer(self, writing: asyncio.Future[tuple[sqlite3.Row | None, sqlite3.Row]]) -> None:
         try:
             _, answer = await writing
         except Exception:  # nothing was written
             return
         await self._finish_message(answer["id"], content="", html="", status=STOPPED)
 
-    def _keep_until_closed(self, work: Awaitable[object]) -> asyncio.Task:
+    def _keep_until_closed(self, work: Awaitable[T]) -> asyncio.Task[T]:
         """Run `work` to the end whatever happens to its caller; close() waits for it."""
         task = asyncio.ensure_future(work)
         self._finishing.add(task)
@@ -416,13 +435,27 @@ class Store:
 
         await self._in_transaction(touch)
 
-    async def finish_message(self, message_id: int, **final: object) -> Message | None:
+    async def finish_message(
+        self,
+        message_id: int,
+        *,
+        content: str,
+        html: str,
+        status: str,
+        error: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        owner: str | None = None,
+        stream_id: str | None = None,
+    ) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger and give
         back its place (`stream_id`), in one transaction. None if the answer is gone (its
         conversation was deleted): the tokens are charged all the same. This runs to the end even
         if the caller is cancelled meanwhile (a client leaving mid-save must not lose the answer),
         and close() waits for it."""
-        return await asyncio.shield(self._keep_until_closed(self._finish_message(message_id, **final)))
+        return await asyncio.shield(self._keep_until_closed(self._finish_message(
+            message_id, content=content, html=html, status=status, error=error, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, owner=owner, stream_id=stream_id)))
 
     async def _finish_message(
         self,

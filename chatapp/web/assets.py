@@ -44,6 +44,8 @@ class StaticFiles:
 
 
 def install(app: Quart) -> None:
+    if app.static_folder is None:  # the app factory always gives one
+        raise RuntimeError("the app has no static folder")
     files = app.extensions["static_files"] = StaticFiles(Path(app.static_folder))
 
     def asset(filename: str) -> str:
@@ -60,7 +62,7 @@ def install(app: Quart) -> None:
             # Whatever its `v`, a static URL serves the file on disk: one gzipped body per file.
             body = files.gzipped.get(filename) if filename else None
             if body is None:
-                body = await _gzip(await response.get_data())
+                body = await _gzip(await response.get_data(as_text=False))
                 if filename:
                     files.gzipped[filename] = body
             response.set_data(body)

@@ -17,12 +17,12 @@ from .ids import message_ids
 from ..storage import AlreadySent, Conversation, ConversationGone, Message
 from ..turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .forms import clean_message, normalize
-from .http import error_response, is_htmx, read_trusted_form, request_id
+from .http import AnyResponse, error_response, is_htmx, read_trusted_form, request_id
 
 bp = Blueprint("chat", __name__)
 
 @bp.get("/")
-async def index() -> Response:
+async def index() -> AnyResponse:
     """The newest conversation of this browser, or a fresh one."""
     newest = await current.store().newest_conversation(visitor.owner())
     conversation_id = newest.id if newest else visitor.draft_id()
@@ -30,7 +30,7 @@ async def index() -> Response:
 
 
 @bp.get("/new")
-async def new() -> Response:
+async def new() -> AnyResponse:
     """Start another conversation (nothing is stored until its first message)."""
     return redirect(url_for("chat.show", conversation_id=visitor.draft_id(fresh=True)))
 
@@ -82,31 +82,33 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
 
 
 async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
-    message = await current.store().message(message_id) if conversation else None
+    if conversation is None:
+        return None
+    message = await current.store().message(message_id)
     if message is None or message.conversation_id != conversation.id or message.hidden:
         return None
     return message
 
 
 @bp.post("/c/<conversation_id>/messages")
-async def send(conversation_id: str) -> Response:
+async def send(conversation_id: str) -> AnyResponse:
     """Store the question, then stream the answer: as SSE to htmx, as a chunked page without JS."""
     return await _reply(conversation_id, start_turn, needs_text=True)
 
 
 @bp.post("/c/<conversation_id>/regenerate")
-async def regenerate(conversation_id: str) -> Response:
+async def regenerate(conversation_id: str) -> AnyResponse:
     """Write the last answer again; the old one is kept, hidden."""
     return await _reply(conversation_id, start_regeneration, needs_text=False)
 
 
 @bp.post("/c/<conversation_id>/edit")
-async def edit(conversation_id: str) -> Response:
+async def edit(conversation_id: str) -> AnyResponse:
     """Change the last question and ask again; the old question and answer are kept, hidden."""
     return await _reply(conversation_id, start_edit, needs_text=True)
 
 
-async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *, needs_text: bool) -> Response:
+async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *, needs_text: bool) -> AnyResponse:
     """Checks, then one turn streamed out. Every refusal says why and gives the typed text back."""
     form = await read_trusted_form()
     found, conversation = await _find(conversation_id)
@@ -131,7 +133,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         turn = await start(store, conversation, *arguments, **_turn_settings(conversation, form))
     except (AlreadySent, NothingToRedo) as refused:
         slot.release()
-        return await (_already_sent(conversation) if isinstance(refused, AlreadySent)
+        return await (_already_sent(conversation_id) if isinstance(refused, AlreadySent)
                       else _refused(conversation, conversation_id, typed, refused))
     except ConversationGone:  # deleted in another tab just now
         slot.release()
@@ -190,12 +192,12 @@ async def _refused(conversation: Conversation | None, conversation_id: str, type
     return response
 
 
-async def _already_sent(conversation: Conversation) -> Response:
+async def _already_sent(conversation_id: str) -> AnyResponse:
     """A form sent twice (a reload of the answer page, a double click): show, don't send again."""
     if is_htmx():  # with a fresh token, so the next message can go out
         response = await error_response(409, "That message was already sent. Reload the page to see its answer.")
         response.set_data(await response.get_data(as_text=True) + page.send_token_partial())
         return response
-    return redirect(url_for("chat.show", conversation_id=conversation.id), 303)
+    return redirect(url_for("chat.show", conversation_id=conversation_id), 303)
 
 

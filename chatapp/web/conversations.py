@@ -9,7 +9,7 @@ from quart import Blueprint, Response, redirect, render_template, url_for
 from . import current, visitor
 from .. import export
 from .ids import message_ids
-from .http import error_response, read_trusted_form
+from .http import AnyResponse, error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
 
@@ -17,7 +17,7 @@ EXPORTS = {"md": ("text/markdown", export.markdown_parts), "json": ("application
 
 
 @bp.post("/c/<conversation_id>/settings")
-async def update(conversation_id: str) -> Response:
+async def update(conversation_id: str) -> AnyResponse:
     """Rename the conversation, or give it instructions of its own."""
     form = await read_trusted_form()
     if await visitor.own_conversation(conversation_id) is None:
@@ -36,7 +36,7 @@ async def export_file(conversation_id: str, extension: str) -> Response:
         return await error_response(404)
     mimetype, parts = EXPORTS[extension]
     if extension == "json":  # message ids as the pages show them
-        parts = functools.partial(parts, shown_id=message_ids().public)
+        parts = functools.partial(export.json_parts, shown_id=message_ids().public)
     messages = await export.read_messages(current.store(), conversation_id)
     filename = export.filename(conversation, extension)
     # Streamed in chunks of a few messages. Quart's response timeout stays: a download that takes
@@ -55,7 +55,7 @@ async def confirm_delete(conversation_id: str) -> Response | str:
 
 
 @bp.post("/c/<conversation_id>/delete")
-async def delete(conversation_id: str) -> Response:
+async def delete(conversation_id: str) -> AnyResponse:
     """Delete it, with its messages, for good."""
     await read_trusted_form()
     if await visitor.own_conversation(conversation_id) is None:

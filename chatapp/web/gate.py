@@ -20,7 +20,7 @@ from quart import Blueprint, Quart, Response, current_app, redirect, render_temp
 
 from . import current, visitor
 from ..errors import Refused
-from .http import error_response, is_htmx, read_trusted_form
+from .http import AnyResponse, error_response, is_htmx, read_trusted_form
 
 bp = Blueprint("gate", __name__)
 
@@ -50,7 +50,7 @@ def install(app: Quart, password: str | None) -> None:
     app.register_blueprint(bp)
 
     @app.before_request
-    async def _require_sign_in() -> Response | None:
+    async def _require_sign_in() -> AnyResponse | None:
         if request.endpoint in OPEN_ENDPOINTS or await _signed_in(password):
             return None
         if is_htmx() or request.method != "GET":
@@ -65,9 +65,11 @@ async def login() -> str:
 
 
 @bp.post("/login")
-async def sign_in() -> Response:
+async def sign_in() -> AnyResponse:
     """Check the passphrase (constant time, backing off after failures) and start a fresh session."""
     store, quota, password = current.store(), current.quota(), current.config().password
+    if not password:  # never: this blueprint is registered only with a passphrase (install)
+        return await error_response(404)
     known = _known_browser(password)
     limited_as = f"browser:{known}" if known else f"address:{visitor.address()}"
     try:
@@ -93,7 +95,7 @@ async def sign_in() -> Response:
 
 
 @bp.post("/logout")
-async def sign_out() -> Response:
+async def sign_out() -> AnyResponse:
     """End this browser's session, here and on the server (a copied cookie is worth nothing after)."""
     await read_trusted_form()
     if session.get("sid"):
@@ -118,7 +120,7 @@ def _known_browser(password: str) -> str | None:
     return str(known.get("id", "")) or None
 
 
-def _remember_browser(response: Response, browser_id: str, password: str) -> None:
+def _remember_browser(response: AnyResponse, browser_id: str, password: str) -> None:
     cookie = _known_browsers().dumps({"id": browser_id, "gate": _fingerprint(password)})
     response.set_cookie(KNOWN_BROWSER_COOKIE, cookie, max_age=int(current_app.permanent_session_lifetime.total_seconds()),
                         httponly=True, samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])

@@ -9,6 +9,7 @@ import secrets
 from quart import Quart, Response, current_app, g, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .. import logs, metrics
 from . import visitor
@@ -17,6 +18,10 @@ from .ids import MessageIdConverter, public_id
 from .forms import InvalidMessage, parse_form
 
 log = logging.getLogger(__name__)
+
+# What a route may hand back: Quart's Response, or quart.redirect's, which Quart types as werkzeug's
+# Response (at run time it is the app's response class all the same).
+AnyResponse = Response | WerkzeugResponse
 
 # Everything comes from the app itself; no inline script or style, no eval, no framing.
 CONTENT_SECURITY_POLICY = "; ".join(

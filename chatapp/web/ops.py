@@ -30,7 +30,7 @@ async def favicon() -> Response:
 
 
 @bp.get("/readyz")
-async def readyz() -> Response:
+async def readyz() -> tuple[Response, int]:
     """The database is writable and the model server answers (looked at every few seconds)."""
     cache = current_app.extensions.setdefault("readiness", {"at": float("-inf"), "checks": {}})
     if time.monotonic() - cache["at"] >= READY_CACHE_SECONDS:
@@ -57,8 +57,10 @@ async def metrics_page() -> Response:
 def _has_token() -> bool:
     """The request carries CHATAPP_METRICS_TOKEN (`Authorization: Bearer <token>`)."""
     token = current.config().metrics_token
+    if not token:
+        return False
     sent = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-    return bool(token) and hmac.compare_digest(sent, token.encode())
+    return hmac.compare_digest(sent, token.encode())
 
 
 async def _database() -> str:

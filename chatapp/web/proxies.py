@@ -12,9 +12,9 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Any
 
 from quart import Quart
+from quart.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, LifespanScope, WebsocketScope
 
 from ..config import Config, Network
 
@@ -42,7 +42,9 @@ def install(app: Quart, config: Config) -> None:
             config.trusted_proxy_hops,
         )
     if networks:
-        app.asgi_app = TrustedProxies(app.asgi_app, networks, max_entries=config.trusted_proxy_hops or None)
+        # Quart's documented way to add ASGI middleware; its types see asgi_app as a method only.
+        app.asgi_app = TrustedProxies(  # type: ignore[method-assign]
+            app.asgi_app, networks, max_entries=config.trusted_proxy_hops or None)
 
 
 class TrustedProxies:
@@ -54,8 +56,9 @@ class TrustedProxies:
         self.networks = tuple(networks)
         self.max_entries = max_entries
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] in ("http", "websocket"):
+    async def __call__(self, scope: HTTPScope | WebsocketScope | LifespanScope, receive: ASGIReceiveCallable,
+                       send: ASGISendCallable) -> None:
+        if scope["type"] == "http" or scope["type"] == "websocket":
             scope = self._rewritten(scope)
         await self.app(scope, receive, send)
 
@@ -65,13 +68,14 @@ class TrustedProxies:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
-    def _rewritten(self, scope: dict[str, Any]) -> dict[str, Any]:
-        peer = _parse(scope["client"][0]) if scope.get("client") else None
+    def _rewritten(self, scope: HTTPScope | WebsocketScope) -> HTTPScope | WebsocketScope:
+        connected = scope.get("client")
+        peer = _parse(connected[0]) if connected else None
         if peer is None or not self.trusted(peer):
             return scope
         forwarded_for = _header_list(scope["headers"], b"x-forwarded-for")
         client = self.client_address(peer, forwarded_for)
-        scope = dict(scope)  # a copy: Hypercorn's access log keeps showing the real peer
+        scope = scope.copy()  # a copy: Hypercorn's access log keeps showing the real peer
         if client != peer:
             scope["client"] = (str(client), 0)
         protos = _header_list(scope["headers"], b"x-forwarded-proto")

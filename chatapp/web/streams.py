@@ -74,7 +74,7 @@ async def _closing(turn: Turn, answer: Message) -> str:
 
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
-                   slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
+                   slot: StreamSlot) -> AsyncGenerator[StreamStep | Notice | Message, None]:
     """reply.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
     closing = False
@@ -94,7 +94,7 @@ async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str
 
 
 async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
-                   slot: StreamSlot) -> AsyncIterator[StreamStep | Notice | Message]:
+                   slot: StreamSlot) -> AsyncGenerator[StreamStep | Notice | Message, None]:
     """`replies`, already run to its first event before the response starts: that sends the model
     its request (reply.stream_reply), so the model works while the page's first frame is made and
     written. If the response then never runs (the client left at once), closing `replies` saves
@@ -112,7 +112,7 @@ async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
 
     slot.settle_if_unused(close)
 
-    async def from_the_first() -> AsyncIterator[StreamStep | Notice | Message]:
+    async def from_the_first() -> AsyncGenerator[StreamStep | Notice | Message, None]:
         try:
             yield first
             async for item in replies:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from quart import Blueprint, Response, current_app, redirect
+from quart import Blueprint, current_app, redirect
 
-from .http import read_trusted_form
+from .http import AnyResponse, read_trusted_form
 
 bp = Blueprint("theme", __name__)
 
@@ -18,10 +18,11 @@ _SAME_SITE_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 @bp.post("/theme")
-async def set_theme() -> Response:
+async def set_theme() -> AnyResponse:
     """Light, dark, or the system's: a cookie, so the choice works without JavaScript."""
     form = await read_trusted_form()
-    theme = form.get("theme") if form.get("theme") in THEMES else "system"
+    given = form.get("theme")
+    theme = given if given is not None and given in THEMES else "system"
     response = redirect(same_site_path(form.get("back")), 303)
     response.set_cookie("theme", theme, max_age=365 * 86400, httponly=True, samesite="Lax",
                         secure=current_app.config["SESSION_COOKIE_SECURE"])

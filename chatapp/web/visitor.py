@@ -75,7 +75,9 @@ def request_trusted(form_token: str | None) -> bool:
         return False
     expected = session.get("csrf")
     sent = request.headers.get("X-CSRF-Token") or form_token
-    return bool(expected and sent) and hmac.compare_digest(expected.encode(), sent.encode())
+    if not (expected and sent):
+        return False
+    return hmac.compare_digest(expected.encode(), sent.encode())
 
 
 def _same_origin() -> bool:
