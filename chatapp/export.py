@@ -3,7 +3,8 @@
 Serve either as an attachment (Content-Disposition: attachment; filename="..." from `filename`),
 so a browser saves it rather than rendering what the model wrote. Both are written a message at a
 time (`markdown_parts`, `json_parts`), so that a long conversation is streamed out in chunks instead
-of being built whole on the event loop (a 400-message JSON export took 62 ms in one go).
+of being built whole on the event loop, holding up every other request meanwhile (measured by
+bench/loop_latency.py; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ _FENCE_OPEN = re.compile(r" {0,3}(?P<fence>`{3,}(?=[^`]*$)|~{3,})")
 _SPECIAL = re.compile(r"([\\`*_\[\]<>])")
 PAGE_SIZE = 100  # messages read from the database at a time
 # The streamed body's pieces are joined into chunks of this size: each chunk sent costs the worker
-# about 30 µs, so an export of 2,000 short messages took 117 ms of its CPU with a chunk per message,
-# 57 ms with 16 KiB chunks (38 ms when it was built whole, in one turn of the loop).
+# CPU of its own, so a chunk per message cost an export of many short messages far more than a
+# few large chunks do, which come close to building it whole in one turn of the loop (the export's
+# CPU is measured by bench/loop_latency.py; see docs/benchmarks.md).
 CHUNK_SIZE = 16 * 1024
 
 

@@ -18,8 +18,9 @@ from markupsafe import Markup
 
 from .sanitize import clean
 
-# Python-Markdown's link matching takes time quadratic in the `[` of one paragraph: 2,000 of them
-# cost half a second of the event loop, which hostile model output must not be able to buy.
+# Python-Markdown's link matching takes time quadratic in the `[` of one paragraph: a few thousand of
+# them hold the event loop for long, which hostile model output must not be able to buy
+# (tests/test_rendering.py pins the limit; no bench times it).
 MAX_BRACKETS_PER_PARAGRAPH = 200
 _PARAGRAPHS = re.compile(r"\n[ \t]*\n")
 

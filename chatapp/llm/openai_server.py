@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_KEY = "no-key-needed"
 # Headers the SDK adds to every request that the model server has no need of: this machine's OS,
 # CPU and Python version, and the SDK's own retry state (its retries are off). Left out, each
-# answer's request is smaller, and so is what every open stream keeps of it (about 3 KB).
+# answer's request is smaller, and so is what every open stream keeps of it (memory per open stream:
+# bench/memory_floor.py; see docs/benchmarks.md).
 SDK_TELEMETRY_HEADERS = ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
                          "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async")
 SDK_REQUEST_HEADERS = ("X-Stainless-Retry-Count", "X-Stainless-Read-Timeout")
@@ -56,8 +57,8 @@ class OpenAIProvider:
                 # silence). A read timeout too would re-arm a timer for every chunk.
                 timeout=openai.Timeout(None, connect=connect_timeout),
                 # The SDK's aiohttp transport (the `openai[aiohttp]` extra): reading a streamed
-                # answer through it costs about a third of the CPU of the default transport
-                # (36-37 against 101 µs a token, measured with bench/read_floor.py 50).
+                # answer through it costs far less CPU than through the default transport
+                # (measured by bench/read_floor.py; see docs/benchmarks.md).
                 http_client=openai.DefaultAioHttpClient(),
                 # The SDK takes Omit in default_headers (and drops the header: its own
                 # default_headers property is typed str | Omit), though the parameter says str.
@@ -158,11 +159,12 @@ class OpenAIProvider:
 
         The SDK sends the request (auth, base URL, headers, timeouts, and status errors mapped to
         its exceptions all stay the SDK's) and hands back the raw response, whose events
-        _events parses. Two of the SDK's steps are skipped, both measured: building its
-        objects for every chunk cost about 0.15 ms a token, more than the rest of the relay; and
+        _events parses. Two of the SDK's steps are skipped: building its objects for every chunk
+        cost more CPU than the rest of the relay (bench/direct.py's client builds them, the app
+        does not: bench/relay_table.py sets the two side by side; see docs/benchmarks.md); and
         `chat.completions.create` runs the whole history through a type-directed transform on the
-        event loop (0.4 ms for 2 messages, 12 ms for 80) that leaves plain text messages as they
-        are. `post` is the SDK's documented way to send a request body as given."""
+        event loop, longer the longer the conversation, that leaves plain text messages as they
+        are (no bench times it alone). `post` is the SDK's documented way to send a request body as given."""
 
         async def create(**body: Any) -> httpx2.Response:
             return await self._client.post("/chat/completions", body={"stream": True, **body},

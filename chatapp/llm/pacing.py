@@ -1,10 +1,10 @@
 """Pacing an answer: its text goes out gathered, at most once per interval, not piece by piece.
 
-A model sends a piece (about a token) every 10 to 30 ms. Writing each one out costs a system call
-(a 200-byte loopback send alone took 30 µs of CPU on the test machine), a trip through Hypercorn
-and h11, and an update of the page in the browser. Gathering what arrives
-within an interval (50 ms: 20 updates a second, faster than anyone reads) into one write saves
-most of that, and the person sees the same text at the same pace. The intervals are the ticks of
+A model sends a piece (about a token) many times a second. Writing each one out costs a system
+call, a trip through Hypercorn and h11, and an update of the page in the browser (where the
+worker's CPU goes: bench/profile.py; see docs/benchmarks.md). Gathering what arrives within an
+interval (CHATAPP_STREAM_INTERVAL_MS; by default more updates a second than anyone reads) into one
+write saves most of that, and the person sees the same text at the same pace. The intervals are the ticks of
 one clock for every answer, so answers streaming at once are written in the same turn of the
 event loop instead of each waking it on its own.
 
@@ -78,8 +78,9 @@ class Paced(Generic[T]):
         item = self._ready.pop(0)
         if type(item) is str and self._interval:
             # The next tick of a clock shared by every answer, rather than `interval` from now:
-            # answers streaming at once then write in the same turn of the event loop (at 50
-            # streams started 2 s apart: 120-130 → 103 µs of CPU a token, bench/load.py --ramp 2).
+            # answers streaming at once then write in the same turn of the event loop, for less CPU
+            # a token when streams start apart (measured by bench/load.py --ramp 2; see
+            # docs/benchmarks.md, the relay's ramp table).
             self._text_due = (self._loop.time() // self._interval + 1) * self._interval
         return item
 

@@ -36,7 +36,8 @@ async def events(response: httpx2.Response) -> AsyncGenerator[Any, None]:
 async def _body(response: httpx2.Response) -> AsyncGenerator[bytes, None]:
     """The response body as it arrives. Without a content encoding (the usual case for an event
     stream) it comes straight from the transport, as the SDK's own drain reads it, past httpx2's
-    decoding and re-chunking layers: 31-33 instead of 36 µs a token (bench/read_floor.py 50)."""
+    decoding and re-chunking layers, for less CPU a token (measured by bench/read_floor.py; see
+    docs/benchmarks.md)."""
     if response.headers.get("content-encoding", "identity") != "identity":
         async for data in response.aiter_bytes():
             yield data

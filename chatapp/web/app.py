@@ -115,7 +115,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
 def _drop_blocking_context_processors(app: Quart) -> None:
     """Quart's blueprints inherit Flask's default template context processor, a plain function,
     which Quart runs in a worker thread on every render_template: a thread round trip per
-    template (a third of a millisecond on a small server) for nothing, since it reads Flask's
+    template (no bench times it alone) for nothing, since it reads Flask's
     context variables, which Quart never sets. Quart's own (async) default stays."""
     for name, processors in app.template_context_processors.items():
         if name is not None:

@@ -21,8 +21,9 @@ YEAR = 365 * 86400
 COMPRESSIBLE = ("text/html", "text/css", "text/javascript", "application/javascript", "application/json",
                 "text/plain", "text/markdown")
 MIN_SIZE = 1024  # smaller bodies are not worth the CPU
-# Larger bodies are compressed in a thread (zlib lets go of the GIL): at level 6, 64 KiB takes under
-# 1 ms, a 3 MB page 15 ms or more, during which every other request on the loop would wait.
+# Larger bodies are compressed in a thread (zlib lets go of the GIL): a small body compresses faster
+# than a trip to a thread, a long page slowly enough that every other request on the loop would
+# wait (no bench times it alone; bench/long_conversation.py shows how big a long page gets).
 OFF_LOOP_SIZE = 64 * 1024
 
 
