@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,10 @@ from chatapp import create_app
 from chatapp.web.ids import MessageIds
 from chatapp.storage import Store
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.live_server import CANARY_KEY
+from tests.support.live_server import CANARY_KEY, LiveServer, app_environment
 
+# The browser fixtures (browser, new_page) and the `browser` marker on every test that uses them.
+pytest_plugins = ["tests.support.browser"]
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +71,28 @@ async def demo_app(tmp_path: Path) -> AsyncIterator[Quart]:
     app = create_app(app_settings(tmp_path, None))
     async with app.test_app():
         yield app
+
+
+@pytest.fixture
+def make_live_server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[Callable[..., LiveServer]]:
+    """Starts the real app under Hypercorn in a subprocess, talking to the fake model server, with
+    extra environment settings (CHATAPP_PASSWORD="…"); stopped at the end of the test."""
+    started: list[LiveServer] = []
+
+    def start(**environment: str) -> LiveServer:
+        env = app_environment(fake_upstream.base_url, tmp_path / "chat.db", **environment)
+        started.append(LiveServer(env, tmp_path / "server.log"))
+        return started[-1]
+
+    yield start
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The real app under Hypercorn with the test settings."""
+    return make_live_server()
 
 
 @pytest.fixture

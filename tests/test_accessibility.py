@@ -3,38 +3,24 @@ in Debian's Chromium: empty, streaming, finished, error, dark theme, JavaScript 
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.browser import NewPage, send
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.live_server import LiveServer, app_environment
+from tests.support.live_server import LiveServer
 
-CHROMIUM = "/usr/bin/chromium"
+if TYPE_CHECKING:  # Playwright itself is imported only when a browser starts (tests/support/browser.py)
+    from playwright.sync_api import Page
+
 AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
 RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 ANSWER = ["# A title\n\n", "Some **bold** and a [link](https://example.com).\n\n", "- one\n- two\n\n",
           "```python\nprint('hi')\n```\n\n", "| a | b |\n|---|---|\n| 1 | 2 |\n"]
-
-if shutil.which("chromium") is None:
-    if os.environ.get("CHATAPP_REQUIRE_BROWSER"):
-        raise RuntimeError("CHATAPP_REQUIRE_BROWSER is set but Debian's chromium is not installed")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                             "--disable-background-networking", "--disable-component-update"])
-        yield browser
-        browser.close()
 
 
 def violations(page: Page) -> list[tuple[str, str, str]]:
@@ -46,73 +32,48 @@ def violations(page: Page) -> list[tuple[str, str, str]]:
     return [tuple(v) for v in found]
 
 
-def _server(tmp_path: Path, fake: FakeOpenAI, **env: str) -> LiveServer:
-    return LiveServer(app_environment(fake.base_url, tmp_path / "chat.db", **env), tmp_path / "server.log")
-
-
 @pytest.mark.parametrize(("scheme", "width"), [("light", 1100), ("dark", 1100), ("light", 360)])
-def test_every_state_of_the_chat_page_has_no_violations(browser: Browser, tmp_path: Path,
+def test_every_state_of_the_chat_page_has_no_violations(new_page: NewPage, live_server: LiveServer,
                                                        fake_upstream: FakeOpenAI, scheme: str, width: int) -> None:
-    server = _server(tmp_path, fake_upstream)
-    try:
-        context = browser.new_context(bypass_csp=True, color_scheme=scheme, viewport={"width": width, "height": 800})
-        page = context.new_page()
-        page.goto(server.url + "/")
-        assert violations(page) == [], "empty page"
+    page = new_page(bypass_csp=True, color_scheme=scheme, viewport={"width": width, "height": 800})
+    page.goto(live_server.url + "/")
+    assert violations(page) == [], "empty page"
 
-        fake_upstream.script(Reply(tokens=ANSWER * 20, delay=0.03))
-        page.fill("#composer textarea[name=message]", "Show me everything")
-        page.keyboard.press("Enter")
-        page.locator("article[data-role=assistant][aria-busy=true]").wait_for()
-        time.sleep(0.5)
-        assert violations(page) == [], "while streaming"
-        page.locator("article[data-role=assistant][aria-busy=false]").wait_for(timeout=20_000)
-        assert violations(page) == [], "finished"
+    fake_upstream.script(Reply(tokens=ANSWER * 20, delay=0.03))
+    send(page, "Show me everything")
+    page.locator("article[data-role=assistant][aria-busy=true]").wait_for()
+    time.sleep(0.5)
+    assert violations(page) == [], "while streaming"
+    page.locator("article[data-role=assistant][aria-busy=false]").wait_for(timeout=20_000)
+    assert violations(page) == [], "finished"
 
-        fake_upstream.script(Reply(status=500))
-        page.fill("#composer textarea[name=message]", "And now an error")
-        page.keyboard.press("Enter")
-        page.locator("article[data-role=assistant] [data-role=error]").wait_for()
-        assert violations(page) == [], "error"
-        page.reload()
-        page.click("details.conversation-settings summary")
-        assert violations(page) == [], "reloaded, with the settings open"
-        context.close()
-    finally:
-        server.stop()
+    fake_upstream.script(Reply(status=500))
+    send(page, "And now an error")
+    page.locator("article[data-role=assistant] [data-role=error]").wait_for()
+    assert violations(page) == [], "error"
+    page.reload()
+    page.click("details.conversation-settings summary")
+    assert violations(page) == [], "reloaded, with the settings open"
 
 
-def test_the_page_without_javascript_has_no_violations(browser: Browser, tmp_path: Path,
+def test_the_page_without_javascript_has_no_violations(new_page: NewPage, live_server: LiveServer,
                                                       fake_upstream: FakeOpenAI) -> None:
     fake_upstream.default = Reply(tokens=ANSWER)
-    server = _server(tmp_path, fake_upstream)
-    try:
-        context = browser.new_context(bypass_csp=True)
-        page = context.new_page()
-        page.route("**/static/**/*.js*", lambda route: route.abort())  # the app's scripts: off
-        page.goto(server.url + "/")
-        page.fill("#composer textarea[name=message]", "No scripts")
-        with page.expect_navigation():
-            page.click("#composer button[type=submit]")
-        page.locator("article[data-role=assistant][aria-busy=false]").wait_for()
-        assert violations(page) == []
-        context.close()
-    finally:
-        server.stop()
+    page = new_page(bypass_csp=True)
+    page.route("**/static/**/*.js*", lambda route: route.abort())  # the app's scripts: off
+    page.goto(live_server.url + "/")
+    send(page, "No scripts", javascript=False)
+    page.locator("article[data-role=assistant][aria-busy=false]").wait_for()
+    assert violations(page) == []
 
 
-def test_the_sign_in_page_has_no_violations(browser: Browser, tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
-    server = _server(tmp_path, fake_upstream, CHATAPP_PASSWORD="letmein")
-    try:
-        context = browser.new_context(bypass_csp=True)
-        page = context.new_page()
-        page.goto(server.url + "/")
-        assert page.url.endswith("/login")
-        assert violations(page) == []
-        page.fill("#password", "wrong")
-        with page.expect_navigation():
-            page.click("button[type=submit]")
-        assert violations(page) == [], "with the error shown"
-        context.close()
-    finally:
-        server.stop()
+def test_the_sign_in_page_has_no_violations(new_page: NewPage, make_live_server: Callable[..., LiveServer]) -> None:
+    server = make_live_server(CHATAPP_PASSWORD="letmein")
+    page = new_page(bypass_csp=True)
+    page.goto(server.url + "/")
+    assert page.url.endswith("/login")
+    assert violations(page) == []
+    page.fill("#password", "wrong")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert violations(page) == [], "with the error shown"

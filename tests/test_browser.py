@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
+from typing import TYPE_CHECKING
 
 from tests.conftest import CANARY_KEY
+from tests.support.browser import NewPage, send
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.live_server import LiveServer, app_environment
+from tests.support.live_server import LiveServer
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.browser
-
-if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-    if os.environ.get("CHATAPP_REQUIRE_BROWSER"):
-        raise RuntimeError("CHATAPP_REQUIRE_BROWSER is set but Debian's chromium is not installed")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+if TYPE_CHECKING:  # Playwright itself is imported only when a browser starts (tests/support/browser.py)
+    from playwright.sync_api import Page
 
 # Collects CSP violations in the page; installed by the browser, not by the page, so CSP does not apply.
 WATCH_CSP = """
 window.__cspViolations = [];
 document.addEventListener('securitypolicyviolation', e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[LiveServer]:
-    live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log")
-    yield live
-    live.stop()
 
 
 def _wait_until(condition, timeout: float = 10.0) -> None:
@@ -67,15 +37,13 @@ def _watch(page: Page, origin: str) -> dict[str, list[str]]:
     return seen
 
 
-def test_answer_streams_in_steps_and_the_indicator_stops(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+def test_answer_streams_in_steps_and_the_indicator_stops(new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
     tokens = ["The ", "answer ", "has ", "**several** ", "words", ".\n\n", "- one\n", "- two\n\n", "Done", "."] * 3
     fake_upstream.script(Reply(tokens=tokens, delay=0.05))
-    context = browser.new_context()
-    page = context.new_page()
-    seen = _watch(page, server.url)
-    page.goto(server.url + "/")
-    page.fill("#composer textarea[name=message]", "Tell me something")
-    page.keyboard.press("Enter")
+    page = new_page()
+    seen = _watch(page, live_server.url)
+    page.goto(live_server.url + "/")
+    send(page, "Tell me something")
 
     answer = page.locator("article[data-role=assistant]").last
     answer.wait_for()
@@ -105,30 +73,24 @@ def test_answer_streams_in_steps_and_the_indicator_stops(browser: Browser, serve
     assert page.locator("article[data-role=user]").count() == 1
     assert page.locator("article[data-role=assistant] strong").first.text_content() == "several"
     assert len(fake_upstream.requests) == 1
-    context.close()
 
 
-def test_without_javascript_the_form_round_trip_shows_the_answer(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+def test_without_javascript_the_form_round_trip_shows_the_answer(new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["Plain ", "*HTML* ", "works."]))
-    context = browser.new_context(java_script_enabled=False)
-    page = context.new_page()
-    page.goto(server.url + "/")
-    page.fill("#composer textarea[name=message]", "No scripts please")
-    with page.expect_navigation():
-        page.click("#composer button[type=submit]")
+    page = new_page(java_script_enabled=False)
+    page.goto(live_server.url + "/")
+    send(page, "No scripts please", javascript=False)
     answer = page.locator("article[data-role=assistant]").last
     assert answer.get_attribute("aria-busy") == "false"
     assert answer.locator("em").text_content() == "HTML"
     page.reload()
     assert len(fake_upstream.requests) == 1  # a reload never sends the message again
-    context.close()
 
 
-def test_upstream_error_shows_a_friendly_message(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+def test_upstream_error_shows_a_friendly_message(new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(status=429, headers={"retry-after": "0"}))
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url + "/")
+    page = new_page()
+    page.goto(live_server.url + "/")
     page.fill("#composer textarea[name=message]", "hello")
     page.click("#composer button[type=submit]")
     error = page.locator("article[data-role=assistant] [data-role=error]")
@@ -136,18 +98,15 @@ def test_upstream_error_shows_a_friendly_message(browser: Browser, server: LiveS
     assert "request id" in error.text_content()
     assert page.locator("article[data-role=assistant]").last.get_attribute("aria-busy") == "false"
     assert CANARY_KEY not in page.content()
-    context.close()
 
 
-def test_stop_ends_the_answer_and_closes_the_upstream_request(browser: Browser, server: LiveServer,
+def test_stop_ends_the_answer_and_closes_the_upstream_request(new_page: NewPage, live_server: LiveServer,
                                                               fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=[f"word{i} " for i in range(400)], delay=0.02))
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url + "/")
+    page = new_page()
+    page.goto(live_server.url + "/")
     assert not page.locator("#composer .stop").is_visible()  # only while an answer streams
-    page.fill("#composer textarea[name=message]", "Write a lot")
-    page.keyboard.press("Enter")
+    send(page, "Write a lot")
     answer = page.locator("article[data-role=assistant]").last
     _wait_until(lambda: len(answer.locator(".tail").text_content() or "") > 40)
     stop = page.locator("#composer .stop")
@@ -161,16 +120,13 @@ def test_stop_ends_the_answer_and_closes_the_upstream_request(browser: Browser, 
     assert "stopped before it was complete" in answer.text_content()
     assert answer.locator("button[form=regenerate-form]").count() == 1  # cut off: offered again
     assert not stop.is_visible()
-    context.close()
 
 
-def test_regenerate_replaces_the_answer_in_place(browser: Browser, server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+def test_regenerate_replaces_the_answer_in_place(new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["First ", "try."]), Reply(tokens=["Second ", "try."], delay=0.05))
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url + "/")
-    page.fill("#composer textarea[name=message]", "Question")
-    page.keyboard.press("Enter")
+    page = new_page()
+    page.goto(live_server.url + "/")
+    send(page, "Question")
     page.wait_for_selector("article[data-role=assistant][data-status=complete]")
     page.click("article[data-role=assistant] button[form=regenerate-form]")
     final = page.locator("article[data-role=assistant][data-status=complete]")
@@ -178,16 +134,12 @@ def test_regenerate_replaces_the_answer_in_place(browser: Browser, server: LiveS
     assert page.locator("article[data-role=assistant]").count() == 1
     assert page.locator("article[data-role=user]").count() == 1
     assert page.locator("article[data-role=user] details.edit").count() == 1
-    context.close()
 
 
-def test_without_javascript_a_conversation_can_be_renamed_and_deleted(browser: Browser, server: LiveServer) -> None:
-    context = browser.new_context(java_script_enabled=False)
-    page = context.new_page()
-    page.goto(server.url + "/")
-    page.fill("#composer textarea[name=message]", "Keep this short")
-    with page.expect_navigation():
-        page.click("#composer button[type=submit]")
+def test_without_javascript_a_conversation_can_be_renamed_and_deleted(new_page: NewPage, live_server: LiveServer) -> None:
+    page = new_page(java_script_enabled=False)
+    page.goto(live_server.url + "/")
+    send(page, "Keep this short", javascript=False)
     page.goto(page.url.removesuffix("/messages"))
     page.click("details.conversation-settings summary")
     page.fill("#title", "Renamed without scripts")
@@ -201,17 +153,14 @@ def test_without_javascript_a_conversation_can_be_renamed_and_deleted(browser: B
     with page.expect_navigation():
         page.click("button.danger")
     assert page.locator("nav.sidebar a").count() == 0
-    context.close()
 
 
-def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(browser: Browser, server: LiveServer,
+def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(new_page: NewPage, live_server: LiveServer,
                                                                   fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=[f"part{i} " for i in range(300)], delay=0.02))
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(server.url + "/")
-    page.fill("#composer textarea[name=message]", "A long one")
-    page.keyboard.press("Enter")
+    page = new_page()
+    page.goto(live_server.url + "/")
+    send(page, "A long one")
     tail = page.locator("article[data-role=assistant] .tail")
     _wait_until(lambda: (tail.count() and len(tail.text_content() or "") > 100))
     page.reload()
@@ -221,4 +170,3 @@ def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(browser: Bro
     assert answer.text_content().count("part") > 10  # the text so far, not an empty bubble
     assert "stopped before it was complete" in answer.text_content()
     assert answer.locator("button[form=regenerate-form]").count() == 1
-    context.close()
