@@ -1,23 +1,27 @@
-"""Shared fixtures: a fake OpenAI-compatible server, the app on a real SQLite file, a test client."""
+"""The tests' fixtures: a fake OpenAI-compatible server, the app on a real SQLite file (as many as a
+test needs, with its settings), a test client, the real app under Hypercorn, and the browser. The
+helpers live in tests/support/; the ones tests have long imported from here are re-exported."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from bs4 import BeautifulSoup
 from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
-from chatapp.web.ids import MessageIds
 from chatapp.storage import Store
+from tests.support.app import app_settings, shown_id, stored_id
+from tests.support.client import open_chat, parse_sse, soup
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.live_server import CANARY_KEY, LiveServer, app_environment
+
+__all__ = ["CANARY_KEY", "app_settings", "open_chat", "parse_sse", "shown_id", "soup", "stored_id"]
 
 # The browser fixtures (browser, new_page) and the `browser` marker on every test that uses them.
 pytest_plugins = ["tests.support.browser"]
@@ -36,41 +40,33 @@ def fake_upstream(_fake_server: FakeOpenAI) -> FakeOpenAI:
     return _fake_server
 
 
-def app_settings(tmp_path: Path, fake: FakeOpenAI | None, **extra: object) -> dict[str, object]:
-    settings: dict[str, object] = {
-        "database": tmp_path / "chat.db",
-        "secret_key": "test-secret-key",
-        "first_token_timeout": 3.0,
-        "idle_timeout": 3.0,
-        "max_retries": 0,
-        "demo_delay": 0.0,
-        # Off unless a test is about them: other tests send many messages quickly on purpose.
-        "rate_limit_per_session": None,
-        "rate_limit_per_address": None,
-        # Each piece its own frame, so tests can follow the frames; pacing is tested on its own
-        # (test_pacing.py) and is on in the live-server and browser tests, as deployed.
-        "stream_interval": 0,
-    }
-    if fake is not None:
-        settings.update(openai_base_url=fake.base_url, openai_api_key=CANARY_KEY, openai_model="fake-model")
-    settings.update(extra)
-    return settings
+MakeApp = Callable[..., Awaitable[Quart]]
 
 
 @pytest.fixture
-async def app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
+async def make_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[MakeApp]:
+    """Builds the app with `app_settings`' test defaults under the given settings, talking to the
+    fake model server (or, with demo=True, the offline demo model), started as for a request and
+    shut down at the end of the test: `app = await make_app(password="open sesame")`."""
+    async with AsyncExitStack() as started:
+        async def make(*, demo: bool = False, **settings: object) -> Quart:
+            app = create_app(app_settings(tmp_path, None if demo else fake_upstream, **settings))
+            await started.enter_async_context(app.test_app())
+            return app
+
+        yield make
+
+
+@pytest.fixture
+async def app(make_app: MakeApp) -> Quart:
     """The app talking to the fake server, on a fresh SQLite file."""
-    app = create_app(app_settings(tmp_path, fake_upstream))
-    async with app.test_app():
-        yield app
+    return await make_app()
 
 
 @pytest.fixture
-async def demo_app(tmp_path: Path) -> AsyncIterator[Quart]:
+async def demo_app(make_app: MakeApp) -> Quart:
     """The app with no key and no base URL: the offline demo model."""
-    app = create_app(app_settings(tmp_path, None))
-    async with app.test_app():
-        yield app
+    return await make_app(demo=True)
 
 
 @pytest.fixture
@@ -106,45 +102,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 def client(app: Quart) -> QuartClient:
     return app.test_client()
-
-
-def stored_id(app: Quart, element_id: str) -> int:
-    """The database id of a message from its element's id ("msg-<shown id>")."""
-    return MessageIds(app.config["SECRET_KEY"]).private(element_id.removeprefix("msg-"))
-
-
-def shown_id(app: Quart, message_id: int) -> str:
-    """A message's id as pages and URLs show it."""
-    return MessageIds(app.config["SECRET_KEY"]).public(message_id)
-
-
-def soup(html: str | bytes) -> BeautifulSoup:
-    return BeautifulSoup(html, "html.parser")
-
-
-async def open_chat(client: QuartClient) -> tuple[str, str]:
-    """Load the start page like a browser would: returns (form action, csrf token)."""
-    response = await client.get("/", follow_redirects=True)
-    assert response.status_code == 200
-    page = soup(await response.get_data())
-    form = page.select_one("form#composer")
-    return form["action"], form.select_one("input[name=csrf_token]")["value"]
-
-
-def parse_sse(body: str) -> list[tuple[str | None, str]]:
-    """(event name or None, data) for each frame of an event stream."""
-    frames = []
-    for block in re.split(r"\n\n", body.strip("\n")):
-        event, data = None, []
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-        frames.append((event, "\n".join(data)))
-    return frames
 
 
 def _database_threads() -> set[threading.Thread]:
