@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,35 +17,20 @@ from itsdangerous import TimestampSigner
 from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp import create_app
 from chatapp.quota import OverLimit
-from tests.conftest import app_settings, open_chat, soup
+from tests.conftest import MakeApp
+from tests.support.client import Answer, conversation_url, open_chat, send, send_form, sign_in, sign_out, soup
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support import HTMX
 
 
 
-async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:
-    app = create_app(app_settings(tmp_path, fake, **settings))
-    async with app.test_app():
-        yield app
-
-
-async def _send(client: QuartClient, chat: tuple[str, str], message: str = "hi") -> int:
-    response = await client.post(chat[0], form={"message": message}, headers={**HTMX, "X-CSRF-Token": chat[1]})
-    await response.get_data()
-    return response.status_code
+async def _status(sending: Awaitable[Answer]) -> int:
+    """A send's status, for sends started at once (asyncio.gather)."""
+    return (await sending).status_code
 
 
 async def _delete(client: QuartClient, chat: tuple[str, str]) -> int:
-    conversation = chat[0].removesuffix("/messages")
-    return (await client.post(f"{conversation}/delete", form={"csrf_token": chat[1]})).status_code
-
-
-async def _new_chat(client: QuartClient) -> tuple[str, str]:
-    page = soup(await (await client.get("/new", follow_redirects=True)).get_data())
-    form = page.select_one("form#composer")
-    return form["action"], form.select_one("input[name=csrf_token]")["value"]
+    return (await client.post(f"{conversation_url(chat[0])}/delete", form={"csrf_token": chat[1]})).status_code
 
 
 async def _until_streaming(app: Quart, answers: int, timeout: float = 5.0) -> None:
@@ -58,42 +43,42 @@ async def _until_streaming(app: Quart, answers: int, timeout: float = 5.0) -> No
 # --- budgets: a ledger that deleting does not touch ---------------------------------------------
 
 @pytest.mark.parametrize("scope", ["daily_tokens_per_session", "daily_tokens"])
-async def test_deleting_everything_does_not_give_a_spent_budget_back(tmp_path: Path, fake_upstream: FakeOpenAI,
+async def test_deleting_everything_does_not_give_a_spent_budget_back(make_app: MakeApp, fake_upstream: FakeOpenAI,
                                                                       scope: str) -> None:
     fake_upstream.default = Reply(tokens=["an answer"], usage=(40, 10))
-    async for app in _app(tmp_path, fake_upstream, **{scope: 100}):
-        browsers = [app.test_client(), app.test_client()]
-        chats = [await open_chat(browser) for browser in browsers]
-        # Both spend at once (50 tokens each: the budget is used up in either scope).
-        statuses = await asyncio.gather(*(_send(b, c) for b, c in zip(browsers, chats)),
-                                        *(_send(b, c) for b, c in zip(browsers, chats)))
-        assert sorted(statuses)[:2] == [200, 200]
-        assert await asyncio.gather(*(_delete(b, c) for b, c in zip(browsers, chats))) == [303, 303]
-        asked = len(fake_upstream.requests)
-        fresh = [await _new_chat(browser) for browser in browsers]
-        again = await asyncio.gather(*(_send(b, c) for b, c in zip(browsers, fresh)))
-        assert again == [429, 429]
-        assert len(fake_upstream.requests) == asked
+    app = await make_app(**{scope: 100})
+    browsers = [app.test_client(), app.test_client()]
+    chats = [await open_chat(browser) for browser in browsers]
+    # Both spend at once (50 tokens each: the budget is used up in either scope).
+    statuses = await asyncio.gather(*(_status(send(b, *c)) for b, c in zip(browsers, chats)),
+                                    *(_status(send(b, *c)) for b, c in zip(browsers, chats)))
+    assert sorted(statuses)[:2] == [200, 200]
+    assert await asyncio.gather(*(_delete(b, c) for b, c in zip(browsers, chats))) == [303, 303]
+    asked = len(fake_upstream.requests)
+    fresh = [await open_chat(browser, "/new") for browser in browsers]
+    again = await asyncio.gather(*(_status(send(b, *c)) for b, c in zip(browsers, fresh)))
+    assert again == [429, 429]
+    assert len(fake_upstream.requests) == asked
 
 
-async def test_deleting_a_conversation_stops_its_answer_and_counts_its_tokens(tmp_path: Path,
+async def test_deleting_a_conversation_stops_its_answer_and_counts_its_tokens(make_app: MakeApp,
                                                                               fake_upstream: FakeOpenAI) -> None:
     fake_upstream.default = Reply(tokens=["thinking hard", " about it"], stall_after=1, stall=30)
-    async for app in _app(tmp_path, fake_upstream, max_streams_per_session=1):
-        client = app.test_client()
-        chat = await open_chat(client)
-        answering = asyncio.ensure_future(_send(client, chat))
-        await _until_streaming(app, 1)
-        while not fake_upstream.requests:  # the model has been asked
-            await asyncio.sleep(0.01)
-        assert await _delete(client, chat) == 303
-        assert await asyncio.wait_for(answering, 5) == 200  # the answer ended, not after 30 s
-        assert fake_upstream.wait_for_disconnect(2.0)  # and the model stopped being paid for
-        assert app.extensions["quota"].streaming == 0
-        today = datetime.now(UTC).date()
-        assert await app.extensions["store"].tokens_used_on(today) > 0  # counted, though deleted
-        fake_upstream.default = Reply()
-        assert await _send(client, await _new_chat(client)) == 200  # its place came back
+    app = await make_app(max_streams_per_session=1)
+    client = app.test_client()
+    chat = await open_chat(client)
+    answering = asyncio.ensure_future(_status(send(client, *chat)))
+    await _until_streaming(app, 1)
+    while not fake_upstream.requests:  # the model has been asked
+        await asyncio.sleep(0.01)
+    assert await _delete(client, chat) == 303
+    assert await asyncio.wait_for(answering, 5) == 200  # the answer ended, not after 30 s
+    assert fake_upstream.wait_for_disconnect(2.0)  # and the model stopped being paid for
+    assert app.extensions["quota"].streaming == 0
+    today = datetime.now(UTC).date()
+    assert await app.extensions["store"].tokens_used_on(today) > 0  # counted, though deleted
+    fake_upstream.default = Reply()
+    assert (await send(client, *await open_chat(client, "/new"))).status_code == 200  # its place came back
 
 
 # --- the stream cap: the check and the claim are one step ----------------------------------------
@@ -101,48 +86,36 @@ async def test_deleting_a_conversation_stops_its_answer_and_counts_its_tokens(tm
 @pytest.mark.parametrize(("sends", "drafts"), [(20, False), (6, True)],
                          ids=["20 to one conversation", "6 to 6 new drafts"])
 async def test_sends_at_once_open_exactly_the_capped_number_of_model_streams(
-        tmp_path: Path, fake_upstream: FakeOpenAI, sends: int, drafts: bool) -> None:
+        make_app: MakeApp, fake_upstream: FakeOpenAI, sends: int, drafts: bool) -> None:
     fake_upstream.default = Reply(tokens=["slow"], stall_after=0, stall=1.0)
-    async for app in _app(tmp_path, fake_upstream, max_streams_per_session=2):
-        client = app.test_client()
-        first = await open_chat(client)
-        chats = [await _new_chat(client) if drafts else first for _ in range(sends)]
-        statuses = await asyncio.gather(*(_send(client, chat, f"question {i}") for i, chat in enumerate(chats)))
-        assert sorted(statuses) == [200] * 2 + [429] * (sends - 2)
-        assert len(fake_upstream.requests) == 2
+    app = await make_app(max_streams_per_session=2)
+    client = app.test_client()
+    first = await open_chat(client)
+    chats = [await open_chat(client, "/new") if drafts else first for _ in range(sends)]
+    statuses = await asyncio.gather(*(_status(send(client, *chat, f"question {i}")) for i, chat in enumerate(chats)))
+    assert sorted(statuses) == [200] * 2 + [429] * (sends - 2)
+    assert len(fake_upstream.requests) == 2
 
 
 # --- sessions: signing out ends them, use keeps them ---------------------------------------------
 
-async def _sign_in(client: QuartClient, password: str):
-    page = soup(await (await client.get("/login")).get_data())
-    csrf = page.select_one("input[name=csrf_token]")["value"]
-    return await client.post("/login", form={"password": password, "csrf_token": csrf})
+async def test_a_cookie_copied_before_sign_out_gets_nothing_after(make_app: MakeApp) -> None:
+    app = await make_app(password="open sesame")
+    person = app.test_client()
+    assert (await sign_in(person, "open sesame")).status_code == 303
+    chat = await open_chat(person)
+    assert (await send(person, *chat)).status_code == 200
+    thief = app.test_client()
+    for cookie in person.cookie_jar:
+        thief.cookie_jar.set_cookie(cookie)
+    assert (await thief.get("/")).status_code == 302  # the copy works while signed in…
+    assert (await thief.get(conversation_url(chat[0]))).status_code == 200
 
-
-async def _sign_out(client: QuartClient) -> None:
-    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
-    csrf = page.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
-    assert (await client.post("/logout", form={"csrf_token": csrf})).status_code == 303
-
-
-async def test_a_cookie_copied_before_sign_out_gets_nothing_after(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, password="open sesame"):
-        person = app.test_client()
-        assert (await _sign_in(person, "open sesame")).status_code == 303
-        chat = await open_chat(person)
-        assert await _send(person, chat) == 200
-        thief = app.test_client()
-        for cookie in person.cookie_jar:
-            thief.cookie_jar.set_cookie(cookie)
-        assert (await thief.get("/")).status_code == 302  # the copy works while signed in…
-        assert (await thief.get(chat[0].removesuffix("/messages"))).status_code == 200
-
-        await _sign_out(person)
-        for path in ("/", chat[0].removesuffix("/messages")):  # …and not after
-            response = await thief.get(path)
-            assert response.status_code == 302 and response.headers["Location"] == "/login"
-        assert await _send(thief, chat) == 401
+    await sign_out(person)
+    for path in ("/", conversation_url(chat[0])):  # …and not after
+        response = await thief.get(path)
+        assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert (await send(thief, *chat)).status_code == 401
 
 
 def _session_cookie(app: Quart, data: dict, *, days_ago: float) -> str:
@@ -157,19 +130,19 @@ def _session_cookie(app: Quart, data: dict, *, days_ago: float) -> str:
     return serializer.dumps(data)
 
 
-async def test_a_session_used_within_its_lifetime_never_expires(app: Quart, fake_upstream: FakeOpenAI) -> None:
+async def test_a_session_used_within_its_lifetime_never_expires(app: Quart) -> None:
     client = app.test_client()
     chat = await open_chat(client)
-    assert await _send(client, chat) == 200
+    assert (await send(client, *chat)).status_code == 200
     async with client.session_transaction() as session:
         data = dict(session)
     # The cookie lasts well past a month, and is signed anew on the first visit of each day.
-    set_cookie = (await client.get(chat[0].removesuffix("/messages"))).headers.get("Set-Cookie", "")
+    set_cookie = (await client.get(conversation_url(chat[0]))).headers.get("Set-Cookie", "")
     assert set_cookie == ""  # already signed today: not sent again
     used = app.test_client()
     used.set_cookie("localhost", "chatapp_session", _session_cookie(app, {**data, "day": "2026-01-01"}, days_ago=45))
     response = await used.get("/")
-    assert response.headers["Location"] == chat[0].removesuffix("/messages")  # still this browser's
+    assert response.headers["Location"] == conversation_url(chat[0])  # still this browser's
     renewed = response.headers["Set-Cookie"]
     assert "chatapp_session=" in renewed and "Expires=" in renewed
     expires = datetime.strptime(renewed.split("Expires=")[1].split(";")[0], "%a, %d %b %Y %H:%M:%S GMT")
@@ -183,17 +156,17 @@ async def test_the_page_says_where_anonymous_conversations_live(client: QuartCli
 
 # --- the passphrase: a back-off that does not lock the team out ---------------------------------
 
-async def test_a_guesser_at_the_same_address_does_not_lock_out_a_known_browser(tmp_path: Path,
+async def test_a_guesser_at_the_same_address_does_not_lock_out_a_known_browser(make_app: MakeApp,
                                                                              fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, password="open sesame", login_rate_limit="3/minute"):
-        colleague = app.test_client()
-        assert (await _sign_in(colleague, "open sesame")).status_code == 303
-        await _sign_out(colleague)
-        guesser = app.test_client()  # the same address (an office, a NAT)
-        statuses = [(await _sign_in(guesser, f"guess {i}")).status_code for i in range(4)]
-        assert statuses == [401, 401, 401, 429]
-        assert (await _sign_in(guesser, "open sesame")).status_code == 429  # guessers wait, right or wrong
-        assert (await _sign_in(colleague, "open sesame")).status_code == 303  # the colleague does not
+    app = await make_app(password="open sesame", login_rate_limit="3/minute")
+    colleague = app.test_client()
+    assert (await sign_in(colleague, "open sesame")).status_code == 303
+    await sign_out(colleague)
+    guesser = app.test_client()  # the same address (an office, a NAT)
+    statuses = [(await sign_in(guesser, f"guess {i}")).status_code for i in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    assert (await sign_in(guesser, "open sesame")).status_code == 429  # guessers wait, right or wrong
+    assert (await sign_in(colleague, "open sesame")).status_code == 303  # the colleague does not
 
 
 async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> None:
@@ -212,15 +185,15 @@ async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> N
     await quota.take_sign_in_attempt("address:198.51.100.7", store)  # another address is not affected
 
 
-async def test_guesses_sent_at_once_all_count(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, password="open sesame", login_rate_limit="3/minute"):
-        guessers = [app.test_client() for _ in range(40)]
-        forms = []
-        for guesser in guessers:
-            page = soup(await (await guesser.get("/login")).get_data())
-            forms.append({"password": "guess", "csrf_token": page.select_one("input[name=csrf_token]")["value"]})
-        responses = await asyncio.gather(*(g.post("/login", form=f) for g, f in zip(guessers, forms)))
-        assert sorted(r.status_code for r in responses) == [401] * 3 + [429] * 37
+async def test_guesses_sent_at_once_all_count(make_app: MakeApp) -> None:
+    app = await make_app(password="open sesame", login_rate_limit="3/minute")
+    guessers = [app.test_client() for _ in range(40)]
+    forms = []
+    for guesser in guessers:
+        page = soup(await (await guesser.get("/login")).get_data())
+        forms.append({"password": "guess", "csrf_token": page.select_one("input[name=csrf_token]")["value"]})
+    responses = await asyncio.gather(*(g.post("/login", form=f) for g, f in zip(guessers, forms)))
+    assert sorted(r.status_code for r in responses) == [401] * 3 + [429] * 37
 
 
 # --- numbers, redirects, files -------------------------------------------------------------------
@@ -231,8 +204,8 @@ async def test_guesses_sent_at_once_all_count(tmp_path: Path, fake_upstream: Fak
 ])
 async def test_numbers_out_of_range_are_4xx_not_500(client: QuartClient, path: str, status: int) -> None:
     chat = await open_chat(client)
-    assert await _send(client, chat) == 200
-    response = await client.get(chat[0].removesuffix("/messages") + path)
+    assert (await send(client, *chat)).status_code == 200
+    response = await client.get(conversation_url(chat[0]) + path)
     assert response.status_code == status
 
 
@@ -249,13 +222,11 @@ async def test_a_new_database_file_is_readable_by_its_owner_only(app: Quart, tmp
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
 
 
-async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(tmp_path: Path,
+async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(make_app: MakeApp,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
-    settings = app_settings(tmp_path, None, production=True, secret_key="x" * 32,
-                            openai_base_url="http://127.0.0.1:9/v1")  # nothing listens there
-    app = create_app(settings)
-    async with app.test_app():
-        body = await (await app.test_client().get("/readyz")).get_json()
+    app = await make_app(demo=True, production=True, secret_key="x" * 32,
+                         openai_base_url="http://127.0.0.1:9/v1")  # nothing listens there
+    body = await (await app.test_client().get("/readyz")).get_json()
     assert body == {"ready": False, "database": "ok", "model": "error"}
     assert any("CHATAPP_METRICS_TOKEN is not set" in r.getMessage() for r in caplog.records)
 
@@ -266,14 +237,13 @@ async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(tm
     ("203.0.113.9", "::ffff:203.0.113.9", True),
     ("203.0.113.9", "203.0.113.10", False),
 ])
-async def test_an_ipv6_subscriber_is_one_address_to_the_limits(tmp_path: Path, fake_upstream: FakeOpenAI,
+async def test_an_ipv6_subscriber_is_one_address_to_the_limits(make_app: MakeApp,
                                                                first: str, second: str, one_address: bool) -> None:
-    async for app in _app(tmp_path, fake_upstream, rate_limit_per_address="1/minute"):
-        statuses = []
-        for peer in (first, second):
-            browser = app.test_client()
-            action, csrf = await open_chat(browser)
-            response = await browser.post(action, form={"message": "hi", "csrf_token": csrf},
-                                          scope_base={"client": (peer, 1234)})
-            statuses.append(response.status_code)
-        assert statuses == ([200, 429] if one_address else [200, 200])
+    app = await make_app(rate_limit_per_address="1/minute")
+    statuses = []
+    for peer in (first, second):
+        browser = app.test_client()
+        action, csrf = await open_chat(browser)
+        response = await send_form(browser, action, csrf, scope_base={"client": (peer, 1234)})
+        statuses.append(response.status_code)
+    assert statuses == ([200, 429] if one_address else [200, 200])
