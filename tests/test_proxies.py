@@ -4,20 +4,16 @@ and the Host is never taken from a forwarded header."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp import create_app
 from chatapp.config import Config, ConfigError, load_config, parse_networks
 from chatapp.web.proxies import LOOPBACK, TrustedProxies, install
-from tests.conftest import app_settings, open_chat
+from tests.conftest import MakeApp
+from tests.support.client import open_chat, send_form
 from tests.support.fake_openai import FakeOpenAI
 
 PRIVATE = parse_networks("10.0.0.0/8")
@@ -28,13 +24,6 @@ SETUPS = [
 ]
 
 
-@asynccontextmanager
-async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:
-    app = create_app(app_settings(tmp_path, fake, **settings))
-    async with app.test_app():
-        yield app
-
-
 def _from(address: str) -> dict[str, Any]:
     return {"client": (address, 40000)}
 
@@ -42,61 +31,59 @@ def _from(address: str) -> dict[str, Any]:
 async def _send(client: QuartClient, peer: str, **headers: str) -> int:
     """One message, sent over a connection from `peer`; the status."""
     action, csrf = await open_chat(client)
-    response = await client.post(action, form={"message": "hi", "csrf_token": csrf}, headers=headers,
-                                 scope_base=_from(peer))
-    return response.status_code
+    return (await send_form(client, action, csrf, headers=headers, scope_base=_from(peer))).status_code
 
 
 # --- through the app ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("settings", "proxy"), SETUPS)
 async def test_x_forwarded_host_never_makes_another_origin_look_like_ours(
-    tmp_path: Path, fake_upstream: FakeOpenAI, settings: dict[str, object], proxy: str
+    make_app: MakeApp, fake_upstream: FakeOpenAI, settings: dict[str, object], proxy: str
 ) -> None:
-    async with _app(tmp_path, fake_upstream, **settings) as app:
-        status = await _send(app.test_client(), proxy, Origin="https://evil.example",
-                             **{"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"})
-        assert status == 403 and fake_upstream.requests == []
+    app = await make_app(**settings)
+    status = await _send(app.test_client(), proxy, Origin="https://evil.example",
+                         **{"X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"})
+    assert status == 403 and fake_upstream.requests == []
 
 
 @pytest.mark.parametrize(("settings", "proxy"), SETUPS)
 async def test_a_redirect_keeps_the_host_and_takes_the_scheme_from_a_trusted_proxy_only(
-    tmp_path: Path, fake_upstream: FakeOpenAI, settings: dict[str, object], proxy: str
+    make_app: MakeApp, settings: dict[str, object], proxy: str
 ) -> None:
     forwarded = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
-    async with _app(tmp_path, fake_upstream, **settings) as app:
-        client = app.test_client()
-        # Werkzeug answers a doubled slash with a 308 to an absolute URL built from the request.
-        trusted = await client.get("/c//x", headers=forwarded, scope_base=_from(proxy))
-        stranger = await client.get("/c//x", headers=forwarded, scope_base=_from("203.0.113.50"))
-        assert (trusted.status_code, trusted.headers["Location"]) == (308, "https://localhost/c/x")
-        assert (stranger.status_code, stranger.headers["Location"]) == (308, "http://localhost/c/x")
+    app = await make_app(**settings)
+    client = app.test_client()
+    # Werkzeug answers a doubled slash with a 308 to an absolute URL built from the request.
+    trusted = await client.get("/c//x", headers=forwarded, scope_base=_from(proxy))
+    stranger = await client.get("/c//x", headers=forwarded, scope_base=_from("203.0.113.50"))
+    assert (trusted.status_code, trusted.headers["Location"]) == (308, "https://localhost/c/x")
+    assert (stranger.status_code, stranger.headers["Location"]) == (308, "http://localhost/c/x")
 
 
 @pytest.mark.parametrize(("settings", "proxy"), SETUPS)
 async def test_a_connection_from_elsewhere_cannot_choose_its_address(
-    tmp_path: Path, fake_upstream: FakeOpenAI, settings: dict[str, object], proxy: str
+    make_app: MakeApp, settings: dict[str, object], proxy: str
 ) -> None:
-    async with _app(tmp_path, fake_upstream, rate_limit_per_address="3/minute", **settings) as app:
-        statuses = [
-            await _send(app.test_client(), "203.0.113.50", **{"X-Forwarded-For": f"198.51.100.{i}"})
-            for i in range(4)
-        ]
-        assert statuses == [200, 200, 200, 429]  # one address, whatever X-Forwarded-For says
+    app = await make_app(rate_limit_per_address="3/minute", **settings)
+    statuses = [
+        await _send(app.test_client(), "203.0.113.50", **{"X-Forwarded-For": f"198.51.100.{i}"})
+        for i in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]  # one address, whatever X-Forwarded-For says
 
 
 async def test_behind_a_trusted_proxy_the_client_is_the_first_address_no_proxy_wrote(
-    tmp_path: Path, fake_upstream: FakeOpenAI
+    make_app: MakeApp
 ) -> None:
-    async with _app(tmp_path, fake_upstream, rate_limit_per_address="3/minute", trusted_proxies=PRIVATE) as app:
-        # The client forges a different left part each time; the proxies' entries stay the same.
-        statuses = [
-            await _send(app.test_client(), "10.0.0.5",
-                        **{"X-Forwarded-For": f"192.0.2.{i}, 198.51.100.7, 10.1.2.3"})
-            for i in range(4)
-        ]
-        other_client = await _send(app.test_client(), "10.0.0.5", **{"X-Forwarded-For": "198.51.100.8, 10.1.2.3"})
-        assert statuses == [200, 200, 200, 429] and other_client == 200
+    app = await make_app(rate_limit_per_address="3/minute", trusted_proxies=PRIVATE)
+    # The client forges a different left part each time; the proxies' entries stay the same.
+    statuses = [
+        await _send(app.test_client(), "10.0.0.5",
+                    **{"X-Forwarded-For": f"192.0.2.{i}, 198.51.100.7, 10.1.2.3"})
+        for i in range(4)
+    ]
+    other_client = await _send(app.test_client(), "10.0.0.5", **{"X-Forwarded-For": "198.51.100.8, 10.1.2.3"})
+    assert statuses == [200, 200, 200, 429] and other_client == 200
 
 
 # --- the middleware itself ------------------------------------------------------------------------
