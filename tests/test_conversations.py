@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp import create_app, presets
-from tests.conftest import app_settings, open_chat, parse_sse, soup
-from tests.support.fake_openai import FakeOpenAI, Reply
+from chatapp import presets
+from tests.conftest import MakeApp
 from tests.support import HTMX
+from tests.support.client import conversation_url, open_chat, parse_sse, send, send_form, soup
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-
-
-async def ask(client: QuartClient, action: str, csrf: str, message: str, **fields: str) -> list:
-    response = await client.post(action, form={"message": message, **fields}, headers={**HTMX, "X-CSRF-Token": csrf})
-    assert response.status_code == 200, await response.get_data()
-    return parse_sse((await response.get_data()).decode())
 
 
 async def post(client: QuartClient, url: str, csrf: str, **fields: str):
@@ -33,9 +26,9 @@ def sent_messages(fake: FakeOpenAI) -> list[tuple[str, str]]:
 
 async def test_the_side_list_shows_this_browsers_conversations_newest_first(client: QuartClient, app: Quart) -> None:
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "First topic: sourdough\nwith more lines")
+    assert (await send(client, action, csrf, "First topic: sourdough\nwith more lines")).status_code == 200
     second = (await client.get("/new")).headers["Location"]
-    await ask(client, f"{second}/messages", csrf, "Second topic: " + "long " * 30)
+    assert (await send(client, f"{second}/messages", csrf, "Second topic: " + "long " * 30)).status_code == 200
     page = soup(await (await client.get(second)).get_data())
     titles = [a.get_text() for a in page.select("nav.sidebar a")]
     assert titles[0].startswith("Second topic: long") and titles[0].endswith("…") and len(titles[0]) <= 61
@@ -48,20 +41,20 @@ async def test_the_side_list_shows_this_browsers_conversations_newest_first(clie
 
 async def test_rename_and_custom_instructions(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "hello")
-    url = action.removesuffix("/messages")
+    assert (await send(client, action, csrf, "hello")).status_code == 200
+    url = conversation_url(action)
     response = await post(client, f"{url}/settings", csrf, title="  My   renamed chat ", system_prompt="Answer in haiku.")
     assert response.status_code == 303
     page = soup(await (await client.get(url)).get_data())
     assert page.select_one("nav.sidebar a[aria-current=page]").get_text() == "My renamed chat"
-    await ask(client, action, csrf, "again")
+    assert (await send(client, action, csrf, "again")).status_code == 200
     assert sent_messages(fake_upstream)[0] == ("system", "Answer in haiku.")
 
 
 async def test_delete_asks_first_then_deletes_for_good(client: QuartClient, app: Quart) -> None:
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "to be deleted")
-    url = action.removesuffix("/messages")
+    assert (await send(client, action, csrf, "to be deleted")).status_code == 200
+    url = conversation_url(action)
     confirm = soup(await (await client.get(f"{url}/delete")).get_data())
     assert "deleted for good" in confirm.get_text()
     assert confirm.select_one("form")["action"] == f"{url}/delete"
@@ -76,9 +69,9 @@ async def test_regenerate_keeps_the_old_answer_hidden_and_sends_the_visible_hist
         client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["first answer"]), Reply(tokens=["second answer"]))
     action, csrf = await open_chat(client)
-    frames = await ask(client, action, csrf, "question")
+    frames = (await send(client, action, csrf, "question")).frames
     old_id = soup(frames[-2][1]).find("article")["id"]
-    url = action.removesuffix("/messages")
+    url = conversation_url(action)
     response = await client.post(f"{url}/regenerate", form={}, headers={**HTMX, "X-CSRF-Token": csrf})
     frames = parse_sse((await response.get_data()).decode())
     opening = soup(frames[0][1])
@@ -94,9 +87,9 @@ async def test_regenerate_keeps_the_old_answer_hidden_and_sends_the_visible_hist
 async def test_edit_and_resend_replaces_the_last_question(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["one"]), Reply(tokens=["two"]), Reply(tokens=["two again"]))
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "first question")
-    await ask(client, action, csrf, "second question, with a typo")
-    url = action.removesuffix("/messages")
+    assert (await send(client, action, csrf, "first question")).status_code == 200
+    assert (await send(client, action, csrf, "second question, with a typo")).status_code == 200
+    url = conversation_url(action)
     page = soup(await (await client.get(url)).get_data())
     edit = page.select_one("article[data-role=user]:nth-last-of-type(2) details.edit textarea")
     assert page.select_one(f"form#{edit['form']}")["action"] == f"{url}/edit"
@@ -112,8 +105,8 @@ async def test_edit_and_resend_replaces_the_last_question(client: QuartClient, f
 async def test_only_the_newest_messages_offer_regenerate_and_edit(client: QuartClient) -> None:
     action, csrf = await open_chat(client)
     for question in ("a", "b"):
-        await ask(client, action, csrf, question)
-    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+        assert (await send(client, action, csrf, question)).status_code == 200
+    page = soup(await (await client.get(conversation_url(action))).get_data())
     articles = page.select("article")
     assert [bool(a.select("details.edit")) for a in articles] == [False, False, True, False]
     assert [bool(a.select("button[form=regenerate-form]")) for a in articles] == [False, False, False, True]
@@ -127,17 +120,15 @@ async def test_only_the_newest_messages_offer_regenerate_and_edit(client: QuartC
 async def test_a_preset_changes_the_system_message(client: QuartClient, fake_upstream: FakeOpenAI,
                                                    preset: str, language: str, expected: str) -> None:
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "some text", preset=preset, language=language)
+    assert (await send(client, action, csrf, "some text", fields={"preset": preset, "language": language})).status_code == 200
     assert sent_messages(fake_upstream)[0] == ("system", expected)
-    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    page = soup(await (await client.get(conversation_url(action))).get_data())
     assert page.select_one("select[name=preset] option[selected]")["value"] == preset  # remembered
 
 
 @pytest.fixture
-async def small_context_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
-    app = create_app(app_settings(tmp_path, fake_upstream, context_tokens=120, models=("model-a", "model-b")))
-    async with app.test_app():
-        yield app
+async def small_context_app(make_app: MakeApp) -> Quart:
+    return await make_app(context_tokens=120, models=("model-a", "model-b"))
 
 
 async def test_the_history_is_trimmed_oldest_first_and_the_page_says_so(small_context_app: Quart, fake_upstream: FakeOpenAI) -> None:
@@ -145,31 +136,31 @@ async def test_the_history_is_trimmed_oldest_first_and_the_page_says_so(small_co
     action, csrf = await open_chat(client)
     for turn in range(5):
         fake_upstream.script(Reply(tokens=[f"answer {turn} " + "x" * 60]))
-        await ask(client, action, csrf, f"question {turn} " + "y" * 60)
+        assert (await send(client, action, csrf, f"question {turn} " + "y" * 60)).status_code == 200
     sent = sent_messages(fake_upstream)
     assert sent[0][0] == "system" and sent[-1][1].startswith("question 4")
     assert sent[1][0] == "user" and len(sent) < 10  # older turns left out, whole pairs, oldest first
-    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    page = soup(await (await client.get(conversation_url(action))).get_data())
     assert "no longer sent to the model" in page.select_one("#context-note").get_text()
 
 
 async def test_the_model_is_chosen_from_the_allowlist_and_stored(small_context_app: Quart, fake_upstream: FakeOpenAI) -> None:
     client = small_context_app.test_client()
     action, csrf = await open_chat(client)
-    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    page = soup(await (await client.get(conversation_url(action))).get_data())
     assert [o.get_text() for o in page.select("select[name=model] option")] == ["model-a", "model-b"]
-    frames = await ask(client, action, csrf, "hi", model="model-b")
+    frames = (await send(client, action, csrf, "hi", fields={"model": "model-b"})).frames
     assert fake_upstream.requests[-1].body["model"] == "model-b"
     assert "model-b" in soup(frames[-2][1]).select_one(".usage").get_text()
-    await ask(client, action, csrf, "hi", model="not-allowed")
+    assert (await send(client, action, csrf, "hi", fields={"model": "not-allowed"})).status_code == 200
     assert fake_upstream.requests[-1].body["model"] == "model-b"  # unchanged
 
 
 async def test_export_as_markdown_and_json(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["**bold** answer"]))
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "Export me")
-    url = action.removesuffix("/messages")
+    assert (await send(client, action, csrf, "Export me")).status_code == 200
+    url = conversation_url(action)
     markdown = await client.get(f"{url}/export.md")
     assert markdown.headers["Content-Disposition"].startswith('attachment; filename="export-me-')
     text = (await markdown.get_data()).decode()
@@ -181,7 +172,7 @@ async def test_export_as_markdown_and_json(client: QuartClient, fake_upstream: F
 
 async def test_a_long_conversation_opens_with_its_newest_page(client: QuartClient, app: Quart) -> None:
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "start")
+    assert (await send(client, action, csrf, "start")).status_code == 200
     conversation_id = action.split("/")[2]
     store = app.extensions["store"]
     for i in range(120):
@@ -201,8 +192,8 @@ async def test_a_long_conversation_opens_with_its_newest_page(client: QuartClien
 async def test_regenerate_and_edit_work_without_javascript(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["one"]), Reply(tokens=["two"]), Reply(tokens=["three"]))
     action, csrf = await open_chat(client)
-    await client.post(action, form={"message": "question", "csrf_token": csrf})
-    url = action.removesuffix("/messages")
+    assert (await send_form(client, action, csrf, "question")).status_code == 200
+    url = conversation_url(action)
     page = soup(await (await client.post(f"{url}/regenerate", form={"csrf_token": csrf})).get_data())
     assert page.select_one(".draft + article[data-role=assistant]").select_one(".content").get_text() == "two"
     page = soup(await (await client.post(f"{url}/edit", form={"csrf_token": csrf, "message": "better question"})).get_data())
@@ -215,20 +206,20 @@ async def test_regenerate_and_edit_work_without_javascript(client: QuartClient, 
 
 async def test_a_new_conversation_joins_the_side_list_as_its_first_answer_starts(client: QuartClient) -> None:
     action, csrf = await open_chat(client)
-    frames = await ask(client, action, csrf, "Brand new topic")
+    frames = (await send(client, action, csrf, "Brand new topic")).frames
     opening = soup(frames[0][1])
     entry = opening.find("hx-partial", attrs={"hx-target": "#conversation-list"})
     assert entry["hx-swap"] == "afterbegin" and entry.find("a").get_text() == "Brand new topic"
     assert opening.find("hx-partial", attrs={"hx-target": "#no-conversations", "hx-swap": "delete"}) is not None
-    frames = await ask(client, action, csrf, "a second question")
+    frames = (await send(client, action, csrf, "a second question")).frames
     assert soup(frames[0][1]).find("hx-partial", attrs={"hx-target": "#conversation-list"}) is None
 
 
 async def test_a_failed_regeneration_gives_the_old_answer_back(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["the good answer"]), Reply(status=500))
     action, csrf = await open_chat(client)
-    await ask(client, action, csrf, "question")
-    url = action.removesuffix("/messages")
+    assert (await send(client, action, csrf, "question")).status_code == 200
+    url = conversation_url(action)
     await client.post(f"{url}/regenerate", form={}, headers={**HTMX, "X-CSRF-Token": csrf})
     page = soup(await (await client.get(url)).get_data())
     contents = [a.select_one(".content").get_text(strip=True) for a in page.select("article")]
