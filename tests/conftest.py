@@ -46,11 +46,12 @@ MakeApp = Callable[..., Awaitable[Quart]]
 @pytest.fixture
 async def make_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[MakeApp]:
     """Builds the app with `app_settings`' test defaults under the given settings, talking to the
-    fake model server (or, with demo=True, the offline demo model), started as for a request and
-    shut down at the end of the test: `app = await make_app(password="open sesame")`."""
+    fake model server (with fake_model=False, to no server: the offline demo model, unless the
+    settings name one), started as for a request and shut down at the end of the test:
+    `app = await make_app(password="open sesame")`."""
     async with AsyncExitStack() as started:
-        async def make(*, demo: bool = False, **settings: object) -> Quart:
-            app = create_app(app_settings(tmp_path, None if demo else fake_upstream, **settings))
+        async def make(*, fake_model: bool = True, **settings: object) -> Quart:
+            app = create_app(app_settings(tmp_path, fake_upstream if fake_model else None, **settings))
             await started.enter_async_context(app.test_app())
             return app
 
@@ -66,7 +67,7 @@ async def app(make_app: MakeApp) -> Quart:
 @pytest.fixture
 async def demo_app(make_app: MakeApp) -> Quart:
     """The app with no key and no base URL: the offline demo model."""
-    return await make_app(demo=True)
+    return await make_app(fake_model=False)
 
 
 @pytest.fixture

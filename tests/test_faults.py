@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from quart import Quart
 
-from chatapp import create_app
-from tests.conftest import app_settings, open_chat, parse_sse, soup, stored_id
+from tests.conftest import MakeApp
+from tests.support.app import stored_id
+from tests.support.client import open_chat, send
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support import HTMX
 
 WORDS = ["Partial ", "answer ", "so ", "far."]
 RETRY_SOON = {"retry-after-ms": "10"}
@@ -38,19 +36,15 @@ FAULTS = {
 
 
 @pytest.fixture
-async def retrying_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
-    app = create_app(app_settings(tmp_path, fake_upstream, max_retries=2, first_token_timeout=1.0,
-                                  idle_timeout=0.5))
-    async with app.test_app():
-        yield app
+async def retrying_app(make_app: MakeApp) -> Quart:
+    return await make_app(max_retries=2, first_token_timeout=1.0, idle_timeout=0.5)
 
 
 async def _ask(app: Quart, client, action: str, csrf: str, message: str):
-    response = await client.post(action, form={"message": message}, headers={**HTMX, "X-CSRF-Token": csrf})
-    frames = parse_sse((await response.get_data()).decode())
-    final = soup(frames[-2][1]).find("article")
-    stored = await app.extensions["store"].message(stored_id(app, final["id"]))
-    return frames, final, stored
+    """The answer's frames, its last state, and what was stored of it."""
+    answer = await send(client, action, csrf, message)
+    stored = await app.extensions["store"].message(stored_id(app, answer.final["id"]))
+    return answer.frames, answer.final, stored
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -77,17 +71,15 @@ async def test_each_fault_ends_clearly_and_loses_nothing(retrying_app: Quart, fa
     assert final["data-status"] == "complete" and stored.content == "All good."
 
 
-async def test_an_unreachable_server_is_tried_again_then_explained(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unreachable_server_is_tried_again_then_explained(make_app: MakeApp, caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    settings = app_settings(tmp_path, None, openai_base_url=f"http://127.0.0.1:{port}/v1", openai_api_key="sk-x",
-                            max_retries=2, connect_timeout=0.5)
-    app = create_app(settings)
-    async with app.test_app():
-        client = app.test_client()
-        action, csrf = await open_chat(client)
-        frames, final, stored = await _ask(app, client, action, csrf, "anyone there?")
+    app = await make_app(fake_model=False, openai_base_url=f"http://127.0.0.1:{port}/v1", openai_api_key="sk-x",
+                         max_retries=2, connect_timeout=0.5)
+    client = app.test_client()
+    action, csrf = await open_chat(client)
+    frames, final, stored = await _ask(app, client, action, csrf, "anyone there?")
     assert "Could not reach the model server" in final.select_one("[data-role=error]").get_text()
     assert stored.status == "error" and "upstream error kind=connection" in caplog.text
     assert sum("trying again" in data for _, data in frames) == 2

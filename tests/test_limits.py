@@ -224,7 +224,7 @@ async def test_a_new_database_file_is_readable_by_its_owner_only(app: Quart, tmp
 
 async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(make_app: MakeApp,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
-    app = await make_app(demo=True, production=True, secret_key="x" * 32,
+    app = await make_app(fake_model=False, production=True, secret_key="x" * 32,
                          openai_base_url="http://127.0.0.1:9/v1")  # nothing listens there
     body = await (await app.test_client().get("/readyz")).get_json()
     assert body == {"ready": False, "database": "ok", "model": "error"}

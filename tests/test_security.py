@@ -81,7 +81,7 @@ async def test_main_page_headers_and_cookie(client: QuartClient) -> None:
 
 
 async def test_over_https_hsts_and_secure_cookies(make_app: MakeApp) -> None:
-    app = await make_app(demo=True, https=True)
+    app = await make_app(fake_model=False, https=True)
     client = app.test_client()
     response = await client.get("/healthz")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
