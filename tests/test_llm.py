@@ -13,6 +13,7 @@ from chatapp.llm import LLMError, OpenAIProvider, Retrying, Usage, make_provider
 from chatapp.llm.errors import CUT_SHORT, MESSAGES
 from chatapp.llm.demo import DemoProvider, demo_reply, pieces
 from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live_server import free_port
 
 CANARY = "sk-canary-DO-NOT-LEAK-1234567890abcdef"
 HISTORY = [
@@ -60,6 +61,16 @@ async def collect(stream) -> tuple[list, LLMError | None]:
     except LLMError as error:
         return got, error
     return got, None
+
+
+async def _collect_from(port: int, **timeouts_and_retries: float) -> tuple[list, LLMError | None]:
+    """The history streamed from whatever is at this local port (or nothing), the provider closed after."""
+    provider = make_provider(api_key=CANARY, base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                             **{"idle_timeout": 2.0, **timeouts_and_retries})
+    try:
+        return await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
 
 
 def assert_no_key(error: LLMError) -> None:
@@ -237,12 +248,9 @@ async def test_a_connect_timeout_is_tried_again_then_reported():
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
             fillers.append(filler)
-        provider = make_provider(api_key=CANARY, base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                                 connect_timeout=0.3, first_token_timeout=5.0, idle_timeout=2.0, max_retries=1)
         try:
-            got, error = await collect(provider.stream(HISTORY))
+            got, error = await _collect_from(port, connect_timeout=0.3, first_token_timeout=5.0, max_retries=1)
         finally:
-            await provider.aclose()
             for filler in fillers:
                 filler.close()
     assert [type(g) for g in got] == [Retrying] and got[0].reason == "timeout"
@@ -250,15 +258,7 @@ async def test_a_connect_timeout_is_tried_again_then_reported():
 
 
 async def test_unreachable_server_is_a_connection_error():
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    provider = make_provider(api_key=CANARY, base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                             connect_timeout=1.0, first_token_timeout=2.0, idle_timeout=2.0, max_retries=0)
-    try:
-        got, error = await collect(provider.stream(HISTORY))
-    finally:
-        await provider.aclose()
+    got, error = await _collect_from(free_port(), connect_timeout=1.0, first_token_timeout=2.0, max_retries=0)
 
     assert got == [] and error.kind == "connection"
     assert error.user_message == MESSAGES["connection"]
