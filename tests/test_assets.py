@@ -22,7 +22,8 @@ GZIP = {"Accept-Encoding": "gzip"}
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Quart]:
-    """The demo app, with a plain-text page of any size (to either side of OFF_LOOP_SIZE)."""
+    """The demo app, with a plain-text page of any size (to either side of OFF_LOOP_SIZE). Built by
+    hand, not with make_app: the route must be added before the app starts."""
     app = create_app(app_settings(tmp_path, None))
 
     @app.get("/text/<int:size>")

@@ -15,7 +15,7 @@ import pytest
 
 from chatapp import create_app
 from chatapp.logs import REDACTED, OneLine, RedactSecrets
-from tests.conftest import app_settings, open_chat
+from tests.conftest import MakeApp, app_settings, open_chat
 from tests.support.fake_openai import FakeOpenAI, Reply
 
 # Not key-shaped (no sk- prefix, no "Bearer", no api_key=): only the configured-secret rule sees it.
@@ -39,8 +39,8 @@ def _record(msg: str, *args: object) -> logging.LogRecord:
 async def test_a_model_servers_error_text_logs_as_one_line(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
     # openai puts the error body's "message" into the exception text as it is.
     fake_upstream.script(Reply(status=500, body={"error": {"message": f"upstream broke\n{FORGED}\r\x1b[2J\x85"}}))
+    # Built by hand: chatapp's own handler, which the app factory sets up, writes here before it starts.
     app = create_app(app_settings(tmp_path, fake_upstream))
-    # chatapp's own handler, which the app factory set up, writing here for the test.
     handler = next(h for h in logging.getLogger("chatapp").handlers if getattr(h, "chatapp", False))
     written = io.StringIO()
     previous = handler.setStream(written)
@@ -114,11 +114,10 @@ def test_the_secret_in_any_case_and_url_encoded_is_redacted() -> None:
         assert redact(f"[{written}]") == f"[{REDACTED}]", written
 
 
-async def test_a_signing_key_made_at_start_up_is_redacted_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(app_settings(tmp_path, None, secret_key=None))
-    async with app.test_app():
-        generated = app.config["SECRET_KEY"]
-        logging.getLogger("chatapp").warning("a library quoted %s", generated)
+async def test_a_signing_key_made_at_start_up_is_redacted_too(make_app: MakeApp, caplog: pytest.LogCaptureFixture) -> None:
+    app = await make_app(fake_model=False, secret_key=None)
+    generated = app.config["SECRET_KEY"]
+    logging.getLogger("chatapp").warning("a library quoted %s", generated)
     assert generated and generated not in caplog.text and REDACTED in caplog.text
 
 

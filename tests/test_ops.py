@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,9 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
-from tests.conftest import app_settings, open_chat, parse_sse, soup
+from tests.conftest import MakeApp, app_settings, open_chat, parse_sse, soup
+from tests.support.client import send
+from tests.support.live_server import free_port
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support import HTMX
 
@@ -34,15 +35,11 @@ async def test_ready_when_the_database_and_the_model_server_answer(client: Quart
     assert len(model_checks) == 1  # the second answer came from the last look
 
 
-async def test_not_ready_when_the_model_server_is_away(tmp_path: Path) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    app = create_app(app_settings(tmp_path, None, openai_base_url=f"http://127.0.0.1:{port}/v1",
-                                  openai_api_key="sk-x", connect_timeout=0.5))
-    async with app.test_app():
-        response = await app.test_client().get("/readyz")
-        body = await response.get_json()
+async def test_not_ready_when_the_model_server_is_away(make_app: MakeApp) -> None:
+    app = await make_app(fake_model=False, openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
+                         openai_api_key="sk-x", connect_timeout=0.5)
+    response = await app.test_client().get("/readyz")
+    body = await response.get_json()
     assert response.status_code == 503 and body["ready"] is False
     assert body["database"] == "ok" and body["model"].startswith("error: connection")
 
@@ -58,7 +55,7 @@ async def test_metrics_count_answers_tokens_errors_and_requests(client: QuartCli
     fake_upstream.script(Reply(tokens=["one ", "two ", "three"]), Reply(status=500))
     action, csrf = await open_chat(client)
     for _ in range(2):
-        await client.post(action, form={"message": "hi"}, headers={**HTMX, "X-CSRF-Token": csrf})
+        await send(client, action, csrf)
 
     response = await client.get("/metrics")
     text = (await response.get_data()).decode()
@@ -71,17 +68,17 @@ async def test_metrics_count_answers_tokens_errors_and_requests(client: QuartCli
     assert metric("chatapp_active_streams") == 0
 
 
-async def test_metrics_can_be_kept_for_those_with_the_token(tmp_path: Path) -> None:
-    app = create_app(app_settings(tmp_path, None, metrics_token="scrape-me"))
-    async with app.test_app():
-        client = app.test_client()
-        assert (await client.get("/metrics")).status_code == 401
-        assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
-        assert (await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status_code == 200
+async def test_metrics_can_be_kept_for_those_with_the_token(make_app: MakeApp) -> None:
+    client = (await make_app(fake_model=False, metrics_token="scrape-me")).test_client()
+    assert (await client.get("/metrics")).status_code == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status_code == 200
 
 
 @pytest.fixture
 async def json_logging_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[tuple[Quart, io.StringIO]]:
+    # Built by hand: the log handler the factory sets up is pointed here before the app starts, and
+    # a second factory call puts text lines back.
     app = create_app(app_settings(tmp_path, fake_upstream, log_format="json"))
     handler = next(h for h in logging.getLogger("chatapp").handlers if getattr(h, "chatapp", False))
     captured = io.StringIO()
