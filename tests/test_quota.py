@@ -9,7 +9,6 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -219,7 +218,7 @@ async def test_the_sign_in_wait_never_grows_past_a_day(store: Store) -> None:
 
 @pytest.mark.parametrize(("seconds", "said"), [
     (1, "1 second"), (59, "59 seconds"), (60, "about 1 minute"), (89, "about 1 minute"),
-    (150, "about 2 minutes"), (3599, "about 60 minutes"), (3600, "about 1 hour"), (7 * 3600, "about 7 hours"),
+    (150, "about 2 minutes"), (3600, "about 1 hour"), (7 * 3600, "about 7 hours"),
 ])
 def test_a_wait_is_said_in_words_for_a_person(seconds: int, said: str) -> None:
     assert _duration(seconds) == said
@@ -237,9 +236,8 @@ class _QuickConfig(Config):
 
 
 async def test_the_heartbeat_keeps_this_processs_answers_alive_and_outlives_a_failing_database(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
     quota = Quota(_QuickConfig(rate_limit_per_session=None, rate_limit_per_address=None, max_streams_per_session=1))
-    store = await Store.open(tmp_path / "beat.sqlite")
     conversation = await store.create_conversation("c1", "alice", "")
     _, answer = await store.add_turn(conversation.id, model="m", question="hi")
     slot = await quota.check_send("alice", "203.0.113.9", store)
@@ -253,7 +251,7 @@ async def test_the_heartbeat_keeps_this_processs_answers_alive_and_outlives_a_fa
         assert not await store.claim_stream("other", "alice", most=1, silent_for=0.09)
 
         caplog.set_level(logging.ERROR, logger="chatapp.quota")
-        await store.close()  # the database fails under it
+        await store.close()  # the database fails under it (the fixture's close is then a no-op)
         await asyncio.sleep(0.1)
         assert not beating.done()
         assert any("could not mark the answers" in r.getMessage() for r in caplog.records)

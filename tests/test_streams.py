@@ -5,6 +5,7 @@ and the draft's basic shape are in test_views.py; this is the rest of the frames
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.support import HTMX
 from tests.support.fake_openai import FakeOpenAI, Reply
 
 
+@asynccontextmanager
 async def _app(tmp_path: Path, fake: FakeOpenAI, **settings: object) -> AsyncIterator[Quart]:
     app = create_app(app_settings(tmp_path, fake, **settings))
     async with app.test_app():
@@ -69,7 +71,7 @@ async def test_the_first_frame_of_a_later_answer_clears_the_old_controls_and_ren
 
 async def test_the_first_frame_says_when_older_messages_are_left_out(tmp_path: Path,
                                                                      fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, context_tokens=60):
+    async with _app(tmp_path, fake_upstream, context_tokens=60) as app:
         client = app.test_client()
         action, csrf = await open_chat(client)
         fake_upstream.script(Reply(tokens=["a long answer " * 20]))
@@ -108,7 +110,7 @@ async def test_the_last_frame_replaces_the_answer_and_gives_the_question_its_edi
 
 
 async def test_a_retry_is_told_on_the_answers_notice_line(tmp_path: Path, fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, max_retries=1):
+    async with _app(tmp_path, fake_upstream, max_retries=1) as app:
         fake_upstream.script(Reply(status=503, headers={"retry-after-ms": "10"}), Reply(tokens=["ok"]))
         client = app.test_client()
         action, csrf = await open_chat(client)
@@ -146,7 +148,7 @@ def test_a_draft_piece_hides_the_raw_text_before_it_once_a_block_follows() -> No
 
 async def test_the_page_tells_of_a_retry_and_ends_with_the_answer_and_the_form(tmp_path: Path,
                                                                                fake_upstream: FakeOpenAI) -> None:
-    async for app in _app(tmp_path, fake_upstream, max_retries=1):
+    async with _app(tmp_path, fake_upstream, max_retries=1) as app:
         fake_upstream.script(Reply(status=429, headers={"retry-after-ms": "10"}), Reply(tokens=["fine"]))
         client = app.test_client()
         action, csrf = await open_chat(client)
