@@ -1,6 +1,6 @@
 """web/streams.py: how one reply is written out, as SSE frames for htmx and as a chunked page
 without JavaScript, through the app's test client against the fake model server. (The token frames
-and the draft's basic shape are in test_views.py; this is the rest of the frames' contract.)"""
+and the draft's basic shape are in test_chat.py; this is the rest of the frames' contract.)"""
 
 from __future__ import annotations
 
