@@ -16,35 +16,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatapp import create_app  # noqa: E402
+from tests.support.app import app_settings  # noqa: E402
+from tests.support.browser import chromium  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI  # noqa: E402
-from tests.support.hostile_browser import CHROMIUM, CHROMIUM_ARGS, browser_js_off, browser_js_on  # noqa: E402
+from tests.support.hostile_browser import browser_js_off, browser_js_on  # noqa: E402
 from tests.support.hostile_checks import MAX_CHARS  # noqa: E402
 from tests.support.hostile_corpus import VECTORS  # noqa: E402
 from tests.support.hostile_paths import Tally, renderer_paths, views_paths  # noqa: E402
-from tests.support.live_server import CANARY_KEY, LiveServer, app_environment  # noqa: E402
+from tests.support.live_server import LiveServer, app_environment  # noqa: E402
 
 
 async def _views(fake: FakeOpenAI, tmp: Path) -> Tally:
-    # As the tests' app: the fake model, no retries or rate limits, each piece of an answer its own frame.
-    app = create_app({"database": tmp / "chat.db", "secret_key": "hostile-report-secret", "max_retries": 0,
-                      "openai_base_url": fake.base_url, "openai_api_key": CANARY_KEY, "openai_model": "fake-model",
-                      "rate_limit_per_session": None, "rate_limit_per_address": None, "stream_interval": 0,
-                      "max_message_chars": MAX_CHARS})
+    app = create_app(app_settings(tmp, fake, max_message_chars=MAX_CHARS))
     async with app.test_app():
         return await views_paths(app, fake)
 
 
 def _browser(fake: FakeOpenAI, tmp: Path) -> Tally:
-    from playwright.sync_api import sync_playwright
-
     tally = Tally()
     live = LiveServer(app_environment(fake.base_url, tmp / "browser.db"), tmp / "server.log")
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             browser_js_on(browser, live, fake, tally)
             browser_js_off(browser, live, fake, tally)
-            browser.close()
     finally:
         live.stop()
     return tally

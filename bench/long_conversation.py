@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chatapp import create_app, rendering  # noqa: E402
-from bench.lib.page import composer_form  # noqa: E402
+from tests.support.app import app_settings  # noqa: E402
+from tests.support.client import open_chat  # noqa: E402
 
 ANSWER = """## A heading
 
@@ -38,13 +39,10 @@ def f(x):
 
 async def main(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        # The offline demo model (no key, no base URL); no rate limits, as the bench sends on purpose.
-        app = create_app({"database": Path(tmp) / "chat.db", "secret_key": "bench-secret-key", "demo_delay": 0.0,
-                          "rate_limit_per_session": None, "rate_limit_per_address": None})
+        app = create_app(app_settings(Path(tmp), None))
         async with app.test_app():
             client = app.test_client()
-            start = await client.get("/", follow_redirects=True)
-            action, csrf = composer_form((await start.get_data()).decode())
+            action, csrf = await open_chat(client)
             await client.post(action, form={"message": "start", "csrf_token": csrf})
             conversation_id = action.split("/")[2]
             store = app.extensions["store"]

@@ -15,30 +15,30 @@ got through (`test_*_paths_report`, and bench/hostile_report.py prints the figur
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
 
-from chatapp import create_app
 from chatapp.rendering import StreamingMarkdown, render_markdown
 from chatapp.web import sse
-from tests.conftest import app_settings
+from tests.conftest import MakeApp
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.hostile_browser import CHROMIUM, CHROMIUM_ARGS, answers, browser_js_off, browser_js_on
+from tests.support.hostile_browser import answers, browser_js_off, browser_js_on
 from tests.support.hostile_checks import (
     MAX_CHARS, fragment_violations, page_violations, refused_violations, soup, sse_violations, tail_violations,
     valid_message,
 )
 from tests.support.hostile_corpus import VECTORS
 from tests.support.hostile_paths import Tally, new_chat, pieces, renderer_paths, send, views_paths
+from tests.support.live_server import LiveServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 # --- path 1: the renderer ------------------------------------------------------------------------
@@ -82,10 +82,8 @@ def test_the_checks_catch_what_they_are_meant_to_catch() -> None:
 
 # --- path 2: the views ---------------------------------------------------------------------------
 @pytest.fixture
-async def hostile_app(tmp_path: Path, fake_upstream: FakeOpenAI) -> AsyncIterator[Quart]:
-    app = create_app(app_settings(tmp_path, fake_upstream, max_message_chars=MAX_CHARS))
-    async with app.test_app():
-        yield app
+async def hostile_app(make_app: MakeApp) -> Quart:
+    return await make_app(max_message_chars=MAX_CHARS)
 
 
 async def test_views_paths_report(hostile_app: Quart, fake_upstream: FakeOpenAI) -> None:
@@ -118,34 +116,11 @@ async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: F
 
 
 # --- path 3: a real browser ----------------------------------------------------------------------
-@pytest.fixture  # not module-scoped: Playwright's sync loop must be gone before the next async test
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        if os.environ.get("CHATAPP_REQUIRE_BROWSER"):
-            raise RuntimeError("CHATAPP_REQUIRE_BROWSER is set but Debian's chromium is not installed")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_upstream: FakeOpenAI) -> Iterator[object]:
-    from tests.support.live_server import LiveServer, app_environment
-
-    live = LiveServer(app_environment(fake_upstream.base_url, tmp_path / "chat.db"), tmp_path / "server.log")
-    yield live
-    live.stop()
-
-
-def test_browser_paths_report(browser, server, fake_upstream: FakeOpenAI) -> None:
+def test_browser_paths_report(browser: Browser, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
     started = time.monotonic()
     tally = Tally()
-    browser_js_on(browser, server, fake_upstream, tally)
-    browser_js_off(browser, server, fake_upstream, tally)
+    browser_js_on(browser, live_server, fake_upstream, tally)
+    browser_js_off(browser, live_server, fake_upstream, tally)
     refused = sum(len(b) for b in answers() if not valid_message("\n\n".join(t for _, t in b)))
     assert tally.tried == {
         "browser, JS on (streamed)": len(VECTORS), "browser, JS on (reloaded)": len(VECTORS),
@@ -198,7 +173,8 @@ MESSAGES = (
 async def test_property_any_message_gets_an_answer_or_a_reason(
         hostile_app: Quart, fake_upstream: FakeOpenAI, message: str, htmx: bool) -> None:
     chat = await new_chat(hostile_app)
-    status, body = await send(chat, message, htmx=htmx)
+    answer = await send(chat, message, htmx=htmx)
+    status, body = answer.status_code, answer.body
     assert status < 500
     if valid_message(message) and _form_bytes(message) > MAX_BODY:
         # A valid message whose url-encoded form is over MAX_CONTENT_LENGTH.
@@ -226,8 +202,7 @@ def _form_bytes(message: str) -> int:
 @pytest.mark.parametrize("message", ["😀" * 8000, "漢" * 6000, "𐀀" * 4100], ids=["emoji-8000", "cjk-6000", "astral-4100"])
 async def test_a_message_within_the_character_limit_is_never_too_large(hostile_app: Quart, message: str) -> None:
     chat = await new_chat(hostile_app)
-    status, _ = await send(chat, message, htmx=True)
-    assert status == 200
+    assert (await send(chat, message, htmx=True)).status_code == 200
 
 
 def test_an_image_alt_text_is_shown_as_written() -> None:

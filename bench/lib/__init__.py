@@ -6,6 +6,6 @@
 - fakes: the fake model server in a process of its own (the default) or in a thread;
 - sampling: a thread that samples the app's memory and open streams while the load runs;
 - table: percentiles and the printed figures (a table, and one `JSON {...}` line);
-- page: the composer form's action and CSRF token, read off a page;
+- page: the composer form's action and CSRF token, read off a page by a load client;
 - options: the command-line options load.py and direct.py share.
 """

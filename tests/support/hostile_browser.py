@@ -8,14 +8,12 @@ import random
 import re
 
 from chatapp.rendering import _open_fence
+from tests.support.browser import send
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.hostile_checks import frame_violations, page_violations, soup, valid_message
 from tests.support.hostile_corpus import VECTORS
 from tests.support.hostile_paths import Tally, pieces
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Installed by the browser before any page script, so the page's CSP does not apply to it.
 WATCH_PAGE = """
 window.__cspViolations = [];
@@ -90,8 +88,7 @@ def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations
             text = "\n\n".join(t for _, t in batch)
             user = text if valid_message(text) else "Please answer."
             fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-            page.fill("#composer textarea[name=message]", user)
-            page.keyboard.press("Enter")
+            send(page, user)
             problems = []
             try:
                 _wait_for_answers(page, n)
@@ -120,9 +117,7 @@ def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
         text = "\n\n".join(t for _, t in batch)
         valid = valid_message(text)
         if not valid:  # first the refusal, which gives the text back in the form
-            with page.expect_navigation():
-                page.fill("#composer textarea[name=message]", text)
-                page.click("#composer button[type=submit]")
+            send(page, text, javascript=False)
             problems = watch.problems(js=False) + frame_violations(soup(page.content()))
             if page.locator("#composer textarea[name=message]").input_value() != text.replace("\r\n", "\n").replace("\r", "\n"):
                 problems.append("the refused text is not given back")
@@ -130,9 +125,7 @@ def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
                 tally.record("browser, JS off (refused input)", name, problems)
         user = text if valid else "Please answer."
         fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-        page.fill("#composer textarea[name=message]", user)
-        with page.expect_navigation():
-            page.click("#composer button[type=submit]")
+        send(page, user, javascript=False)
         users.append(user)
         problems = watch.problems(js=False) + page_violations(page.content(), users, live=True)
         for name, _ in batch:

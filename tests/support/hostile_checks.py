@@ -17,6 +17,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag
 from chatapp.sanitize import ALLOWED_TAGS, PYGMENTS_CLASSES
 from chatapp.web import sse
 from chatapp.web.forms import normalize
+from tests.support.client import parse_sse
 
 try:  # a spec-conformant HTML parser (bleach vendors html5lib): it parses like a browser does
     from bleach._vendor import html5lib
@@ -170,19 +171,10 @@ def content_elements(article: Tag) -> list[Tag]:
     return [child for content in article.select(":scope > .content") for child in content.find_all(True, recursive=False)]
 
 
-def sse_frames(body: str) -> list[tuple[str | None, str]]:
-    """(event name or None, data) for each frame of an event stream."""
-    found = []
-    for block in body.strip("\n").split("\n\n"):
-        fields = [(name, value.removeprefix(" ")) for name, _, value in (line.partition(":") for line in block.split("\n"))]
-        found.append((next((v for n, v in fields if n == "event"), None), "\n".join(v for n, v in fields if n == "data")))
-    return found
-
-
 def sse_violations(body: str, user_text: str) -> list[str]:
     """An htmx answer stream: the bubbles, then whole partials (blocks sanitized, tails escaped),
     the final message with the question given back, and the close event."""
-    frames = sse_frames(body)
+    frames = parse_sse(body)
     problems = []
     if not frames or frames[-1][0] != sse.CLOSE_EVENT:
         problems.append("the stream does not end with the close event")

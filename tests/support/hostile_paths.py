@@ -12,10 +12,11 @@ from quart.testing import QuartClient
 
 from chatapp.rendering import StreamingMarkdown, render_markdown
 from chatapp.web import sse
-from tests.support import HTMX
+from tests.support.client import Answer, conversation_url, open_chat, send_form
+from tests.support.client import send as send_htmx
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.hostile_checks import (
-    fragment_violations, page_violations, refused_violations, soup, sse_violations, tail_violations, valid_message,
+    fragment_violations, page_violations, refused_violations, sse_violations, tail_violations, valid_message,
 )
 from tests.support.hostile_corpus import VECTORS
 from tests.support.live_server import CANARY_KEY
@@ -74,26 +75,16 @@ class Chat:
     csrf: str
     users: list[str] = field(default_factory=list)  # user messages stored, in order
 
-    @property
-    def url(self) -> str:
-        return self.action.removesuffix("/messages")
-
 
 async def new_chat(app: Quart) -> Chat:
     """A new visitor (a client of its own) on the start page, ready to send."""
     client = app.test_client()
-    response = await client.get("/", follow_redirects=True)
-    assert response.status_code == 200
-    form = soup((await response.get_data()).decode()).select_one("form#composer")
-    return Chat(client, form["action"], form.select_one("input[name=csrf_token]")["value"])
+    return Chat(client, *await open_chat(client))
 
 
-async def send(chat: Chat, message: str, *, htmx: bool) -> tuple[int, str]:
-    """(status, body) of posting `message`, with htmx's headers or as the plain form."""
-    headers = {**HTMX, "X-CSRF-Token": chat.csrf} if htmx else {}
-    form = {"message": message} if htmx else {"message": message, "csrf_token": chat.csrf}
-    response = await chat.client.post(chat.action, form=form, headers=headers)
-    return response.status_code, (await response.get_data()).decode()
+async def send(chat: Chat, message: str, *, htmx: bool) -> Answer:
+    """`message` sent the htmx way (an event stream) or through the plain form (a page)."""
+    return await (send_htmx if htmx else send_form)(chat.client, chat.action, chat.csrf, message)
 
 
 async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str]] = VECTORS) -> Tally:
@@ -106,22 +97,23 @@ async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str
             problems: list[str] = []
             user_message = text
             if not valid_message(text):
-                status, body = await send(chat, text, htmx=htmx)
-                tally.record(f"user input refused ({path})", name, refused_violations(text, status, body, htmx))
+                refused = await send(chat, text, htmx=htmx)
+                tally.record(f"user input refused ({path})", name,
+                             refused_violations(text, refused.status_code, refused.body, htmx))
                 user_message = "Please answer."
             fake.script(Reply(tokens=pieces(text, rng, 24)))
-            status, body = await send(chat, user_message, htmx=htmx)
-            if status != 200:
-                problems.append(f"status {status}")
+            answer = await send(chat, user_message, htmx=htmx)
+            if answer.status_code != 200:
+                problems.append(f"status {answer.status_code}")
             elif htmx:
-                problems += sse_violations(body, user_message)
+                problems += sse_violations(answer.body, user_message)
             else:
-                problems += page_violations(body, [*chat.users, user_message], live=True)
+                problems += page_violations(answer.body, [*chat.users, user_message], live=True)
             chat.users.append(user_message)
-            if CANARY_KEY in body:
+            if CANARY_KEY in answer.body:
                 problems.append("the API key is in a response")
             tally.record(f"model+user ({path})", name, problems)
-        response = await chat.client.get(chat.url)
+        response = await chat.client.get(conversation_url(chat.action))
         html = (await response.get_data()).decode()
         tally.record("stored page", name,
                      [f"status {response.status_code}"] if response.status_code != 200 else page_violations(html, chat.users))
