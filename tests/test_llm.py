@@ -63,6 +63,15 @@ async def collect(stream) -> tuple[list, LLMError | None]:
     return got, None
 
 
+async def _collect_with(fake: FakeOpenAI, **overrides) -> tuple[list, LLMError | None]:
+    """The history streamed from the fake server by a provider with these settings, closed after."""
+    provider = _provider(fake, **overrides)
+    try:
+        return await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+
+
 async def _collect_from(port: int, **timeouts_and_retries: float) -> tuple[list, LLMError | None]:
     """The history streamed from whatever is at this local port (or nothing), the provider closed after."""
     provider = make_provider(api_key=CANARY, base_url=f"http://127.0.0.1:{port}/v1", model="m",
@@ -270,12 +279,8 @@ async def test_unreachable_server_is_a_connection_error():
 
 async def test_stall_before_first_token_times_out(fake):
     fake.script(Reply(stall_after=0, stall=5.0))
-    provider = _provider(fake, first_token_timeout=0.3, idle_timeout=5.0)
     started = time.monotonic()
-    try:
-        got, error = await collect(provider.stream(HISTORY))
-    finally:
-        await provider.aclose()
+    got, error = await _collect_with(fake, first_token_timeout=0.3, idle_timeout=5.0)
     elapsed = time.monotonic() - started
 
     assert got == [] and error.kind == "timeout"
@@ -286,12 +291,8 @@ async def test_stall_before_first_token_times_out(fake):
 
 async def test_stall_mid_stream_times_out_after_the_text_so_far(fake):
     fake.script(Reply(tokens=["one", " two", " three"], stall_after=2, stall=5.0))
-    provider = _provider(fake, first_token_timeout=5.0, idle_timeout=0.3)
     started = time.monotonic()
-    try:
-        got, error = await collect(provider.stream(HISTORY))
-    finally:
-        await provider.aclose()
+    got, error = await _collect_with(fake, first_token_timeout=5.0, idle_timeout=0.3)
 
     assert got == ["one", " two"]
     assert error.kind == "timeout" and error.user_message == CUT_SHORT["timeout"]
