@@ -31,6 +31,7 @@ from hypercorn.logging import Logger as HypercornLogger
 from chatapp import logs
 from chatapp.config import load_config, parse_networks
 from chatapp.logs import REDACTED
+from chatapp.web.assets import StaticFiles
 
 from .support.live_server import CANARY_KEY, clean_environment, free_port, stop
 
@@ -268,7 +269,7 @@ def test_nginx_sets_the_forwarded_headers_and_clears_the_others() -> None:
     # nginx drops the server's proxy_set_header and add_header lines in a location that sets any of
     # its own: the forwarded headers and the fallback security headers would be lost there.
     blocks = re.findall(r"^    location [^{\n]+\{(.*?)\n    \}", text, re.DOTALL | re.MULTILINE)
-    assert len(blocks) == 3
+    assert len(blocks) == 2  # the stream, and everything else
     for block in blocks:
         assert "proxy_set_header" not in block and "add_header" not in block
 
@@ -473,6 +474,15 @@ def test_nginx_in_front_of_the_app(tmp_path: Path) -> None:
 
             # The app's own answer: its security headers once each, never a second copy from nginx.
             _carries_the_security_headers_once(_ask(https_port, "/healthz", cert))
+
+            # Static files keep the app's caching: a year for the current version's URL, an hour
+            # for any other (nginx once overrode both with a day).
+            version = StaticFiles(ROOT / "static").version("app.css")
+            current = _ask(https_port, f"/static/app.css?v={version}", cert)
+            assert current.status == 200
+            assert current.headers.get_all("Cache-Control") == ["public, max-age=31536000, immutable"]
+            (made_up,) = _ask(https_port, "/static/app.css?v=0123456789ab", cert).headers.get_all("Cache-Control")
+            assert "immutable" not in made_up and "max-age=86400" not in made_up
 
             # A control character that nginx passes on and Hypercorn's HTTP parser refuses: Hypercorn
             # answers by itself, without the app (no request id), and nginx adds the headers.
