@@ -195,7 +195,8 @@ DAY = 86400
 def _duration(seconds: int) -> str:
     """"about 3 minutes", for a person."""
     for unit, size in (("hour", 3600), ("minute", 60)):
-        if seconds >= size:
+        # From 59.5 minutes on, "about 1 hour" rather than "about 60 minutes".
+        if seconds >= size - (size // 120 if unit == "hour" else 0):
             count = round(seconds / size)
             return f"about {count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"

@@ -130,7 +130,9 @@ async def stream_reply(
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
         metrics.ACTIVE_STREAMS.dec()
-        if usage is None:  # the server sent none: count what was sent and received, roughly
+        if usage is None and status == ERROR and first_token_at is None:
+            usage = Usage(0, 0)  # refused or unreachable before any text: the model did no work
+        elif usage is None:  # the server sent none: count what was sent and received, roughly
             prompt = estimate_tokens("".join(m["content"] for m in turn.history))
             usage = Usage(prompt, estimate_tokens(markdown.text))
         metrics.answer_ended(
@@ -143,22 +145,22 @@ async def stream_reply(
             log.info("answer interrupted by shutdown request_id=%s message_id=%s", request_id, turn.assistant.id)
         elif status == STOPPED:
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
+        # A regeneration that failed, or was stopped before any text: the answer it was to replace
+        # comes back (in the same transaction), rather than leave the question with no answer.
+        gave_nothing = status == ERROR or not markdown.text.strip()
+        restore = turn.replaced if turn.replaced and not turn.new_question and gave_nothing else []
         try:
             content, html = markdown.text, str(markdown.finish())
             saved = await store.finish_message(
                 turn.assistant.id, content=content, html=html, status=status, error=error,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                owner=turn.owner or None, stream_id=stream_id)
+                owner=turn.owner or None, stream_id=stream_id, restore=restore)
             if slot is not None:
                 slot.claimed = False  # saving gave the owner's place back
             # None: the conversation was deleted meanwhile; the tokens were counted all the same.
             finished = saved or dataclasses.replace(
                 turn.assistant, content=content, html=Markup(html), status=status, error=error,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
-            if saved and turn.replaced and not turn.new_question and (status == ERROR or not markdown.text.strip()):
-                # A regeneration that failed, or was stopped before any text: the answer it was to
-                # replace comes back, rather than leave the question with no answer at all.
-                await store.hide_messages(turn.replaced, hidden=False)
         finally:
             # Only now: a server stopping waits for the slots to empty before it closes the database.
             if slot is not None:

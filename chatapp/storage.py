@@ -13,7 +13,7 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -447,15 +447,17 @@ class Store:
         completion_tokens: int | None = None,
         owner: str | None = None,
         stream_id: str | None = None,
+        restore: Sequence[int] = (),
     ) -> Message | None:
-        """Save an answer's final state, charge its tokens to `owner` in the usage ledger and give
-        back its place (`stream_id`), in one transaction. None if the answer is gone (its
+        """Save an answer's final state, charge its tokens to `owner` in the usage ledger, give
+        back its place (`stream_id`) and show the messages it was to replace again (`restore`), in
+        one transaction. None if the answer is gone (its
         conversation was deleted): the tokens are charged all the same. This runs to the end even
         if the caller is cancelled meanwhile (a client leaving mid-save must not lose the answer),
         and close() waits for it."""
         return await asyncio.shield(self._keep_until_closed(self._finish_message(
             message_id, content=content, html=html, status=status, error=error, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, owner=owner, stream_id=stream_id)))
+            completion_tokens=completion_tokens, owner=owner, stream_id=stream_id, restore=restore)))
 
     async def _finish_message(
         self,
@@ -469,6 +471,7 @@ class Store:
         completion_tokens: int | None = None,
         owner: str | None = None,
         stream_id: str | None = None,
+        restore: Sequence[int] = (),
     ) -> Message | None:
         tokens = (prompt_tokens or 0) + (completion_tokens or 0)
 
@@ -486,6 +489,8 @@ class Store:
                 )
             if stream_id is not None:
                 db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+            if row is not None and restore:
+                db.executemany("UPDATE messages SET hidden = 0 WHERE id = ?", [(i,) for i in restore])
             return row
 
         row = await self._in_transaction(finish)

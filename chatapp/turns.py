@@ -77,4 +77,7 @@ def title_from(question: str, limit: int = 60) -> str:
     line = next((part.strip() for part in question.splitlines() if part.strip()), "New chat")
     if len(line) <= limit:
         return line
-    return line[:limit].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+    cut = line[:limit]
+    if line[limit] != " " and " " in cut:  # a word runs past the limit: it is left out whole
+        cut = cut.rsplit(" ", 1)[0]
+    return (cut.rstrip(",.;: ") or line[:limit]) + "…"

@@ -218,7 +218,8 @@ async def test_the_sign_in_wait_never_grows_past_a_day(store: Store) -> None:
 
 @pytest.mark.parametrize(("seconds", "said"), [
     (1, "1 second"), (59, "59 seconds"), (60, "about 1 minute"), (89, "about 1 minute"),
-    (150, "about 2 minutes"), (3600, "about 1 hour"), (7 * 3600, "about 7 hours"),
+    (150, "about 2 minutes"), (3569, "about 59 minutes"), (3599, "about 1 hour"), (3600, "about 1 hour"),
+    (7 * 3600, "about 7 hours"),
 ])
 def test_a_wait_is_said_in_words_for_a_person(seconds: int, said: str) -> None:
     assert _duration(seconds) == said

@@ -162,6 +162,19 @@ async def test_a_broken_upstream_keeps_the_text_so_far_with_a_readable_error(sto
     assert quota.streaming == 0 and await _place_is_free(store)
 
 
+async def test_a_request_refused_before_any_text_charges_nothing(store: Store, fake_upstream: FakeOpenAI) -> None:
+    """A wrong key or a failing server costs the person none of their allowance: the model did no work."""
+    fake_upstream.script(Reply(status=401))
+    provider = _openai(fake_upstream)
+    turn = await _turn(store)
+    try:
+        final = (await _all(store, provider, turn))[-1]
+    finally:
+        await provider.aclose()
+    assert final.status == "error" and (final.prompt_tokens, final.completion_tokens) == (0, 0)
+    assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") == 0
+
+
 async def test_a_bug_while_answering_is_saved_as_an_error_and_logged(store: Store,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     provider = Scripted("half ", "an answer", then=RuntimeError("a bug"))

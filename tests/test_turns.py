@@ -131,6 +131,8 @@ async def test_a_regenerated_turn_then_a_new_question_sends_only_the_visible_ans
     ("word " * 11 + "longword", "word " * 10 + "word…"),  # cut at the last whole word
     ("one, two, three, four, five, six, seven, eight, nine, ten, eleven", "one, two, three, four, five, six, seven, eight, nine, ten…"),
     ("y" * 80, "y" * 60 + "…"),  # one long word: cut inside it
+    ("abcd " * 11 + "abcde next", "abcd " * 11 + "abcde…"),  # the limit falls at a word's end: it stays
+    ("." * 100, "." * 60 + "…"),  # nothing but punctuation: cut, never left empty
 ])
 def test_a_title_is_the_first_line_cut_at_a_word(question: str, title: str) -> None:
     assert title_from(question) == title
