@@ -13,13 +13,8 @@ from chatapp.storage import Store
 from tests.conftest import CANARY_KEY, open_chat, parse_sse, shown_id, soup, stored_id
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support import HTMX
+from tests.support.client import send
 
-
-
-async def _send_htmx(client: QuartClient, action: str, csrf: str, message: str) -> tuple[int, list]:
-    response = await client.post(action, form={"message": message}, headers={**HTMX, "X-CSRF-Token": csrf})
-    body = (await response.get_data()).decode()
-    return response.status_code, (parse_sse(body) if response.mimetype == "text/event-stream" else body)
 
 
 def _store(app: Quart) -> Store:
@@ -51,8 +46,9 @@ async def test_start_page_is_a_real_form_with_csrf_and_no_inline_code(client: Qu
 async def test_htmx_send_streams_tokens_then_final_html(client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["# Ti", "tle\n\n", "Some ", "**bold**", " text"]))
     action, csrf = await open_chat(client)
-    status, frames = await _send_htmx(client, action, csrf, "Hello there")
-    assert status == 200
+    answer = await send(client, action, csrf, "Hello there")
+    assert answer.status_code == 200
+    frames = answer.frames
 
     first = soup(frames[0][1])
     user, assistant = first.select("article")
@@ -82,8 +78,8 @@ async def test_htmx_send_streams_tokens_then_final_html(client: QuartClient, app
 async def test_history_goes_upstream_as_raw_markdown(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["*first* ", "answer"]), Reply(tokens=["second"]))
     action, csrf = await open_chat(client)
-    await _send_htmx(client, action, csrf, "question **one**")
-    await _send_htmx(client, action, csrf, "question two")
+    await send(client, action, csrf, "question **one**")
+    await send(client, action, csrf, "question two")
 
     sent = fake_upstream.requests[-1].body
     assert sent["stream"] is True and sent["model"] == "fake-model"
@@ -135,9 +131,9 @@ async def test_htmx_resend_of_the_same_form_is_refused(client: QuartClient, fake
 
 async def test_empty_message_is_refused_and_nothing_is_stored(client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
     action, csrf = await open_chat(client)
-    status, body = await _send_htmx(client, action, csrf, "  \n\x00 ")
-    assert status == 400
-    error = soup(body).select_one("[data-role=error]")
+    refused = await send(client, action, csrf, "  \n\x00 ")
+    assert refused.status_code == 400
+    error = soup(refused.body).select_one("[data-role=error]")
     assert "type a message" in error.get_text() and "request id" in error.get_text()
     assert fake_upstream.requests == []
 
@@ -155,7 +151,7 @@ async def test_too_long_message_keeps_the_text_in_the_box(client: QuartClient, a
 
 async def test_control_characters_are_removed_before_storing_and_sending(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     action, csrf = await open_chat(client)
-    await _send_htmx(client, action, csrf, "a\x00b\x07c\r\nd\te")
+    await send(client, action, csrf, "a\x00b\x07c\r\nd\te")
     assert fake_upstream.requests[0].body["messages"][-1]["content"] == "abc\nd\te"
 
 
@@ -171,36 +167,34 @@ async def test_missing_or_wrong_csrf_token_is_refused(client: QuartClient, fake_
 async def test_another_browser_gets_404_for_a_conversation(app: Quart, fake_upstream: FakeOpenAI) -> None:
     alice, mallory = app.test_client(), app.test_client()
     action, csrf = await open_chat(alice)
-    await _send_htmx(alice, action, csrf, "my secret plans")
+    await send(alice, action, csrf, "my secret plans")
     page_url = action.removesuffix("/messages")
 
     response = await mallory.get(page_url)
     assert response.status_code == 404
     assert "my secret plans" not in (await response.get_data()).decode()
     _, mallory_csrf = await open_chat(mallory)
-    status, _ = await _send_htmx(mallory, action, mallory_csrf, "let me in")
-    assert status == 404
+    assert (await send(mallory, action, mallory_csrf, "let me in")).status_code == 404
     assert (await mallory.get("/c/not-a-real-id")).status_code == 404
 
 
 async def test_upstream_error_is_shown_saved_and_the_next_message_works(client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(status=500), Reply(tokens=["fine ", "now"]))
     action, csrf = await open_chat(client)
-    _, frames = await _send_htmx(client, action, csrf, "first")
-    final = soup(frames[-2][1]).find("article")
+    first = await send(client, action, csrf, "first")
+    final, frames = first.final, first.frames
     assert final["aria-busy"] == "false" and final["data-status"] == "error"
     error = final.select_one("[data-role=error]").get_text()
     assert "request id" in error and "Fake upstream error" not in error and CANARY_KEY not in error
     assert frames[-1][0] == "done"
 
-    _, frames = await _send_htmx(client, action, csrf, "second")
-    assert soup(frames[-2][1]).find("article")["data-status"] == "complete"
+    assert (await send(client, action, csrf, "second")).final["data-status"] == "complete"
 
 
 async def test_partial_answer_is_kept_when_the_stream_breaks(client: QuartClient, app: Quart, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=["kept ", "text ", "lost"], drop_after=2))
     action, csrf = await open_chat(client)
-    _, frames = await _send_htmx(client, action, csrf, "go")
+    frames = (await send(client, action, csrf, "go")).frames
     final = soup(frames[-2][1]).find("article")
     assert final["data-status"] == "error" and "kept text" in final.get_text()
     message = await _store(app).message(stored_id(app, final["id"]))
@@ -243,7 +237,7 @@ async def test_demo_model_answers_without_a_key(demo_app: Quart) -> None:
 async def test_the_api_key_never_reaches_a_page(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(status=401))
     action, csrf = await open_chat(client)
-    _, frames = await _send_htmx(client, action, csrf, "hi")
+    frames = (await send(client, action, csrf, "hi")).frames
     bodies = [data for _, data in frames]
     bodies.append((await (await client.get(action.removesuffix("/messages"))).get_data()).decode())
     assert all(CANARY_KEY not in body and CANARY_KEY[:12] not in body for body in bodies)
@@ -267,7 +261,7 @@ async def test_oversized_body_wrong_method_and_unknown_page_get_friendly_errors(
 
 async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartClient, app: Quart) -> None:
     action, csrf = await open_chat(client)
-    await _send_htmx(client, action, csrf, "first")
+    await send(client, action, csrf, "first")
     conversation_id = action.split("/")[2]
     store = _store(app)
     abandoned = await store.add_message(conversation_id, "assistant", "half an ans", status="streaming")
@@ -288,9 +282,9 @@ async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartCli
 async def test_an_answer_still_streaming_elsewhere_is_not_sent_as_history(client: QuartClient, app: Quart,
                                                                           fake_upstream: FakeOpenAI) -> None:
     action, csrf = await open_chat(client)
-    await _send_htmx(client, action, csrf, "first")
+    await send(client, action, csrf, "first")
     await _store(app).add_message(action.split("/")[2], "assistant", "half written", status="streaming")
-    await _send_htmx(client, action, csrf, "second")
+    await send(client, action, csrf, "second")
     contents = [m["content"] for m in fake_upstream.requests[-1].body["messages"]]
     assert "half written" not in contents and contents[-1] == "second"
 
@@ -315,7 +309,7 @@ async def test_new_chats_in_two_tabs_both_work(client: QuartClient, fake_upstrea
     assert first_tab != second_tab
     for tab in (first_tab, second_tab):
         assert (await client.get(tab)).status_code == 200
-        status, _ = await _send_htmx(client, f"{tab}/messages", csrf, "hello")
+        status = (await send(client, f"{tab}/messages", csrf, "hello")).status_code
         assert status == 200
     assert len(fake_upstream.requests) == 2
 
@@ -332,7 +326,7 @@ async def test_if_even_saving_fails_the_stream_still_ends_with_an_error(client: 
 
     store.finish_message = broken_finish  # the database failing at the worst moment
     try:
-        _, frames = await _send_htmx(client, action, csrf, "hi")
+        frames = (await send(client, action, csrf, "hi")).frames
     finally:
         store.finish_message = real_finish
     final = soup(frames[-2][1]).find("article")

@@ -17,6 +17,7 @@ from werkzeug.datastructures import Headers
 from chatapp.export import CHUNK_SIZE, encoded, filename, to_json, to_markdown
 from chatapp.storage import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message
 from tests.conftest import open_chat, shown_id
+from tests.support.client import send_form
 
 CONVERSATION = Conversation(id="AbC_d-12xyzXYZ", owner="alice-secret-owner", title="Sorting in Python",
                             created_at="2025-03-04T05:06:07.890+00:00")
@@ -157,7 +158,7 @@ async def _long_conversation(app: Quart) -> tuple[QuartClient, str]:
     one of them hidden among them."""
     client = app.test_client()
     action, csrf = await open_chat(client)
-    await client.post(action, form={"message": "start", "csrf_token": csrf})
+    await send_form(client, action, csrf, "start")
     conversation_id = action.split("/")[2]
     store = app.extensions["store"]
     for i in range(125):
