@@ -12,11 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.support.browser import chromium, send  # noqa: E402
 from tests.support.live_server import LiveServer  # noqa: E402
 
 QUESTION = "How do I read a CSV file in Python?"
@@ -32,12 +33,7 @@ def shoot(browser: Browser, url: str, name: str, viewport: dict, scheme: str, ja
     context = browser.new_context(viewport=viewport, color_scheme=scheme, java_script_enabled=javascript)
     page = context.new_page()
     page.goto(url + "/new")
-    page.fill("#composer textarea[name=message]", QUESTION)
-    if javascript:
-        page.keyboard.press("Enter")
-    else:
-        with page.expect_navigation():
-            page.click("#composer button[type=submit]")
+    send(page, QUESTION, javascript=javascript)
     page.locator("article[data-role=assistant][aria-busy=false]").last.wait_for()
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)") if javascript else None
@@ -52,15 +48,10 @@ def main() -> None:
             Path(tmp) / "server.log",
         )
         try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium",
-                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-                )
+            with chromium() as browser:
                 for name, (viewport, scheme, javascript) in SHOTS.items():
                     shoot(browser, server.url, name, viewport, scheme, javascript)
                     print(f"wrote docs/{name}")
-                browser.close()
         finally:
             server.stop()
 
