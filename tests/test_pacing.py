@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from chatapp.llm import Usage
+from chatapp.llm import Ending, Thought, Usage
 from chatapp.llm.demo import DemoProvider
 from chatapp.llm.pacing import Paced, PacedProvider
 
@@ -190,6 +190,54 @@ async def test_a_notice_after_text_is_not_paced():
 
     assert [item for item, _ in got] == ["a", Notice(1), "b"]
     assert got[1][1] - started < 0.25  # not held for the 0.5 s interval
+
+
+# --- reasoning ----------------------------------------------------------------------------------
+
+async def test_reasoning_is_joined_apart_from_the_answer_and_in_order():
+    steps = [Thought("I "), 0.005, Thought("think"), 0.005, "The ", 0.005, "answer", 0.005,
+             Thought(" more"), 0.005, "!", Ending("stop"), Usage(1, 2)]
+    source = Source(*steps)
+
+    got = [item for item, _ in await timed(Paced(source.run(), 0.05))]
+
+    # Each kind joins back exactly within its run, and the runs keep their order.
+    runs: list[object] = []
+    for item in got:
+        if runs and type(item) is type(runs[-1]) is str:
+            runs[-1] += item
+        elif runs and type(item) is type(runs[-1]) is Thought:
+            runs[-1] = Thought(runs[-1].text + item.text)
+        else:
+            runs.append(item)
+    assert runs == [Thought("I think"), "The answer", Thought(" more"), "!", Ending("stop"), Usage(1, 2)]
+    assert len(got) < len(steps)  # and gathered: fewer pieces than came
+    assert all(not (type(item) is Thought and "answer" in item.text) for item in got)
+
+
+async def test_a_run_of_reasoning_waits_for_the_interval_like_text():
+    pieces = [Thought(f"t{i} ") for i in range(40)]
+    steps: list[object] = []
+    for piece in pieces:
+        steps += [0.005, piece]
+    source = Source(*steps)
+
+    got = [item for item, _ in await timed(Paced(source.run(), 0.05))]
+
+    assert all(type(item) is Thought for item in got)
+    assert "".join(item.text for item in got) == "".join(p.text for p in pieces)
+    assert len(got) <= len(pieces) // 4  # paced: reasoning is not urgent
+
+
+async def test_the_ending_is_not_held_back_behind_reasoning():
+    source = Source(Thought("a"), 0.02, Thought("b"), 0.02, Ending("length"), 1.0, "c")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    got = await timed(Paced(source.run(), 0.5))
+
+    assert [item for item, _ in got] == [Thought("a"), Thought("b"), Ending("length"), "c"]
+    assert got[2][1] - started < 0.25  # the ending went at once, with the reasoning before it
 
 
 # --- errors and leaving early --------------------------------------------------------------------

@@ -6,14 +6,14 @@ pacing.py evens out a bursty stream; errors.py is the one error family and its m
 
 from __future__ import annotations
 
-from .base import Provider, Retrying, Usage
+from .base import Ending, Piece, Provider, Retrying, Thought, Usage
 from .demo import DemoProvider
 from .errors import LLMError
 from .openai_server import PLACEHOLDER_KEY, OpenAIProvider
 from .pacing import PacedProvider
 
-__all__ = ["DemoProvider", "LLMError", "OpenAIProvider", "PacedProvider", "Provider", "Retrying", "Usage",
-           "make_provider"]
+__all__ = ["DemoProvider", "Ending", "LLMError", "OpenAIProvider", "PacedProvider", "Piece", "Provider", "Retrying",
+           "Thought", "Usage", "make_provider"]
 
 
 def make_provider(*, api_key: str | None, base_url: str | None, model: str, connect_timeout: float,

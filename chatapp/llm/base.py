@@ -1,6 +1,13 @@
-"""What every model provider is: a stream of text pieces, then at most one `Usage` (and, before the
-first piece, a `Retrying` notice for each try that failed). A provider raises one error family,
+"""What every model provider is: a stream of pieces of the answer (`str`) and, before them, of
+the model's reasoning (`Thought`), then at most one `Ending` and one `Usage` (and, before the first
+piece, a `Retrying` notice for each try that failed). A provider raises one error family,
 `LLMError` (errors.py), whose message is written for the person at the keyboard.
+
+The order, exactly: any `Retrying` notices; then `Thought` and `str` pieces as the model sent them
+(reasoning usually all first, but a consumer must accept them interleaved); then, once the stream
+has ended, the `Ending` if the server said why it stopped, and after it the `Usage` if the server
+counted. Nothing follows the `Usage`. A stream that fails raises after the pieces before it, with
+no `Ending`. No piece of text is empty.
 
 Consume a stream with `contextlib.aclosing` (or let the task be cancelled): leaving the generator
 closes the upstream HTTP response, so the model server stops generating too.
@@ -13,6 +20,22 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """A piece of the model's reasoning, apart from the answer: from a `reasoning_content` or
+    `reasoning` field, or from a `<think>` block at the start of the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why the model stopped, when it says: "stop" (done), "length" (cut at the token limit),
+    "content_filter" (withheld by the server's filter), or another server's word."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,10 @@ class Retrying:
     reason: str  # the error kind
 
 
+# What a provider's stream yields.
+Piece = str | Thought | Ending | Usage | Retrying
+
+
 class Stream(AsyncIterable[T_co], Protocol[T_co]):
     """An async iterator that can be closed before its end (contextlib.aclosing): an async
     generator, or a pacing.Paced. (AsyncIterable, not AsyncIterator: only the former may be a
@@ -47,7 +74,7 @@ class Provider(Protocol):
     label: str
     is_demo: bool
 
-    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> Stream[str | Usage | Retrying]: ...
+    def stream(self, messages: list[dict[str, str]], model: str | None = None) -> Stream[Piece]: ...
 
     async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
 
