@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 
 import pytest
 
-from chatapp.llm import LLMError, OpenAIProvider, Retrying, Usage, make_provider
+from chatapp.llm import Ending, LLMError, OpenAIProvider, Retrying, Thought, Usage, make_provider
 from chatapp.llm.errors import CUT_SHORT, MESSAGES
 from chatapp.llm.demo import DemoProvider, demo_reply, pieces
 from tests.support.fake_openai import FakeOpenAI, Reply
@@ -90,13 +91,13 @@ def assert_no_key(error: LLMError) -> None:
 
 # --- the happy path ------------------------------------------------------------------------------
 
-async def test_tokens_arrive_in_order_and_usage_comes_last(fake, provider):
+async def test_tokens_arrive_in_order_then_the_ending_then_usage(fake, provider):
     fake.script(Reply(tokens=["Hel", "lo", ", ", "world", "!"], usage=(21, 5)))
 
     got, error = await collect(provider.stream(HISTORY))
 
     assert error is None
-    assert got == ["Hel", "lo", ", ", "world", "!", Usage(prompt_tokens=21, completion_tokens=5)]
+    assert got == ["Hel", "lo", ", ", "world", "!", Ending("stop"), Usage(prompt_tokens=21, completion_tokens=5)]
     assert provider.label == "fake-model" and provider.is_demo is False
 
 
@@ -329,7 +330,7 @@ async def test_server_without_stream_options_still_streams_and_is_remembered(fak
     second, error2 = await collect(provider.stream(HISTORY))
 
     assert error1 is None and error2 is None
-    assert first == second == ["no", " usage"]  # no usage chunk from such a server
+    assert first == second == ["no", " usage", Ending("stop")]  # no usage chunk from such a server
     assert ["stream_options" in r.body for r in fake.requests] == [True, False, False]
     assert provider.send_stream_options is False
 
@@ -341,6 +342,110 @@ async def test_a_real_bad_request_does_not_turn_off_stream_options(fake, provide
 
     assert error.kind == "bad_request"
     assert provider.send_stream_options is True
+
+
+# --- reasoning models ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_comes_as_thoughts_before_the_answer(fake, provider, field):
+    fake.script(Reply(reasoning=["Let me", " think."], reasoning_field=field, tokens=["Hi", "!"], usage=(9, 4)))
+
+    got, error = await collect(provider.stream(HISTORY))
+
+    assert error is None
+    assert got == [Thought("Let me"), Thought(" think."), "Hi", "!", Ending("stop"), Usage(9, 4)]
+
+
+async def test_inline_think_tags_become_thoughts_and_never_reach_the_answer(fake, provider):
+    fake.script(Reply(tokens=["\n<thi", "nk>Hm", "m.</th", "ink>\n", "\nHi", " <think>"]))
+
+    got, error = await collect(provider.stream(HISTORY))
+
+    assert error is None and got[-2:] == [Ending("stop"), got[-1]] and isinstance(got[-1], Usage)
+    assert got[:-2] == [Thought("Hm"), Thought("m."), "Hi", " <think>"]  # a later tag is the answer's
+
+
+async def test_with_reasoning_fields_the_content_is_all_answer(fake, provider):
+    fake.script(Reply(reasoning=["r"], tokens=["<think>x</think>", " y"]))
+
+    got, error = await collect(provider.stream(HISTORY))
+
+    assert error is None and got[:3] == [Thought("r"), "<think>x</think>", " y"]
+
+
+async def test_the_finish_reason_is_the_ending(fake, provider):
+    fake.script(Reply(tokens=["Once", " upon"], finish_reason="length"), Reply(tokens=["x"], finish_reason=None))
+
+    cut, error = await collect(provider.stream(HISTORY))
+    unsaid, error2 = await collect(provider.stream(HISTORY))
+
+    assert error is error2 is None
+    assert cut[:3] == ["Once", " upon", Ending("length")] and isinstance(cut[3], Usage)
+    assert not any(isinstance(p, Ending) for p in unsaid)  # no reason given: no Ending
+
+
+async def test_a_model_that_thinks_longer_than_the_first_token_deadline_is_not_cut_off(fake):
+    """Reasoning pieces are the model's sign of life: 1.2 s of thinking, a piece every 0.1 s, with a
+    first-token and an idle deadline of 0.4 s each, make a complete answer."""
+    fake.script(Reply(reasoning=[f"step {i}. " for i in range(12)], reasoning_delay=0.1, tokens=["Done."]))
+
+    got, error = await _collect_with(fake, first_token_timeout=0.4, idle_timeout=0.4)
+
+    assert error is None
+    assert "".join(p.text for p in got if isinstance(p, Thought)) == "".join(f"step {i}. " for i in range(12))
+    assert [p for p in got if isinstance(p, str)] == ["Done."]
+
+
+async def test_a_model_that_sends_nothing_still_times_out_before_its_first_thought(fake):
+    fake.script(Reply(reasoning=["too late"], reasoning_delay=3.0))
+    started = time.monotonic()
+
+    got, error = await _collect_with(fake, first_token_timeout=0.3, idle_timeout=5.0)
+
+    assert got == [] and error.kind == "timeout" and error.user_message == MESSAGES["timeout"]
+    assert time.monotonic() - started < 1.5
+
+
+async def test_the_idle_deadline_applies_between_thoughts(fake):
+    fake.script(Reply(reasoning=["one", "two"], reasoning_delay=0.6))
+
+    got, error = await _collect_with(fake, first_token_timeout=2.0, idle_timeout=0.3)
+
+    assert got == [Thought("one")]
+    assert error.kind == "timeout" and error.user_message == CUT_SHORT["timeout"]
+
+
+async def test_no_retry_once_reasoning_has_been_shown(fake):
+    fake.script(Reply(reasoning=["thinking"], tokens=["a", "b"], drop_after=0), Reply(tokens=["again"]))
+    provider = _provider(fake, max_retries=2)
+    try:
+        got, error = await collect(provider.stream(HISTORY))
+    finally:
+        await provider.aclose()
+    assert got == [Thought("thinking")] and len(fake.requests) == 1
+    assert error.kind == "connection" and error.user_message == CUT_SHORT["connection"]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_that_is_not_text_is_malformed(fake, provider, field):
+    chunk = {"choices": [{"index": 0, "delta": {field: {"text": "hm"}}, "finish_reason": None}]}
+    fake.script(Reply(raw=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()))
+
+    got, error = await collect(provider.stream(HISTORY))
+
+    assert got == [] and error.kind == "malformed" and error.user_message == MESSAGES["malformed"]
+    assert_no_key(error)
+
+
+async def test_one_reasoning_field_is_read_when_a_server_sends_both(fake, provider):
+    chunks = [{"reasoning": "same", "reasoning_content": "same"}, {"reasoning": "", "reasoning_content": "a"},
+              {"reasoning": "b", "reasoning_content": None}, {"reasoning_details": [{"text": "c"}]}]
+    body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
+    fake.script(Reply(raw=(body + "data: [DONE]\n\n").encode(), raw_split=5))
+
+    got, error = await collect(provider.stream(HISTORY))
+
+    assert error is None and got == [Thought("same"), Thought("a"), Thought("b")]
 
 
 # --- the consumer going away ---------------------------------------------------------------------

@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx2
 import openai
 
-from .base import Retrying, Usage
+from .base import Ending, Piece, Retrying, Thought, Usage
 from .deadline import Deadline
 from .errors import CUT_SHORT, MESSAGES, RETRYABLE, LLMError, kind_of, retry_after
+from .thinking import InlineThinking
 from .wire import events
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,14 @@ class OpenAIProvider:
         except openai.OpenAIError as error:
             raise self._error(error, False) from None
 
-    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncGenerator[str | Usage | Retrying, None]:
-        """Text pieces, then at most one Usage. A busy, failing or unreachable server is tried again
-        (max_retries times, with backoff or as long as it asks, within the first-token deadline),
-        but only before the first token: after it, a retry would repeat text already shown."""
+    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncGenerator[Piece, None]:
+        """Reasoning and answer pieces, then the Ending and the Usage if the server sent them (the
+        order is base.py's). A busy, failing or unreachable server is tried again (max_retries
+        times, with backoff or as long as it asks, within the first-token deadline), but only before
+        the first piece of reasoning or answer: after it, a retry would repeat text already shown."""
         loop = asyncio.get_running_loop()
-        # One deadline from the request to the first text piece, retries included; after that,
-        # each chunk must follow the previous one within idle_timeout.
+        # One deadline from the request to the first piece, retries included; after that, each
+        # chunk must follow the previous one within idle_timeout.
         first_deadline = loop.time() + self.first_token_timeout
         attempt = 1
         while True:
@@ -94,7 +96,7 @@ class OpenAIProvider:
             try:
                 async with contextlib.aclosing(self._attempt(messages, model or self.model, first_deadline)) as pieces:
                     async for piece in pieces:
-                        started = started or isinstance(piece, str)
+                        started = started or type(piece) is str or type(piece) is Thought
                         yield piece
                 return
             except LLMError as error:
@@ -116,30 +118,35 @@ class OpenAIProvider:
         wait = min(wait, MAX_RETRY_WAIT)
         return wait if wait < time_left else None  # no point waiting past the first-token deadline
 
-    async def _attempt(self, messages: list[dict[str, str]], model: str, first_deadline: float) -> AsyncGenerator[str | Usage, None]:
+    async def _attempt(self, messages: list[dict[str, str]], model: str,
+                       first_deadline: float) -> AsyncGenerator[str | Thought | Ending | Usage, None]:
         """One try: open the stream and relay it, every failure as an LLMError."""
         loop = asyncio.get_running_loop()
         deadline = Deadline(loop, first_deadline)
         try:
             async with deadline:
                 response = await self._open(messages, model)
+                reader = Chunks(self._scrub)
                 async with contextlib.aclosing(events(response)) as received:
-                    usage: Usage | None = None
                     async for chunk in received:
-                        text, chunk_usage = self._read(chunk)
+                        pieces = reader.read(chunk)
                         del chunk  # not kept while the next one is awaited: memory per open stream
-                        usage = chunk_usage or usage
-                        if text:
+                        # Any text, reasoning or answer (even what the inline splitter holds back
+                        # for a moment), is the model's sign of life.
+                        if reader.alive:
                             deadline.started = True
                         if deadline.started:  # from the first text on, each chunk has idle_timeout
                             deadline.move(loop.time() + self.idle_timeout)
-                        if text:
+                        if pieces:
                             deadline.paused = True
-                            yield text
+                            for piece in pieces:
+                                yield piece
                             deadline.paused = False
-                    if usage is not None:
+                    last = reader.finish()
+                    if last:
                         deadline.paused = True
-                        yield usage
+                        for end in last:
+                            yield end
         except TimeoutError:
             if deadline.started:
                 detail = f"no data from the model server for {self.idle_timeout} s mid-answer"
@@ -189,25 +196,6 @@ class OpenAIProvider:
             self.send_stream_options = False
         return response
 
-    def _read(self, chunk: Any) -> tuple[str, Usage | None]:
-        """The text and the usage in one chunk (a parsed `data:` line)."""
-        if isinstance(chunk, dict) and "error" in chunk:  # an error sent inside the stream
-            raise LLMError("server", MESSAGES["server"], self._scrub(f"error in the stream: {chunk['error']!r}"))
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
-        if not isinstance(choices, list):
-            raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"chunk without choices: {chunk!r}"))
-        usage = chunk.get("usage")
-        found = None
-        if isinstance(usage, dict):
-            found = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        if not choices:  # the usage chunk, or a filter-results chunk (Azure)
-            return "", found
-        delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if content is not None and not isinstance(content, str):
-            raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"content is not text: {chunk!r}"))
-        return content or "", found
-
     def _message(self, kind: str, started: bool) -> str:
         if started and kind in CUT_SHORT:
             return CUT_SHORT[kind]
@@ -226,3 +214,83 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
+
+class Chunks:
+    """What one stream's chunks (parsed `data:` events) say, read one at a time.
+
+    `read` gives a chunk's reasoning and answer pieces, in that order: reasoning from
+    `delta.reasoning_content` or `delta.reasoning` (one of them: servers that send both send the
+    same text twice; OpenRouter's `reasoning_details` repeats it too and is never read), answer
+    from `delta.content`, split by InlineThinking while the server has sent no reasoning field. A
+    `null`, `""` or missing field is nothing. The last `finish_reason` given and the last usage
+    (wherever it comes: a chunk of its own with empty `choices`, a chunk with one empty choice, or
+    the finishing chunk) are kept for `finish`, which gives what the splitter held back, then the
+    Ending, then the Usage. The work per chunk does not grow with the answer."""
+
+    __slots__ = ("_scrub", "_inline", "alive", "ending", "usage")
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        self._scrub = scrub
+        self._inline: InlineThinking | None = InlineThinking()  # None: content is answer as it is
+        self.alive = False  # the last chunk read carried text (reasoning or answer)
+        self.ending: str | None = None
+        self.usage: Usage | None = None
+
+    def read(self, chunk: Any) -> list[str | Thought]:
+        self.alive = False
+        if isinstance(chunk, dict) and "error" in chunk:  # an error sent inside the stream
+            raise LLMError("server", MESSAGES["server"], self._scrub(f"error in the stream: {chunk['error']!r}"))
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list):
+            raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"chunk without choices: {chunk!r}"))
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        if not choices:  # the usage chunk, or a filter-results chunk (Azure)
+            return []
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            return []
+        reason = choice.get("finish_reason")
+        if reason and isinstance(reason, str):  # a later chunk's null does not undo it (OpenRouter's usage)
+            self.ending = reason
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"content is not text: {chunk!r}"))
+        thought = delta.get("reasoning_content")
+        if thought is None or thought == "":  # one field, never both (they repeat each other)
+            thought = delta.get("reasoning")
+        if thought is not None and not isinstance(thought, str):
+            raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"reasoning is not text: {chunk!r}"))
+        if not thought and not content:
+            return []
+        self.alive = True
+        pieces: list[str | Thought] = []
+        if thought:
+            if self._inline is not None:  # a server that parses reasoning: content is all answer
+                pieces += self._inline.finish()
+                self._inline = None
+            pieces.append(Thought(thought))
+        if content:
+            if self._inline is None:
+                pieces.append(content)
+            else:
+                pieces += self._inline.feed(content)
+                if self._inline.passing:
+                    self._inline = None
+        return pieces
+
+    def finish(self) -> list[str | Thought | Ending | Usage]:
+        """What is left at the end of the stream, in order: held text, the Ending, the Usage."""
+        out: list[str | Thought | Ending | Usage] = []
+        if self._inline is not None:
+            out += self._inline.finish()
+            self._inline = None
+        if self.ending is not None:
+            out.append(Ending(self.ending))
+        if self.usage is not None:
+            out.append(self.usage)
+        return out

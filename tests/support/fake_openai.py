@@ -6,6 +6,8 @@ app served by Hypercorn in another thread or process.
 
     fake = FakeOpenAI().start()
     fake.script(Reply(tokens=["Hel", "lo"]))       # queue the next response(s)
+    fake.script(Reply(reasoning=["Hm", "m."], tokens=["Hi"], finish_reason="length"))  # thinks first
+    fake.script(Reply(raw=open("x.sse", "rb").read(), raw_split=7))  # a recorded body, as it is
     client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-test")
     ...
     fake.requests[-1].body["messages"]; fake.wait_for_disconnect(1.0); fake.stop()
@@ -46,6 +48,16 @@ class Reply:
     malformed_after: int | None = None  # after this many tokens, send a chunk that is not JSON
     reject_stream_options: bool = False  # 400 if the request carries stream_options
     usage: tuple[int, int] | None = None  # (prompt, completion); default: counted from the request
+    reasoning: list[str] = field(default_factory=list)  # reasoning pieces, sent before the tokens
+    reasoning_field: str = "reasoning_content"  # or "reasoning" (the field name differs by server)
+    reasoning_delay: float = 0.0        # seconds before each reasoning chunk
+    finish_reason: str | None = "stop"  # on the chunk after the last token (None: null)
+    # A whole response body sent as it is instead (an SSE body for status 200, chunked; any other
+    # status: the error body, with `content_type`), in writes of `raw_split` bytes (None: one
+    # write) `delay` seconds apart. The dialect fixtures replay servers' own bytes through this.
+    raw: bytes | None = None
+    raw_split: int | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -170,9 +182,13 @@ class FakeOpenAI:
             if reply.reject_stream_options and "stream_options" in body:
                 error = _error(400, "Unrecognized request argument supplied: stream_options", "stream_options")
                 return await self._send_json(writer, 400, error)
+            if reply.status != 200 and reply.raw is not None:
+                return await self._send_raw(writer, reply)
             if reply.status != 200:
                 return await self._send_json(writer, reply.status, reply.body or _error(reply.status), reply.headers)
             eof = asyncio.ensure_future(reader.read(1))  # '' when the client closes the socket
+            if reply.raw is not None:
+                return await self._replay(writer, reply, eof)
             await self._send_stream(writer, reply, body, eof)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -203,6 +219,35 @@ class FakeOpenAI:
         writer.write(_head(status, extra) + payload)
         await writer.drain()
 
+    async def _send_raw(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        assert reply.raw is not None
+        extra = {"content-type": reply.content_type, "content-length": str(len(reply.raw)), **reply.headers}
+        writer.write(_head(reply.status, extra) + reply.raw)
+        await writer.drain()
+
+    async def _replay(self, writer: asyncio.StreamWriter, reply: Reply, eof: asyncio.Task) -> None:
+        """A recorded event-stream body, byte for byte, in writes of `raw_split` bytes."""
+        assert reply.raw is not None
+        raw, step = reply.raw, reply.raw_split or len(reply.raw) or 1
+        writer.write(_head(200, {"content-type": "text/event-stream; charset=utf-8",
+                                 "transfer-encoding": "chunked", "cache-control": "no-cache", **reply.headers}))
+        try:
+            for start in range(0, len(raw), step):
+                if eof.done():
+                    raise ConnectionResetError("client went away")
+                if start and reply.delay > 0:
+                    await asyncio.wait([eof], timeout=reply.delay)
+                writer.write(_chunked(raw[start:start + step]))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            with self._lock:
+                self._completed += 1
+        except ConnectionError:
+            with self._changed:
+                self._disconnects.append(time.monotonic())
+                self._changed.notify_all()
+
     async def _send_stream(self, writer: asyncio.StreamWriter, reply: Reply, body: dict, eof: asyncio.Task) -> None:
         model = body.get("model", self.model)
         created = int(time.time())
@@ -227,6 +272,9 @@ class FakeOpenAI:
                                  "transfer-encoding": "chunked", "cache-control": "no-cache"}))
         try:
             await send(json.dumps(chunk({"role": "assistant", "content": ""})))
+            for thought in reply.reasoning:
+                await pause(reply.reasoning_delay)
+                await send(json.dumps(chunk({reply.reasoning_field: thought})))
             for sent, token in enumerate(reply.tokens):
                 if sent == reply.stall_after:
                     await pause(reply.stall)
@@ -239,9 +287,10 @@ class FakeOpenAI:
                 await send(json.dumps(chunk({"content": token})))
             if len(reply.tokens) == reply.stall_after:
                 await pause(reply.stall)
-            await send(json.dumps(chunk({}, "stop")))
+            await send(json.dumps(chunk({}, reply.finish_reason)))
             if (body.get("stream_options") or {}).get("include_usage"):
-                prompt, completion = reply.usage or (_count(body.get("messages")), len(reply.tokens))
+                counted = (_count(body.get("messages")), len(reply.reasoning) + len(reply.tokens))
+                prompt, completion = reply.usage or counted
                 usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                          "total_tokens": prompt + completion}
                 await send(json.dumps({**chunk({}), "choices": [], "usage": usage}))
