@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import chain
 
+from .reply import thought_for
 from .storage import ERROR, STOPPED, STREAMING, Conversation, Message, Store
 
 _NOTES = {STOPPED: "stopped before it was complete", STREAMING: "still being written when exported"}
@@ -32,7 +33,8 @@ CHUNK_SIZE = 16 * 1024
 
 def to_markdown(conversation: Conversation, messages: Iterable[Message]) -> str:
     """`# title`, the date it was started, then each message under `## You` or
-    `## Assistant (model)`, its raw Markdown as written, with a note if the answer is unfinished."""
+    `## Assistant (model)`, its raw Markdown as written (a reasoning model's thinking before it, as
+    a block quote), with a note if the answer is unfinished."""
     return "".join(markdown_parts(conversation, messages))
 
 
@@ -49,6 +51,8 @@ def markdown_parts(conversation: Conversation, messages: Iterable[Message]) -> I
     yield f"# {title}\n\n_Created {_when(conversation.created_at)}_"
     for message in _shown(messages):
         parts = [_heading(message)]
+        if reasoning := message.reasoning.strip("\n"):
+            parts.append(_quoted(f"**{thought_for(message.thinking_seconds)}**\n\n{_close_fence(reasoning)}"))
         if content := message.content.strip("\n"):
             parts.append(_close_fence(content))
         if note := _note(message):
@@ -65,11 +69,13 @@ def json_parts(conversation: Conversation, messages: Iterable[Message],
     yield _dumps(head).removesuffix("\n}") + ',\n  "messages": ['
     separator = "\n"
     for m in _shown(messages):
-        record = {
+        record: dict[str, object] = {
             "id": shown_id(m.id), "role": m.role, "content": m.content, "status": m.status, "model": m.model,
             "created_at": m.created_at, "prompt_tokens": m.prompt_tokens,
             "completion_tokens": m.completion_tokens, "error": m.error,
         }
+        if m.reasoning:  # a reasoning model's thinking, apart from its answer
+            record.update(reasoning=m.reasoning, thinking_seconds=m.thinking_seconds)
         # Two levels deep. Only json's own line breaks are indented (one in a string is escaped),
         # not U+2028 or U+0085, which textwrap.indent's str.splitlines would split strings on.
         yield separator + "    " + _dumps(record).replace("\n", "\n    ")
@@ -152,6 +158,11 @@ def _when(timestamp: str) -> str:
     except ValueError:
         return timestamp
     return (when.astimezone(UTC) if when.tzinfo else when).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _quoted(text: str) -> str:
+    """A Markdown block quote of `text` (the reasoning, set apart from the answer)."""
+    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
 
 
 def _close_fence(content: str) -> str:

@@ -86,6 +86,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- Failed sign-ins per address or per known browser, for the back-off between attempts.
         CREATE TABLE sign_in_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_at REAL NOT NULL);
         """),
+    ("0006_reasoning_and_finish_reason", """
+        -- A reasoning model's thinking, apart from its answer: never sent back to the model.
+        ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
+        ALTER TABLE messages ADD COLUMN reasoning_html TEXT;
+        ALTER TABLE messages ADD COLUMN thinking_seconds REAL;
+        -- Why the model stopped, when it said: "length" and "content_filter" are told to the person.
+        ALTER TABLE messages ADD COLUMN finish_reason TEXT;
+    """),
 ]
 
 

@@ -19,10 +19,10 @@ from markupsafe import Markup
 
 from . import metrics
 from .history import estimate_tokens
-from .llm import LLMError, Provider, Retrying, Usage
+from .llm import Ending, LLMError, Provider, Retrying, Thought, Usage
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
-from .storage import COMPLETE, ERROR, STOPPED, Message, Store
+from .storage import COMPLETE, ERROR, STOPPED, Final, Message, Store
 from .turns import Turn
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,81 @@ class Notice:
     text: str
 
 
+@dataclass(frozen=True)
+class ThoughtStep:
+    """A piece of the model's reasoning, rendered as the answer's text is (rendering.StreamStep)."""
+
+    step: StreamStep
+    first: bool  # the first piece of reasoning: the reasoning block opens
+
+
+@dataclass(frozen=True)
+class DoneThinking:
+    """The answer's text begins after the reasoning: the whole reasoning, rendered once, and how
+    long the model thought, so the reasoning block can close with its summary."""
+
+    html: Markup
+    seconds: float
+
+
+# What stream_reply yields, in order: the answer as it starts (a Message, busy), then Notices
+# (before the model's first piece), ThoughtSteps, a DoneThinking, StreamSteps, and the finished Message.
+Event = StreamStep | ThoughtStep | DoneThinking | Notice | Message
+
+
+class Answer:
+    """An answer as it is written: its text and its reasoning, each rendered block by block, and
+    when each began."""
+
+    def __init__(self) -> None:
+        self.text = StreamingMarkdown()
+        self.reasoning = StreamingMarkdown()
+        self.first_piece_at: float | None = None
+        self.thinking_since: float | None = None
+        self.thinking_seconds: float | None = None  # set once the answer's text begins
+        self.ending: str | None = None
+
+    def feed(self, piece: str | Thought) -> list[StreamStep | ThoughtStep | DoneThinking]:
+        now = time.monotonic()
+        if self.first_piece_at is None:
+            self.first_piece_at = now
+        if isinstance(piece, Thought):
+            first = self.thinking_since is None
+            if first:
+                self.thinking_since = now
+            return [ThoughtStep(self.reasoning.feed(piece.text), first)]
+        events: list[StreamStep | ThoughtStep | DoneThinking] = []
+        if self.thinking_since is not None and self.thinking_seconds is None:
+            self.thinking_seconds = now - self.thinking_since
+            events.append(DoneThinking(self.reasoning.finish(), self.thinking_seconds))
+        events.append(self.text.feed(piece))
+        return events
+
+    def final(self, status: str, error: str | None, usage: Usage) -> Final:
+        thinking_seconds = self.thinking_seconds
+        if thinking_seconds is None and self.thinking_since is not None:  # it never got past thinking
+            thinking_seconds = time.monotonic() - self.thinking_since
+        reasoning = self.reasoning.text
+        return Final(
+            content=self.text.text, html=str(self.text.finish()), status=status, error=error,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            reasoning=reasoning, reasoning_html=str(self.reasoning.finish()) if reasoning else None,
+            thinking_seconds=thinking_seconds, finish_reason=self.ending)
+
+
+def thought_for(seconds: float | None) -> str:
+    """The reasoning's summary once it is done: "Thought for 42 s"."""
+    if seconds is None:
+        return "Thought"
+    whole = round(seconds)
+    if whole < 1:
+        return "Thought for less than a second"
+    minutes, rest = divmod(whole, 60)
+    if not minutes:
+        return f"Thought for {rest} s"
+    return f"Thought for {minutes} min" + (f" {rest} s" if rest else "")
+
+
 def retry_notice(retrying: Retrying) -> str:
     cause = "is busy" if retrying.reason == "rate_limit" else "did not answer"
     return (f"The model server {cause}; trying again in {retrying.wait:.0f} s "
@@ -61,31 +136,34 @@ async def settle_abandoned(store: Store, messages: list[Message], *, silent_for:
     for message in messages:
         if message.busy and datetime.fromisoformat(message.updated_at) < cutoff:
             log.info("settling an abandoned answer message_id=%s", message.id)
-            message = await store.finish_message(
-                message.id, content=message.content, html=str(render_markdown(message.content)),
-                status=STOPPED,
-            ) or message
+            reasoning_html = str(render_markdown(message.reasoning)) if message.reasoning else None
+            message = await store.finish_message(message.id, Final(
+                content=message.content, html=str(render_markdown(message.content)), status=STOPPED,
+                reasoning=message.reasoning, reasoning_html=reasoning_html,
+                thinking_seconds=message.thinking_seconds, finish_reason=message.finish_reason,
+            )) or message
         settled.append(message)
     return settled
 
 
 async def stream_reply(
     store: Store, provider: Provider, turn: Turn, *, request_id: str, slot: StreamSlot | None = None
-) -> AsyncGenerator[StreamStep | Notice | Message, None]:
-    """Yield the answer as it starts (busy), a StreamStep per piece of text (or a Notice while the
-    model server is tried again), then the finished Message.
+) -> AsyncGenerator[Event, None]:
+    """Yield the answer as it starts (busy), a ThoughtStep per piece of reasoning, a DoneThinking
+    as its text begins, a StreamStep per piece of text (before all that, a Notice while the model
+    server is tried again), then the finished Message.
 
     Everything after the first yield is covered: the answer is saved in `finally`, so it survives
     an upstream error, a bug, or the client leaving (CancelledError, re-raised: the caller is being
     torn down and yields nothing more). `slot`, the answer's place among those streaming at once, is
     given back at the end.
     """
-    markdown = StreamingMarkdown()
+    answer = Answer()
     status, error, usage, error_kind = STOPPED, None, None, None
     stream_id = slot.id if slot is not None and slot.claimed else None
     deleted = False  # the conversation was deleted while the answer was written
     started = saved_at = time.monotonic()
-    first_token_at, pieces_read = None, 0
+    pieces_read = 0
     metrics.ACTIVE_STREAMS.inc()
     try:
         # aclosing: however this generator ends, the upstream response is closed at once.
@@ -103,16 +181,19 @@ async def stream_reply(
                     metrics.RETRIES.inc()
                     yield Notice(retry_notice(piece))
                     continue
+                if isinstance(piece, Ending):
+                    answer.ending = piece.reason
+                    continue
                 pieces_read += 1
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                yield markdown.feed(piece)
+                for event in answer.feed(piece):
+                    yield event
                 if pieces_read % YIELD_EVERY == 0:
                     # Let other streams run: with the upstream's bytes already buffered, reading
                     # does not wait, and one stream that fell behind could hold the event loop.
                     await asyncio.sleep(0)
                 if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-                    deleted = not await store.save_partial(turn.assistant.id, markdown.text)
+                    deleted = not await store.save_partial(turn.assistant.id, answer.text.text,
+                                                           answer.reasoning.text)
                     if deleted:  # by another process (this one's answers are stopped first)
                         log.info("answer no longer being written (its conversation was deleted) "
                                  "request_id=%s message_id=%s", request_id, turn.assistant.id)
@@ -130,13 +211,13 @@ async def stream_reply(
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
         metrics.ACTIVE_STREAMS.dec()
-        if usage is None and status == ERROR and first_token_at is None:
+        if usage is None and status == ERROR and answer.first_piece_at is None:
             usage = Usage(0, 0)  # refused or unreachable before any text: the model did no work
         elif usage is None:  # the server sent none: count what was sent and received, roughly
             prompt = estimate_tokens("".join(m["content"] for m in turn.history))
-            usage = Usage(prompt, estimate_tokens(markdown.text))
+            usage = Usage(prompt, estimate_tokens(answer.text.text) + estimate_tokens(answer.reasoning.text))
         metrics.answer_ended(
-            status=status, first_token=first_token_at and first_token_at - started,
+            status=status, first_token=answer.first_piece_at and answer.first_piece_at - started,
             duration=time.monotonic() - started, tokens=usage.completion_tokens, error_kind=error_kind,
             client_left=status == STOPPED and not (slot is not None and slot.interrupted),
         )
@@ -147,20 +228,18 @@ async def stream_reply(
             log.info("client left mid-answer request_id=%s message_id=%s", request_id, turn.assistant.id)
         # A regeneration that failed, or was stopped before any text: the answer it was to replace
         # comes back (in the same transaction), rather than leave the question with no answer.
-        gave_nothing = status == ERROR or not markdown.text.strip()
+        gave_nothing = status == ERROR or not answer.text.text.strip()
         restore = turn.replaced if turn.replaced and not turn.new_question and gave_nothing else []
         try:
-            content, html = markdown.text, str(markdown.finish())
-            saved = await store.finish_message(
-                turn.assistant.id, content=content, html=html, status=status, error=error,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                owner=turn.owner or None, stream_id=stream_id, restore=restore)
+            final = answer.final(status, error, usage)
+            saved = await store.finish_message(turn.assistant.id, final, owner=turn.owner or None,
+                                               stream_id=stream_id, restore=restore)
             if slot is not None:
                 slot.claimed = False  # saving gave the owner's place back
             # None: the conversation was deleted meanwhile; the tokens were counted all the same.
-            finished = saved or dataclasses.replace(
-                turn.assistant, content=content, html=Markup(html), status=status, error=error,
-                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+            finished = saved or dataclasses.replace(turn.assistant, **{
+                **dataclasses.asdict(final), "html": Markup(final.html),
+                "reasoning_html": Markup(final.reasoning_html) if final.reasoning_html is not None else None})
         finally:
             # Only now: a server stopping waits for the slots to empty before it closes the database.
             if slot is not None:

@@ -7,6 +7,7 @@ markdown; the raw text is what goes back to the model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import random
@@ -64,10 +65,30 @@ class Message:
     created_at: str
     updated_at: str
     hidden: bool = False
+    reasoning: str = ""  # a reasoning model's thinking, as it wrote it (markdown)
+    reasoning_html: Markup | None = None
+    thinking_seconds: float | None = None  # from its first thought to its first word of answer
+    finish_reason: str | None = None  # as the model server said: "stop", "length", "content_filter"
 
     @property
     def busy(self) -> bool:
         return self.status == STREAMING
+
+
+@dataclass(frozen=True)
+class Final:
+    """An answer's final state, as finish_message saves it (each field a column of `messages`)."""
+
+    content: str
+    html: str
+    status: str
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning: str = ""
+    reasoning_html: str | None = None
+    thinking_seconds: float | None = None
+    finish_reason: str | None = None
 
 
 def _now() -> str:
@@ -403,7 +424,7 @@ class Store:
             _, answer = await writing
         except Exception:  # nothing was written
             return
-        await self._finish_message(answer["id"], content="", html="", status=STOPPED)
+        await self._finish_message(answer["id"], Final(content="", html="", status=STOPPED))
 
     def _keep_until_closed(self, work: Awaitable[T]) -> asyncio.Task[T]:
         """Run `work` to the end whatever happens to its caller; close() waits for it."""
@@ -412,12 +433,13 @@ class Store:
         task.add_done_callback(self._finishing.discard)
         return task
 
-    async def save_partial(self, message_id: int, content: str) -> bool:
-        """Keep the text so far while an answer streams, so a crash or a reload loses little.
-        False if the answer is no longer being written (its conversation was deleted meanwhile)."""
+    async def save_partial(self, message_id: int, content: str, reasoning: str = "") -> bool:
+        """Keep the text (and reasoning) so far while an answer streams, so a crash or a reload
+        loses little. False if the answer is no longer being written (its conversation was deleted
+        meanwhile)."""
         cursor = await self._db.execute(
-            "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
-            (content, _now(), message_id),
+            "UPDATE messages SET content = ?, reasoning = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
+            (content, reasoning, _now(), message_id),
         )
         return cursor.rowcount > 0
 
@@ -435,51 +457,26 @@ class Store:
 
         await self._in_transaction(touch)
 
-    async def finish_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        html: str,
-        status: str,
-        error: str | None = None,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        owner: str | None = None,
-        stream_id: str | None = None,
-        restore: Sequence[int] = (),
-    ) -> Message | None:
+    async def finish_message(self, message_id: int, final: Final, *, owner: str | None = None,
+                             stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger, give
         back its place (`stream_id`) and show the messages it was to replace again (`restore`), in
-        one transaction. None if the answer is gone (its
-        conversation was deleted): the tokens are charged all the same. This runs to the end even
-        if the caller is cancelled meanwhile (a client leaving mid-save must not lose the answer),
-        and close() waits for it."""
+        one transaction. None if the answer is gone (its conversation was deleted): the tokens are
+        charged all the same. This runs to the end even if the caller is cancelled meanwhile (a
+        client leaving mid-save must not lose the answer), and close() waits for it."""
         return await asyncio.shield(self._keep_until_closed(self._finish_message(
-            message_id, content=content, html=html, status=status, error=error, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, owner=owner, stream_id=stream_id, restore=restore)))
+            message_id, final, owner=owner, stream_id=stream_id, restore=restore)))
 
-    async def _finish_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        html: str,
-        status: str,
-        error: str | None = None,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        owner: str | None = None,
-        stream_id: str | None = None,
-        restore: Sequence[int] = (),
-    ) -> Message | None:
-        tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+    async def _finish_message(self, message_id: int, final: Final, *, owner: str | None = None,
+                              stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
+        tokens = (final.prompt_tokens or 0) + (final.completion_tokens or 0)
 
         def finish(db: sqlite3.Connection) -> sqlite3.Row | None:
+            values = dataclasses.asdict(final)
             row = db.execute(
-                "UPDATE messages SET content = ?, html = ?, status = ?, error = ?, prompt_tokens = ?, "
-                "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING *",
-                (content, html, status, error, prompt_tokens, completion_tokens, _now(), message_id),
+                f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ? "
+                "WHERE id = ? RETURNING *",
+                (*values.values(), _now(), message_id),
             ).fetchone()
             if owner is not None and tokens:
                 db.execute(
@@ -541,5 +538,6 @@ def _message(row: aiosqlite.Row) -> Message:
     values["hidden"] = bool(values["hidden"])
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
     # only ever written by finish_message, so it is marked safe again as it comes back.
-    values["html"] = Markup(values["html"]) if values["html"] is not None else None
+    for name in ("html", "reasoning_html"):
+        values[name] = Markup(values[name]) if values[name] is not None else None
     return Message(**values)

@@ -14,7 +14,7 @@ import pytest
 
 from chatapp.config import Config
 from chatapp.quota import DAY, TOO_FAST, OverLimit, Quota, StreamSlot, _duration
-from chatapp.storage import Store
+from chatapp.storage import Final, Store
 
 
 def _quota(**settings: object) -> Quota:
@@ -179,8 +179,7 @@ async def test_the_session_limit_counts_per_owner_and_the_address_limit_across_o
 async def _spend(store: Store, owner: str, tokens: int) -> None:
     conversation = await store.create_conversation(f"c-{owner}-{tokens}", owner, "")
     answer = await store.add_message(conversation.id, "assistant", "", status="streaming")
-    await store.finish_message(answer.id, content="x", html="x", status="complete", prompt_tokens=tokens,
-                               completion_tokens=0, owner=owner)
+    await store.finish_message(answer.id, Final(content="x", html="x", status="complete", prompt_tokens=tokens, completion_tokens=0), owner=owner)
 
 
 async def test_a_budget_refuses_at_its_limit_not_before_until_midnight_utc(store: Store) -> None:

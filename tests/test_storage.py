@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from chatapp.migrations import MIGRATIONS
-from chatapp.storage import AlreadySent, ConversationGone, Store
+from chatapp.storage import AlreadySent, ConversationGone, Final, Store
 
 
 async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
@@ -41,8 +41,7 @@ async def test_message_lifecycle(tmp_path: Path) -> None:
     answer = await store.add_message("c1", "assistant", "", status="streaming", model="m")
     await store.save_partial(answer.id, "half")
     assert (await store.message(answer.id)).content == "half"
-    done = await store.finish_message(answer.id, content="whole", html="<p>whole</p>", status="complete",
-                                      prompt_tokens=3, completion_tokens=1)
+    done = await store.finish_message(answer.id, Final(content="whole", html="<p>whole</p>", status="complete", prompt_tokens=3, completion_tokens=1))
     assert (done.status, done.content, str(done.html), done.completion_tokens) == ("complete", "whole", "<p>whole</p>", 1)
     # A late partial save cannot overwrite a finished answer.
     await store.save_partial(answer.id, "stale")
@@ -67,7 +66,7 @@ async def test_a_resent_form_never_undoes_another_write(tmp_path: Path) -> None:
     others = [store.add_message("c1", "user", f"other {i}", status="complete") for i in range(5)]
     await asyncio.gather(
         duplicate(), *others,
-        store.finish_message(answer.id, content="kept", html="<p>kept</p>", status="complete"), duplicate(),
+        store.finish_message(answer.id, Final(content="kept", html="<p>kept</p>", status="complete")), duplicate(),
     )
     await store.close()
     reopened = await Store.open(tmp_path / "db.sqlite")
@@ -101,8 +100,7 @@ async def test_usage_is_a_ledger_that_deleting_does_not_touch(store: Store) -> N
     today = datetime.now(UTC).date()
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
-    await store.finish_message(answer.id, content="a", html="<p>a</p>", status="complete", prompt_tokens=30,
-                               completion_tokens=12, owner="alice")
+    await store.finish_message(answer.id, Final(content="a", html="<p>a</p>", status="complete", prompt_tokens=30, completion_tokens=12), owner="alice")
     assert await store.delete_conversation("c1", "alice")
     assert await store.tokens_used_on(today, "alice") == 42
     assert await store.tokens_used_on(today, "bob") == 0
@@ -116,8 +114,7 @@ async def test_an_answer_whose_conversation_was_deleted_is_still_charged(store: 
     assert await store.save_partial(answer.id, "so far")
     await store.delete_conversation("c1", "alice")
     assert not await store.save_partial(answer.id, "more")  # gone: the writer stops
-    finished = await store.finish_message(answer.id, content="more", html="", status="stopped",
-                                          prompt_tokens=5, completion_tokens=5, owner="alice", stream_id="s1")
+    finished = await store.finish_message(answer.id, Final(content="more", html="", status="stopped", prompt_tokens=5, completion_tokens=5), owner="alice", stream_id="s1")
     assert finished is None
     assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") == 10
     assert await store.claim_stream("s2", "alice", most=1, silent_for=60)  # the place was given back
@@ -199,10 +196,10 @@ async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at
     await store._db.execute("CREATE TRIGGER disk_full BEFORE UPDATE OF hidden ON messages "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
-        await store.finish_message(new.id, content="", html="", status="error", error="failed", restore=[old.id])
+        await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert (await store.message(new.id)).status == "streaming" and (await store.message(old.id)).hidden
     await store._db.execute("DROP TRIGGER disk_full")
-    await store.finish_message(new.id, content="", html="", status="error", error="failed", restore=[old.id])
+    await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert [m.id for m in await store.messages("c1")] == [question.id, old.id, new.id]
     assert not (await store.message(old.id)).hidden
 

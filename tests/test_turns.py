@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatapp.storage import Conversation, Store
+from chatapp.storage import Conversation, Final, Store
 from chatapp.turns import NothingToRedo, start_edit, start_regeneration, start_turn, title_from
 
 SYSTEM = "Be brief."
@@ -118,7 +118,7 @@ async def test_the_history_is_fitted_to_the_context_budget_and_says_how_much_was
 async def test_a_regenerated_turn_then_a_new_question_sends_only_the_visible_answer(store: Store) -> None:
     conversation = await _conversation(store, ("q1", "first try"))
     redo = await start_regeneration(store, conversation, system_prompt=SYSTEM, model="m1")
-    await store.finish_message(redo.assistant.id, content="second try", html="", status="complete")
+    await store.finish_message(redo.assistant.id, Final(content="second try", html="", status="complete"))
     turn = await start_turn(store, conversation, "q2", system_prompt=SYSTEM, model="m1")
     assert _sent(turn.history)[1:] == [("user", "q1"), ("assistant", "second try"), ("user", "q2")]
 

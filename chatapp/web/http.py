@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from .. import logs, metrics
 from . import visitor
 from ..errors import Refused
+from ..reply import thought_for
 from .ids import MessageIdConverter, public_id
 from .forms import InvalidMessage, parse_form
 
@@ -102,6 +103,7 @@ def install(app: Quart, *, https: bool) -> None:
     # Message ids as people see them (ids.py): in routes, and in templates as `id|public`.
     app.url_map.converters["message_id"] = MessageIdConverter
     app.jinja_env.filters["public"] = public_id
+    app.jinja_env.filters["thought_for"] = thought_for
     headers = dict(SECURITY_HEADERS)
     if https:  # only when served over HTTPS: HSTS on plain HTTP would lock a site out of itself
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"

@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 from quart import Response, render_template, stream_with_context
 
 from . import page, sse
-from ..reply import UNEXPECTED, Notice, stream_reply
+from ..reply import UNEXPECTED, DoneThinking, Event, Notice, ThoughtStep, stream_reply
 from ..choices import left_out_note
 from .ids import public_id
 from ..turns import Turn, title_from
@@ -39,6 +39,12 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
         async for item in replies:
             if isinstance(item, StreamStep):
                 yield sse.frame(_step_partials(answer, item))
+            elif isinstance(item, ThoughtStep):
+                yield sse.frame(await _thought_partials(turn, answer, item))
+            elif isinstance(item, DoneThinking):
+                done = await render_template("_thinking.html", message_id=turn.assistant.id, html=item.html,
+                                             seconds=item.seconds)
+                yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", done))
             elif isinstance(item, Notice):
                 yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
             elif item.busy:
@@ -74,7 +80,7 @@ async def _closing(turn: Turn, answer: Message) -> str:
 
 
 async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
-                   slot: StreamSlot) -> AsyncGenerator[StreamStep | Notice | Message, None]:
+                   slot: StreamSlot) -> AsyncGenerator[Event, None]:
     """reply.stream_reply's events, always ending in a finished message: if even saving the answer
     failed (the database is gone), the person still gets an error and the indicator still stops."""
     closing = False
@@ -93,8 +99,8 @@ async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str
                                       error=f"{UNEXPECTED} (request id {request_id})")
 
 
-async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
-                   slot: StreamSlot) -> AsyncGenerator[StreamStep | Notice | Message, None]:
+async def _started(replies: AsyncGenerator[Event, None],
+                   slot: StreamSlot) -> AsyncGenerator[Event, None]:
     """`replies`, already run to its first event before the response starts: that sends the model
     its request (reply.stream_reply), so the model works while the page's first frame is made and
     written. If the response then never runs (the client left at once), closing `replies` saves
@@ -112,7 +118,7 @@ async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
 
     slot.settle_if_unused(close)
 
-    async def from_the_first() -> AsyncGenerator[StreamStep | Notice | Message, None]:
+    async def from_the_first() -> AsyncGenerator[Event, None]:
         try:
             yield first
             async for item in replies:
@@ -123,15 +129,27 @@ async def _started(replies: AsyncGenerator[StreamStep | Notice | Message, None],
     return from_the_first()
 
 
-def _step_partials(answer: str, step: StreamStep) -> str:
-    """New finished blocks are appended as HTML; the unfinished tail travels as escaped text."""
+def _step_partials(target: str, step: StreamStep) -> str:
+    """New finished blocks are appended as HTML; the unfinished tail travels as escaped text.
+    `target` is the answer's element id, or its reasoning's (`…-thinking`)."""
     html = ""
     if step.blocks is not None:
-        html += sse.partial(f"{answer}-blocks", "beforeend", step.blocks)
+        html += sse.partial(f"{target}-blocks", "beforeend", step.blocks)
     if step.replace_tail or step.tail:
         swap = "innerHTML" if step.replace_tail else "beforeend"
-        html += sse.text_partial(f"{answer}-tail", swap, step.tail)
+        html += sse.text_partial(f"{target}-tail", swap, step.tail)
     return html
+
+
+async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> str:
+    """A piece of reasoning. The first opens the reasoning block in place of its placeholder, and
+    tells screen readers, once, that the model is thinking (the bubble stays busy meanwhile)."""
+    html = ""
+    if thought.first:
+        opened = await render_template("_thinking.html", message_id=turn.assistant.id, live=True)
+        html = (sse.partial(f"{answer}-thinking", "outerHTML", opened)
+                + sse.text_partial(f"{answer}-status", "innerHTML", "Thinking…"))
+    return html + _step_partials(f"{answer}-thinking", thought.step)
 
 
 async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
@@ -146,10 +164,18 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
 
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
-        tail, final = "", None
+        tail, final, thinking = "", None, False
         async for item in replies:
             if isinstance(item, StreamStep):
                 yield _draft_chunk(item).encode()
+            elif isinstance(item, ThoughtStep):
+                if item.first:
+                    thinking = True
+                    yield THINKING_DRAFT_OPEN.encode()
+                yield _draft_chunk(item.step).encode()
+            elif isinstance(item, DoneThinking):
+                thinking = False
+                yield THINKING_DRAFT_CLOSE.encode()
             elif isinstance(item, Notice):
                 yield f'<p class="notice">{escape(item.text)}</p>'.encode()
             elif item.busy:
@@ -157,12 +183,21 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
                 yield head.encode()
             else:
                 final = item
+        if thinking:  # it ended while the model still thought
+            yield THINKING_DRAFT_CLOSE.encode()
         yield b"</div></div>"  # closes the draft opened by the page template
         if final is not None:
             yield (await render_template("_message.html", message=final, last=True)).encode()
         yield tail.encode()
 
     return _streaming(Response(chunks(), mimetype="text/html"))
+
+
+# The reasoning in the draft: open while the model thinks; once the answer's text follows it, CSS
+# folds its text away (the finished message, which replaces the draft, has it closed).
+THINKING_DRAFT_OPEN = ('<details class="thinking live" open><summary>Thinking…</summary>'
+                       '<div class="thinking-text markdown"><div class="thinking-inner">')
+THINKING_DRAFT_CLOSE = "</div></div></details>"
 
 
 def _draft_chunk(step: StreamStep) -> str:
