@@ -1,7 +1,8 @@
 """The model boundary: the only package that knows the `openai` SDK.
 
-base.py says what a provider is; openai_server.py is the real one, demo.py the offline one,
-pacing.py evens out a bursty stream; errors.py is the one error family and its messages.
+base.py says what a provider is; openai_server.py is the real one (wire.py reads its event stream,
+thinking.py splits inline `<think>` reasoning off the answer), demo.py the offline one, pacing.py
+evens out a bursty stream; errors.py is the one error family and its messages.
 """
 
 from __future__ import annotations

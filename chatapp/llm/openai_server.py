@@ -268,6 +268,8 @@ class Chunks:
         if not thought and not content:
             return []
         self.alive = True
+        if not thought and self._inline is None:  # the usual chunk: a piece of the answer
+            return [content]
         pieces: list[str | Thought] = []
         if thought:
             if self._inline is not None:  # a server that parses reasoning: content is all answer
