@@ -268,7 +268,7 @@ class Chunks:
         if not thought and not content:
             return []
         self.alive = True
-        if not thought and self._inline is None:  # the usual chunk: a piece of the answer
+        if content and not thought and self._inline is None:  # the usual chunk: a piece of the answer
             return [content]
         pieces: list[str | Thought] = []
         if thought:
