@@ -15,6 +15,12 @@ from .errors import Refused
 from .storage import Conversation, Message, Store
 
 
+# What the Continue control sends, as a question of its own, after an answer cut at the length
+# limit: every server understands it, where continuing the last message itself needs a server that
+# takes a partial assistant message.
+CONTINUE_MESSAGE = "Please continue exactly where you stopped, without repeating anything."
+
+
 class NothingToRedo(Refused):
     status = 409
 

@@ -10,6 +10,7 @@ import json
 from quart import Quart
 from quart.testing import QuartClient
 
+from chatapp.turns import CONTINUE_MESSAGE
 from chatapp.web.streams import THINKING_DRAFT_CLOSE, THINKING_DRAFT_OPEN
 from tests.conftest import stored_id
 from tests.support.client import conversation_url, open_chat, send, send_form, soup
@@ -159,3 +160,29 @@ async def test_a_long_thought_is_not_cut_by_the_first_token_deadline(make_app, f
     action, csrf = await open_chat(client)
     final = (await send(client, action, csrf, "think hard")).final
     assert final["data-status"] == "complete" and final.select_one(".content").get_text().strip() == "Done."
+
+
+async def test_an_answer_cut_at_the_length_limit_says_so_and_can_be_continued(
+        client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["The first half"], finish_reason="length"), Reply(tokens=[" and the rest."]))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "Tell me everything")).final
+    assert "reached the length limit" in final.select_one(".note").get_text()
+    button = final.select_one("button[form=continue-form]")
+    assert button is not None and button.get_text() == "Continue"
+    # The Continue form (outside the messages, so it works without JavaScript) asks for the rest.
+    page = soup(await (await client.get(conversation_url(action))).get_data())
+    form = page.select_one("form#continue-form")
+    assert form["method"] == "post" and form["action"] == action
+    fields = {field["name"]: field["value"] for field in form.select("input[type=hidden]")}
+    assert (await send_form(client, action, fields["csrf_token"], fields["message"])).status_code == 200
+    sent = fake_upstream.requests[-1].body["messages"]
+    assert [m["content"] for m in sent[-2:]] == ["The first half", CONTINUE_MESSAGE]
+
+
+async def test_an_answer_withheld_by_a_content_filter_says_so(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["Part"], finish_reason="content_filter"))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "hi")).final
+    assert "content filter withheld" in final.select_one(".note").get_text()
+    assert final.select_one("button[form=continue-form]") is None

@@ -10,7 +10,7 @@ from quart import render_template, url_for
 
 from .. import choices, presets
 from ..storage import Conversation, Message
-from ..turns import Turn
+from ..turns import CONTINUE_MESSAGE, Turn
 from . import current, sse, visitor
 from .ids import public_id
 
@@ -70,6 +70,7 @@ async def chat_page(conversation_id: str, messages: list[Message], *, conversati
         typed=typed,
         form_error=form_error,
         signed_in=bool(current.config().password),
+        continue_message=CONTINUE_MESSAGE,
         earlier_link=earlier_link,
         presets=presets.PRESETS,
         languages=presets.LANGUAGES,
