@@ -77,3 +77,22 @@ def test_the_sign_in_page_has_no_violations(new_page: NewPage, make_live_server:
     with page.expect_navigation():
         page.click("button[type=submit]")
     assert violations(page) == [], "with the error shown"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_a_reasoning_block_has_no_violations_open_or_closed(new_page: NewPage, live_server: LiveServer,
+                                                            fake_upstream: FakeOpenAI, scheme: str) -> None:
+    page = new_page(bypass_csp=True, color_scheme=scheme)
+    page.goto(live_server.url + "/")
+    fake_upstream.script(Reply(reasoning=ANSWER * 3, reasoning_delay=0.05, tokens=ANSWER, delay=0.05))
+    send(page, "Think first")
+    page.locator("article[data-role=assistant] details.thinking.live[open]").wait_for()
+    time.sleep(0.3)
+    assert violations(page) == [], "thinking, open"
+    page.locator("article[data-role=assistant][aria-busy=false]").wait_for(timeout=20_000)
+    thinking = page.locator("article[data-role=assistant] details.thinking")
+    assert thinking.get_attribute("open") is None
+    assert violations(page) == [], "done, closed"
+    thinking.locator("summary").click()
+    assert thinking.get_attribute("open") is not None
+    assert violations(page) == [], "done, opened by the reader"
