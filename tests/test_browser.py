@@ -170,3 +170,27 @@ def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(new_page: Ne
     assert answer.text_content().count("part") > 10  # the text so far, not an empty bubble
     assert "stopped before it was complete" in answer.text_content()
     assert answer.locator("button[form=regenerate-form]").count() == 1
+
+
+def test_reasoning_shows_while_the_model_thinks_and_folds_when_the_answer_comes(
+        new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    for javascript in (True, False):
+        fake_upstream.script(Reply(reasoning=["Weighing ", "the **options**.\n\n"] + [" More thought."] * 15,
+                                   reasoning_delay=0.1, tokens=["The ", "answer."], delay=0.05))
+        page = new_page(java_script_enabled=javascript)
+        seen = _watch(page, live_server.url)
+        page.goto(live_server.url + "/new")
+        page.fill("#composer textarea[name=message]", "Think first")
+        page.click("#composer button[type=submit]", no_wait_after=True)
+        # Seen while the answer is still busy, before any of its text: live, not at the end.
+        page.locator("[aria-busy=true] details.thinking.live[open]", has_text="Weighing the").wait_for(timeout=5000)
+        assert page.locator("article[data-role=assistant][aria-busy=false]").count() == 0
+        answer = page.locator("article[data-role=assistant][aria-busy=false]").last
+        answer.wait_for(timeout=15_000)
+        thinking = answer.locator("details.thinking")
+        assert thinking.get_attribute("open") is None and thinking.locator("summary").inner_text().startswith("Thought for")
+        assert answer.locator(".content").inner_text().strip() == "The answer."
+        assert not answer.locator(".thinking-text").is_visible()  # folded until the reader opens it
+        thinking.locator("summary").click()
+        assert answer.locator(".thinking-text strong").inner_text() == "options"
+        assert seen == {"console_csp": [], "foreign": [], "dialogs": []}

@@ -144,12 +144,14 @@ def _step_partials(target: str, step: StreamStep) -> str:
 async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> str:
     """A piece of reasoning. The first opens the reasoning block in place of its placeholder, and
     tells screen readers, once, that the model is thinking (the bubble stays busy meanwhile)."""
-    html = ""
-    if thought.first:
-        opened = await render_template("_thinking.html", message_id=turn.assistant.id, live=True)
-        html = (sse.partial(f"{answer}-thinking", "outerHTML", opened)
-                + sse.text_partial(f"{answer}-status", "innerHTML", "Thinking…"))
-    return html + _step_partials(f"{answer}-thinking", thought.step)
+    if not thought.first:
+        return _step_partials(f"{answer}-thinking", thought.step)
+    # The block comes with its first piece in it: a partial may not target what an earlier partial
+    # of the same frame has only just put in the page.
+    opened = await render_template("_thinking.html", message_id=turn.assistant.id, live=True,
+                                   blocks=thought.step.blocks or "", text=thought.step.tail)
+    return (sse.partial(f"{answer}-thinking", "outerHTML", opened)
+            + sse.text_partial(f"{answer}-status", "innerHTML", "Thinking…"))
 
 
 async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
