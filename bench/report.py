@@ -27,6 +27,7 @@ BENCHES = [
     ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
     ("Memory kept for strangers' static URLs (bar: < 16 MB for 10,000)", ["bench/static_memory.py", "10000"]),
     ("/healthz while another client loops a 400-message export", ["bench/loop_latency.py", "300"]),
+    ("A reasoning model thinking for 40 s, in Chromium, with and without JavaScript", ["bench/reasoning.py", "40"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
 
