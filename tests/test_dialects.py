@@ -33,16 +33,10 @@ NOT_SPLIT = {"vllm-inline-missing-open-tag": "only a closing </think> (the templ
                                              "the prompt): not split live, the whole text stays the answer"}
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server):
-    server.reset()
-    yield server
+def fake(fake_upstream: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake model server (tests/conftest.py), cleared for this test."""
+    return fake_upstream
 
 
 @pytest.fixture

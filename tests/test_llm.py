@@ -25,16 +25,10 @@ HISTORY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(server):
-    server.reset()
-    yield server
+def fake(fake_upstream: FakeOpenAI) -> FakeOpenAI:
+    """The shared fake model server (tests/conftest.py), cleared for this test."""
+    return fake_upstream
 
 
 def _provider(fake: FakeOpenAI, **overrides) -> OpenAIProvider:

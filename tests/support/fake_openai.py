@@ -23,6 +23,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,7 +232,8 @@ class FakeOpenAI:
         raw, step = reply.raw, reply.raw_split or len(reply.raw) or 1
         writer.write(_head(200, {"content-type": "text/event-stream; charset=utf-8",
                                  "transfer-encoding": "chunked", "cache-control": "no-cache", **reply.headers}))
-        try:
+
+        async def body() -> bool:
             for start in range(0, len(raw), step):
                 if eof.done():
                     raise ConnectionResetError("client went away")
@@ -239,6 +241,16 @@ class FakeOpenAI:
                     await asyncio.wait([eof], timeout=reply.delay)
                 writer.write(_chunked(raw[start:start + step]))
                 await writer.drain()
+            return True
+
+        await self._chunked_body(writer, body)
+
+    async def _chunked_body(self, writer: asyncio.StreamWriter, body: Callable[[], Awaitable[bool]]) -> None:
+        """Sends a chunked body (`body` writes it, False if it cut the connection on purpose) and
+        ends it; a client that left meanwhile is counted as a disconnect."""
+        try:
+            if not await body():
+                return
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             with self._lock:
@@ -270,7 +282,8 @@ class FakeOpenAI:
 
         writer.write(_head(200, {"content-type": "text/event-stream; charset=utf-8",
                                  "transfer-encoding": "chunked", "cache-control": "no-cache"}))
-        try:
+
+        async def events() -> bool:
             await send(json.dumps(chunk({"role": "assistant", "content": ""})))
             for thought in reply.reasoning:
                 await pause(reply.reasoning_delay)
@@ -280,7 +293,7 @@ class FakeOpenAI:
                     await pause(reply.stall)
                 if sent == reply.drop_after:
                     writer.transport.abort()
-                    return
+                    return False
                 if sent == reply.malformed_after:
                     await send('{"id": "chatcmpl-broken", "choices": [{"delta": ')
                 await pause(reply.delay)
@@ -295,14 +308,9 @@ class FakeOpenAI:
                          "total_tokens": prompt + completion}
                 await send(json.dumps({**chunk({}), "choices": [], "usage": usage}))
             await send("[DONE]")
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            with self._lock:
-                self._completed += 1
-        except ConnectionError:
-            with self._changed:
-                self._disconnects.append(time.monotonic())
-                self._changed.notify_all()
+            return True
+
+        await self._chunked_body(writer, events)
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:

@@ -263,16 +263,31 @@ def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> 
             if after is None or after.name != "article" or after.get("aria-busy") != "false":
                 problems.append("the finished message does not follow the draft")
             content = draft.select_one(":scope > .content")
-            for child in content.find_all(True, recursive=False) if content else []:
-                if "block" in child.get("class", []) and child.name == "div":
-                    problems += element_violations(child.find_all(True, recursive=False))
-                elif "raw" in child.get("class", []) and child.name == "span":
-                    if child.find(True) is not None:
-                        problems.append("markup inside a raw draft piece")
-                else:
-                    problems.append(f"unexpected element in the draft: <{child.name} {child.attrs}>")
+            problems += _draft_piece_violations(content.find_all(True, recursive=False) if content else [],
+                                                reasoning_allowed=True)
     elif drafts:
         problems.append("a draft in a finished page")
+    return problems
+
+
+def _draft_piece_violations(children: list[Tag], reasoning_allowed: bool) -> list[str]:
+    """The draft holds rendered blocks, raw text pieces, and (first) the model's reasoning, made of
+    the same two kinds of piece inside its own block."""
+    problems = []
+    for child in children:
+        if "block" in child.get("class", []) and child.name == "div":
+            problems += element_violations(child.find_all(True, recursive=False))
+        elif "raw" in child.get("class", []) and child.name == "span":
+            if child.find(True) is not None:
+                problems.append("markup inside a raw draft piece")
+        elif reasoning_allowed and child.name == "details" and "thinking" in child.get("class", []):
+            inner = child.select_one(":scope > .thinking-text > .thinking-inner")
+            if inner is None or len(child.find_all(True, recursive=False)) != 2:
+                problems.append("a reasoning block in the draft that is not the app's")
+            else:
+                problems += _draft_piece_violations(inner.find_all(True, recursive=False), reasoning_allowed=False)
+        else:
+            problems.append(f"unexpected element in the draft: <{child.name} {child.attrs}>")
     return problems
 
 
@@ -286,10 +301,10 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
     if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
         problems.append("an article outside #messages or nested in another")
     ids = [f.get("id") for f in page.find_all("form") if f.get("id")]
-    if ids != ["regenerate-form", "edit-form", "composer"]:
+    if ids != ["regenerate-form", "continue-form", "edit-form", "composer"]:
         problems.append("the page's form was tampered with")
     for form in page.find_all("form"):
-        own = (form.get("id") in ("composer", "regenerate-form", "edit-form")
+        own = (form.get("id") in ("composer", "regenerate-form", "continue-form", "edit-form")
                or form.find_parent(class_="conversation-settings") is not None
                or form.get("action") in ("/logout", "/theme"))
         if not own or not str(form.get("action", "")).startswith(("/c/", "/logout", "/theme")):
