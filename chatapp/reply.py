@@ -20,6 +20,7 @@ from markupsafe import Markup
 from . import metrics
 from .history import estimate_tokens
 from .llm import Ending, LLMError, Provider, Retrying, Thought, Usage
+from .llm.thinking import split_after_closing_tag
 from .quota import StreamSlot
 from .rendering import StreamingMarkdown, StreamStep, render_markdown
 from .storage import COMPLETE, ERROR, STOPPED, Final, Message, Store
@@ -93,6 +94,10 @@ class Answer:
         if self.thinking_since is not None and self.thinking_seconds is None:
             self.thinking_seconds = now - self.thinking_since
             events.append(DoneThinking(self.reasoning.finish(), self.thinking_seconds))
+        if self.thinking_seconds is not None and not self.text.text:
+            piece = piece.lstrip("\r\n")  # the model's break between its reasoning and its answer
+            if not piece:
+                return events
         events.append(self.text.feed(piece))
         return events
 
@@ -100,12 +105,16 @@ class Answer:
         thinking_seconds = self.thinking_seconds
         if thinking_seconds is None and self.thinking_since is not None:  # it never got past thinking
             thinking_seconds = time.monotonic() - self.thinking_since
-        reasoning = self.reasoning.text
+        reasoning, content = self.reasoning.text, self.text.text
+        html, reasoning_html = str(self.text.finish()), str(self.reasoning.finish()) if reasoning else None
+        if not reasoning and "</think" in content and (split := split_after_closing_tag(content)):
+            reasoning, content = split  # a block the chat template opened: known only now
+            html, reasoning_html = str(render_markdown(content)), str(render_markdown(reasoning))
         return Final(
-            content=self.text.text, html=str(self.text.finish()), status=status, error=error,
+            content=content, html=html, status=status, error=error,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            reasoning=reasoning, reasoning_html=str(self.reasoning.finish()) if reasoning else None,
-            thinking_seconds=thinking_seconds, finish_reason=self.ending)
+            reasoning=reasoning, reasoning_html=reasoning_html, thinking_seconds=thinking_seconds,
+            finish_reason=self.ending)
 
 
 def thought_for(seconds: float | None) -> str:

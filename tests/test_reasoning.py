@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from quart import Quart
 from quart.testing import QuartClient
@@ -16,6 +17,7 @@ from tests.conftest import stored_id
 from tests.support.client import conversation_url, open_chat, send, send_form, soup
 from tests.support.fake_openai import FakeOpenAI, Reply
 
+DIALECTS = Path(__file__).parent / "fixtures" / "dialects"
 THOUGHTS = ["The user", " asks about **SQLite**.\n\n", "It is a library,", " not a server."]
 ANSWER = ["SQLite is", " an embedded", " database."]
 
@@ -186,3 +188,26 @@ async def test_an_answer_withheld_by_a_content_filter_says_so(client: QuartClien
     final = (await send(client, action, csrf, "hi")).final
     assert "content filter withheld" in final.select_one(".note").get_text()
     assert final.select_one("button[form=continue-form]") is None
+
+
+async def test_a_block_opened_by_the_chat_template_is_split_off_once_the_answer_is_complete(
+        app: Quart, client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    """QwQ behind vLLM without a reasoning parser: the prompt opened <think>, so only </think> comes.
+    It streams as answer text (it cannot be told apart sooner), and is stored and shown apart."""
+    fake_upstream.script(Reply(raw=(DIALECTS / "vllm-inline-missing-open-tag.sse").read_bytes()))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "What is 10 - 3?")).final
+    assert final.select_one("details.thinking .thinking-text").get_text().strip() == "Okay, 10 minus 3 is 7."
+    assert final.select_one(".content").get_text().strip() == "10 - 3 = 7"
+    message = await app.extensions["store"].message(stored_id(app, final["id"]))
+    assert (message.reasoning, message.content) == ("Okay, 10 minus 3 is 7.", "10 - 3 = 7")
+
+
+async def test_the_answer_after_reasoning_fields_starts_at_its_first_word(
+        app: Quart, client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    """vLLM and DeepSeek pass the model's blank lines between thinking and answer on as content."""
+    fake_upstream.script(Reply(reasoning=["Hmm."], tokens=["\n", "\n\n", "Answer."]))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "hi")).final
+    message = await app.extensions["store"].message(stored_id(app, final["id"]))
+    assert message.content == "Answer."

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from chatapp.llm import Thought
 from chatapp.llm.openai_server import Chunks
-from chatapp.llm.thinking import MAX_LEADING_SPACE, OPENING_TAGS, InlineThinking
+from chatapp.llm.thinking import MAX_LEADING_SPACE, OPENING_TAGS, InlineThinking, split_after_closing_tag
 from chatapp.llm.wire import EventReader
 
 # Fragments that make the hard cases likely: tags whole and cut, other tags, fences, newlines,
@@ -181,3 +182,16 @@ def test_the_event_stream_cut_at_every_byte_gives_the_same_text(thought, answer,
         assert (got_thought, got_answer) == (thought, expected), at
         assert_well_formed(pieces)
     assert read_body([body[i:i + 1] for i in range(len(body))])[:2] == (thought, expected)
+
+
+@pytest.mark.parametrize(("text", "split"), [
+    ("Okay, 10 minus 3 is 7.\n</think>\n\n10 - 3 = 7", ("Okay, 10 minus 3 is 7.", "10 - 3 = 7")),
+    ("All thought.</thinking>", ("All thought.", "")),
+    ("Use `</think>` to close a block.", None),  # prose about the tag: not at a line's end
+    ("```\n</think>\n```", None),  # in a code fence
+    ("<think>opened</think>\nanswer", None),  # opened in the text: the live splitter's case
+    ("</think>\nanswer", None),  # nothing before it
+    ("A plain answer.", None),
+])
+def test_a_block_the_prompt_opened_is_split_off_the_whole_text(text: str, split: tuple[str, str] | None) -> None:
+    assert split_after_closing_tag(text) == split

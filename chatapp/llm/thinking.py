@@ -9,12 +9,15 @@ either text. A tag may arrive split across pieces at any character, so the few c
 could still be the start of a tag are held back until the next piece settles it; nothing else is
 held, and what is held never grows with the text.
 
-Not handled: a chat template that opens `<think>` in the prompt, so that the text starts with
-reasoning and only a closing `</think>` comes. Telling that apart from an answer live would mean
-holding back the whole answer until the closing tag or the end; such text stays the answer.
+A chat template that opens `<think>` in the prompt (QwQ, DeepSeek-R1-0528) makes the text start
+with reasoning and only a closing `</think>` come. Telling that apart from an answer live would
+mean holding back the whole answer until the closing tag or the end, so it streams as answer text,
+and `split_after_closing_tag` separates the two once the answer is complete.
 """
 
 from __future__ import annotations
+
+import re
 
 from .base import Thought
 
@@ -107,3 +110,18 @@ class InlineThinking:
     def _answer(self, text: str) -> list[str | Thought]:
         self._held, self._state = "", _ANSWER
         return [text] if text else []
+
+
+# A closing tag alone at the end of a line, before any code fence: the end of a block the prompt opened.
+_LONE_CLOSING_TAG = re.compile(r"\A(?P<thought>(?:(?!```|~~~|<think>|<thinking>).)*?)</think(?:ing)?>[ \t]*(?:\r?\n|\Z)",
+                               re.DOTALL)
+
+
+def split_after_closing_tag(text: str) -> tuple[str, str] | None:
+    """(reasoning, answer) for a whole text that starts with reasoning and closes it with a lone
+    `</think>` (its block opened by the chat template), or None for any other text. Once the text
+    is complete: live, such a text streams as the answer."""
+    found = _LONE_CLOSING_TAG.match(text)
+    if found is None or not found["thought"].strip():
+        return None
+    return found["thought"].strip(), text[found.end():].lstrip("\r\n")
