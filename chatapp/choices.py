@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import presets
 from .config import Config
+from .errors import Refused
 from .history import build_history, fit_history
 from .storage import Conversation, Message
 
@@ -18,26 +19,28 @@ class Choices:
     model: str
 
 
-def allowed_models(config: Config) -> list[str]:
-    """CHATAPP_MODELS, or just OPENAI_MODEL: nothing else may be asked for."""
-    return list(config.models) or [config.openai_model]
-
-
-def current(conversation: Conversation | None, config: Config) -> Choices:
-    models = allowed_models(config)
+def current(conversation: Conversation | None, models: Sequence[str]) -> Choices:
+    """The conversation's choices, or the defaults; `models` are those offered (catalog.py)."""
     preset = conversation.preset if conversation and conversation.preset in presets.PRESETS else presets.DEFAULT_PRESET
-    model = conversation.model if conversation and conversation.model in models else models[0]
+    model = conversation.model if conversation and conversation.model and conversation.model in models else models[0]
     return Choices(preset, presets.language_or_default(conversation.language if conversation else None), model)
 
 
-def changes_from_form(form: Mapping[str, str], conversation: Conversation, config: Config) -> dict[str, str]:
-    """What the composer's selects change; anything not on the lists is ignored."""
+def check_model(form: Mapping[str, str], models: Sequence[str]) -> None:
+    """A model that is not offered is refused, never asked for."""
+    if "model" in form and form["model"] not in models:
+        raise Refused("That model is not offered here (any more). Choose one from the list.")
+
+
+def changes_from_form(form: Mapping[str, str], conversation: Conversation, models: Sequence[str]) -> dict[str, str]:
+    """What the composer's selects change; a preset or language not on the lists is ignored (the
+    defaults stand), as is a model not offered (check_model refuses it first)."""
     changes = {}
     if form.get("preset") in presets.PRESETS and form["preset"] != conversation.preset:
         changes["preset"] = form["preset"]
     if form.get("language") in presets.LANGUAGES and form["language"] != conversation.language:
         changes["language"] = form["language"]
-    if form.get("model") in allowed_models(config) and form["model"] != conversation.model:
+    if form.get("model") in models and form["model"] != conversation.model:
         changes["model"] = form["model"]
     return changes
 

@@ -152,8 +152,12 @@ async def test_the_model_is_chosen_from_the_allowlist_and_stored(small_context_a
     frames = (await send(client, action, csrf, "hi", fields={"model": "model-b"})).frames
     assert fake_upstream.requests[-1].body["model"] == "model-b"
     assert "model-b" in soup(frames[-2][1]).select_one(".usage").get_text()
-    assert (await send(client, action, csrf, "hi", fields={"model": "not-allowed"})).status_code == 200
-    assert fake_upstream.requests[-1].body["model"] == "model-b"  # unchanged
+    asked = len(fake_upstream.requests)
+    refused = await send(client, action, csrf, "hi", fields={"model": "not-allowed"})
+    assert refused.status_code == 400 and "not offered" in refused.body
+    assert len(fake_upstream.requests) == asked  # never asked for
+    page = soup(await (await client.get(conversation_url(action))).get_data())
+    assert page.select_one("select[name=model] option[selected]").get_text() == "model-b"  # unchanged
 
 
 async def test_export_as_markdown_and_json(client: QuartClient, fake_upstream: FakeOpenAI) -> None:

@@ -78,4 +78,6 @@ class Provider(Protocol):
 
     async def check(self) -> None: ...  # raises LLMError if the model server cannot be reached
 
+    async def models(self) -> list[str]: ...  # the ids the server lists ([] if it has no list), or LLMError
+
     async def aclose(self) -> None: ...

@@ -81,5 +81,8 @@ class DemoProvider:
     async def check(self) -> None:
         pass  # always there: it runs in this process
 
+    async def models(self) -> list[str]:
+        return [self.label]
+
     async def aclose(self) -> None:
         pass

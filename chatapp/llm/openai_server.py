@@ -74,12 +74,18 @@ class OpenAIProvider:
 
     async def check(self) -> None:
         """The model server answers (its model list; a server without one still answered)."""
+        await self.models()
+
+    async def models(self) -> list[str]:
+        """The model ids the server lists (GET /models, its first page), [] for a server without
+        the endpoint; an LLMError if it cannot be asked."""
         try:
-            await self._client.with_options(timeout=self.connect_timeout, max_retries=0).models.list()
+            listed = await self._client.with_options(timeout=self.connect_timeout, max_retries=0).models.list()
         except openai.NotFoundError:
-            return
+            return []
         except openai.OpenAIError as error:
             raise self._error(error, False) from None
+        return [model.id for model in listed.data if isinstance(model.id, str) and model.id]
 
     async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncGenerator[Piece, None]:
         """Reasoning and answer pieces, then the Ending and the Usage if the server sent them (the

@@ -157,5 +157,8 @@ class PacedProvider:
     async def check(self) -> None:
         await self._provider.check()
 
+    async def models(self) -> list[str]:
+        return await self._provider.models()
+
     async def aclose(self) -> None:
         await self._provider.aclose()

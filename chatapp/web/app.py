@@ -16,6 +16,7 @@ from dotenv import find_dotenv, load_dotenv
 from quart import Quart
 
 from .. import logs
+from ..catalog import ModelCatalog
 from ..config import Config, ConfigError, load_config
 from ..llm import PacedProvider, make_provider
 from ..quota import Quota
@@ -77,6 +78,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         if config.stream_interval:
             provider = PacedProvider(provider, config.stream_interval)
         app.extensions["provider"] = provider
+        catalog = app.extensions["catalog"] = ModelCatalog(provider, configured=config.models,
+                                                           default=config.openai_model)
+        catalog.refresh_soon()  # the server's list, fetched while the first page is asked for
         if config.production and not config.metrics_token:
             log.warning("CHATAPP_METRICS_TOKEN is not set: /metrics is open to anyone who can reach this "
                         "server. Set it, or block /metrics at the proxy.")
@@ -95,6 +99,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         # Hypercorn may get here while answers still stream: end them first, so each is saved
         # (as interrupted) before the model client and the database close under it.
         await app.extensions["quota"].interrupt_all()
+        await app.extensions["catalog"].aclose()
         await app.extensions["provider"].aclose()
         await app.extensions["store"].close()
 

@@ -119,6 +119,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         text = clean_message(form.get("message"), max_chars=current.config().max_message_chars) if needs_text else ""
         if conversation is None and not needs_text:
             raise NothingToRedo("There is nothing to write again yet.")
+        choices.check_model(form, current.models())
         slot = await current.quota().check_send(owner, visitor.address(), store)
     except Refused as refused:
         return await _refused(conversation, conversation_id, typed, refused)
@@ -126,7 +127,7 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
     try:
         if conversation is None:
             conversation = await _create(conversation_id, text)
-        if changes := choices.changes_from_form(form, conversation, current.config()):
+        if changes := choices.changes_from_form(form, conversation, current.models()):
             await store.update_conversation(conversation.id, owner, **changes)
             conversation = dataclasses.replace(conversation, **changes)
         arguments = (text,) if needs_text else ()
@@ -160,7 +161,7 @@ async def _create(conversation_id: str, first_question: str) -> Conversation:
 def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dict[str, object]:
     settings: dict[str, object] = {
         "system_prompt": choices.system_prompt(conversation, current.config()),
-        "model": current.provider().label if current.provider().is_demo else choices.current(conversation, current.config()).model,
+        "model": choices.current(conversation, current.models()).model,
         "context_tokens": current.config().context_tokens,
     }
     if "send_token" in form:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 if TYPE_CHECKING:
+    from ..catalog import ModelCatalog
     from ..config import Config
     from ..llm import Provider
     from ..quota import Quota
@@ -27,6 +28,12 @@ def store() -> Store:
 
 def provider() -> Provider:
     return current_app.extensions["provider"]
+
+
+def models() -> list[str]:
+    """The models a person may choose now (catalog.py)."""
+    catalog: ModelCatalog = current_app.extensions["catalog"]
+    return catalog.names()
 
 
 def quota() -> Quota:

@@ -74,8 +74,8 @@ async def chat_page(conversation_id: str, messages: list[Message], *, conversati
         earlier_link=earlier_link,
         presets=presets.PRESETS,
         languages=presets.LANGUAGES,
-        models=choices.allowed_models(current.config()),
-        chosen=choices.current(conversation, current.config()),
+        models=current.models(),
+        chosen=choices.current(conversation, current.models()),
         context_note=choices.context_note(conversation, [*messages, *([live.user] if live else [])], current.config()),
         usage_total=await current.store().tokens_in_conversation(conversation_id) if conversation else 0,
     )

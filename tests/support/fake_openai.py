@@ -74,10 +74,14 @@ class FakeOpenAI:
     def __init__(self, default: Reply | None = None, model: str = "fake-model") -> None:
         self.default = self._initial_default = default or Reply()
         self.model = model
+        # GET /v1/models: the ids listed (None: `model` alone), or this status with an error body.
+        self.listed: list[str] | None = None
+        self.models_status = 200
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Reply] = deque()
         self._requests: list[Request] = []
+        self._model_lists: list[Request] = []
         self._disconnects: list[float] = []
         self._completed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,8 +100,15 @@ class FakeOpenAI:
 
     @property
     def requests(self) -> list[Request]:
+        """Every request but those for the model list."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def model_lists(self) -> list[Request]:
+        """The requests for the model list (GET /v1/models)."""
+        with self._lock:
+            return list(self._model_lists)
 
     @property
     def disconnects(self) -> list[float]:
@@ -119,8 +130,10 @@ class FakeOpenAI:
         """Forget the script, the records and any change to `default` (between tests)."""
         with self._lock:
             self.default = self._initial_default
+            self.listed, self.models_status = None, 200
             self._queue.clear()
             self._requests.clear()
+            self._model_lists.clear()
             self._disconnects.clear()
             self._completed = 0
 
@@ -169,11 +182,13 @@ class FakeOpenAI:
             request = await self._read_request(reader)
             if request is None:
                 return
-            with self._lock:
-                self._requests.append(request)
+            with self._lock:  # model lists apart: the app asks for them in the background
+                (self._model_lists if request.path == "/v1/models" else self._requests).append(request)
             if request.method == "GET" and request.path == "/v1/models":
-                models = {"object": "list", "data": [
-                    {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}
+                if self.models_status != 200:
+                    return await self._send_json(writer, self.models_status, _error(self.models_status, "no list"))
+                models = {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+                                                     for name in (self.listed or [self.model])]}
                 return await self._send_json(writer, 200, models)
             if request.method != "POST" or request.path != "/v1/chat/completions":
                 return await self._send_json(writer, 404, _error(404, f"No route {request.path}"))
