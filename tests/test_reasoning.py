@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from quart import Quart
 from quart.testing import QuartClient
 
@@ -67,15 +68,22 @@ async def test_the_reasoning_is_never_sent_back_to_the_model(client: QuartClient
     assert "library" not in json.dumps(sent)
 
 
-async def test_inline_think_tags_become_reasoning(app: Quart, client: QuartClient, fake_upstream: FakeOpenAI) -> None:
-    """A server without a reasoning parser: the model's <think> block at the start of its text."""
-    fake_upstream.script(Reply(tokens=["<thi", "nk>Let me", " see.</th", "ink>\n\nIt is ", "`<think>`."]))
+@pytest.mark.parametrize(("reply", "reasoning", "content"), [
+    # A server without a reasoning parser: the model's <think> block at the start of its text.
+    (Reply(tokens=["<thi", "nk>Let me", " see.</th", "ink>\n\nIt is ", "`<think>`."]), "Let me see.", "It is `<think>`."),
+    # QwQ behind vLLM without a reasoning parser: the prompt opened <think>, so only </think> comes.
+    # It streams as answer text (it cannot be told apart sooner), and is stored and shown apart.
+    (Reply(raw=(DIALECTS / "vllm-inline-missing-open-tag.sse").read_bytes()), "Okay, 10 minus 3 is 7.", "10 - 3 = 7"),
+], ids=["think-tags", "opened-by-the-template"])
+async def test_reasoning_written_inline_is_split_off(app: Quart, client: QuartClient, fake_upstream: FakeOpenAI,
+                                                     reply: Reply, reasoning: str, content: str) -> None:
+    fake_upstream.script(reply)
     action, csrf = await open_chat(client)
     final = (await send(client, action, csrf, "hi")).final
-    assert final.select_one("details.thinking .thinking-text").get_text().strip() == "Let me see."
-    assert final.select_one(".content").get_text().strip() == "It is <think>."
+    assert final.select_one("details.thinking .thinking-text").get_text().strip() == reasoning
+    assert final.select_one(".content").get_text().strip() == content.replace("`", "")
     message = await app.extensions["store"].message(stored_id(app, final["id"]))
-    assert (message.reasoning, message.content) == ("Let me see.", "It is `<think>`.")
+    assert (message.reasoning, message.content) == (reasoning, content)
 
 
 async def test_without_javascript_the_draft_holds_the_reasoning_then_the_message(
@@ -188,19 +196,6 @@ async def test_an_answer_withheld_by_a_content_filter_says_so(client: QuartClien
     final = (await send(client, action, csrf, "hi")).final
     assert "content filter withheld" in final.select_one(".note").get_text()
     assert final.select_one("button[form=continue-form]") is None
-
-
-async def test_a_block_opened_by_the_chat_template_is_split_off_once_the_answer_is_complete(
-        app: Quart, client: QuartClient, fake_upstream: FakeOpenAI) -> None:
-    """QwQ behind vLLM without a reasoning parser: the prompt opened <think>, so only </think> comes.
-    It streams as answer text (it cannot be told apart sooner), and is stored and shown apart."""
-    fake_upstream.script(Reply(raw=(DIALECTS / "vllm-inline-missing-open-tag.sse").read_bytes()))
-    action, csrf = await open_chat(client)
-    final = (await send(client, action, csrf, "What is 10 - 3?")).final
-    assert final.select_one("details.thinking .thinking-text").get_text().strip() == "Okay, 10 minus 3 is 7."
-    assert final.select_one(".content").get_text().strip() == "10 - 3 = 7"
-    message = await app.extensions["store"].message(stored_id(app, final["id"]))
-    assert (message.reasoning, message.content) == ("Okay, 10 minus 3 is 7.", "10 - 3 = 7")
 
 
 async def test_the_answer_after_reasoning_fields_starts_at_its_first_word(
