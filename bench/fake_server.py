@@ -29,14 +29,21 @@ from bench.lib.processes import raise_fd_limit  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI, Reply  # noqa: E402
 
 
-def reply_tokens(count: int, paragraph: int) -> list[str]:
-    """`count` word tokens; every `paragraph`-th ends its paragraph (a blank line), so the app's
-    streaming renderer finishes blocks as it goes, as with real Markdown answers."""
+def reply_tokens(count: int, paragraph: int, word: str = "word") -> list[str]:
+    """`count` numbered tokens (`word0 word1 …`); every `paragraph`-th ends its paragraph (a blank
+    line), so the app's streaming renderer finishes blocks as it goes, as with real Markdown answers."""
     tokens = []
     for i in range(count):
         end = paragraph and (i + 1) % paragraph == 0 and i + 1 < count
-        tokens.append(f"word{i}.\n\n" if end else f"word{i} ")
+        tokens.append(f"{word}{i}.\n\n" if end else f"{word}{i} ")
     return tokens
+
+
+def bench_reply(tokens: int, delay: float, reasoning: int = 0, paragraph: int = 25) -> Reply:
+    """The answer every bench request gets: `reasoning` tokens of reasoning (`thought0 …`, as
+    reasoning_content), then `tokens` of answer, each `delay` seconds apart."""
+    return Reply(tokens=reply_tokens(tokens, paragraph), delay=delay,
+                 reasoning=reply_tokens(reasoning, paragraph, "thought"), reasoning_delay=delay)
 
 
 class BenchFake(FakeOpenAI):
@@ -63,10 +70,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--delay", type=float, default=0.01)
     parser.add_argument("--paragraph", type=int, default=25)
+    parser.add_argument("--reasoning", type=int, default=0, help="reasoning tokens before each answer (0)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (asyncio's default: 100)")
     args = parser.parse_args()
     raise_fd_limit()
-    fake = BenchFake(default=Reply(tokens=reply_tokens(args.tokens, args.paragraph), delay=args.delay),
+    fake = BenchFake(default=bench_reply(args.tokens, args.delay, args.reasoning, args.paragraph),
                      backlog=args.backlog)
     fake.start()
     try:

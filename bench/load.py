@@ -1,7 +1,7 @@
 """A bounded load test: N conversations streaming at once through ONE Hypercorn worker, loopback only.
 
     python bench/load.py 200
-    python bench/load.py 1000 [--tokens 200] [--delay 0.01] [--disconnect-share 0.1]
+    python bench/load.py 1000 [--tokens 200] [--reasoning 0] [--delay 0.01] [--disconnect-share 0.1]
                               [--disconnect-after 50] [--deadline 120] [--fake process|thread]
                               [--ramp 0] [--repeat 1] [--backlog N] [--fake-backlog 4096]
                               [--env NAME=VALUE] [--json] [--profile FILE]
@@ -92,6 +92,7 @@ from tests.support.live_server import app_environment  # noqa: E402
 
 FINAL = re.compile(rb'data-status="(\w+)" aria-busy="false"')
 WORD = re.compile(rb"word(\d+)")  # token i of the fake server's answers is word<i> (bench/fake_server.py)
+THOUGHT = re.compile(rb"thought(\d+)")  # and of its reasoning (--reasoning), thought<i>
 
 
 # --- the clients ----------------------------------------------------------------------------
@@ -109,6 +110,7 @@ class Result:
     ttft: float | None = None
     gaps: list[float] = field(default_factory=list)
     tokens: int = 0                    # token frames received
+    thoughts: int = 0                  # reasoning tokens received (--reasoning)
     final_status: str | None = None
 
 
@@ -180,6 +182,8 @@ class Load:
                             return
                         elif (final := FINAL.search(frame)) and b'hx-swap="outerHTML"' in frame:
                             result.final_status = final.group(1).decode()
+                        elif (seen := max(map(int, THOUGHT.findall(frame)), default=-1) + 1) > result.thoughts:
+                            result.thoughts = seen  # reasoning: counted for the CPU per token only
                         elif (count := max(map(int, WORD.findall(frame)), default=-1) + 1 - result.tokens) > 0:
                             # A frame may carry several tokens (the app paces its writes): the
                             # first waited since the last frame, the others came with it. (Tokens
@@ -354,7 +358,7 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     ttft = [r.ttft for r in results if r.ttft is not None]
     ttff = [r.ttff for r in results if r.ttff is not None]
     gaps = [g for r in results for g in r.gaps]
-    tokens = sum(r.tokens for r in results)
+    tokens = sum(r.tokens + r.thoughts for r in results)
     ms, nan = 1000, float("nan")
     load_seconds = figures.get("load_seconds", nan)
     app_cpu = figures.get("app_cpu", nan)
@@ -370,7 +374,8 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     rows = [
         ("conversations", f"{len(results)}  ({len(results) - sum(r.leaves for r in results)} to finish, "
                           f"{sum(r.leaves for r in results)} to leave after {args.disconnect_after} tokens)"),
-        ("answer", f"{args.tokens} tokens, {args.delay * ms:g} ms apart; fake server: {args.fake}"),
+        ("answer", f"{args.tokens} tokens" + (f" after {args.reasoning} of reasoning" if args.reasoning else "")
+                   + f", {args.delay * ms:g} ms apart; fake server: {args.fake}"),
         ("completed", f"{len(complete)}"),
         ("disconnected by design", f"{len(left)}"),
         ("errors", f"{len(errors)}"),
@@ -384,7 +389,8 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         ("time to first token p99", f"{percentile(ttft, .99) * ms:.0f} ms  (max {max(ttft, default=float('nan')) * ms:.0f})"),
         ("inter-token gap p50 / p99", f"{percentile(gaps, .5) * ms:.1f} / {percentile(gaps, .99) * ms:.1f} ms  "
                                       f"(max {max(gaps, default=float('nan')) * ms:.0f})"),
-        ("tokens delivered", f"{tokens:,}  ({tokens / load_seconds:,.0f}/s)"),
+        ("tokens delivered", f"{tokens:,}  ({tokens / load_seconds:,.0f}/s"
+                             + (", reasoning included)" if args.reasoning else ")")),
         ("app CPU over the load phase", f"{app_cpu:.1f} s  ({app_cpu / load_seconds:.0%} of one core)"),
         ("app CPU per 1,000 tokens", f"{summary['cpu_ms_per_1000_tokens']:.0f} ms"),
         ("app RSS before / at peak", f"{samples.rss_before_kb / 1024:.1f} / {samples.rss_at_peak_open_kb / 1024:.1f} MiB "
@@ -441,6 +447,8 @@ def print_app_log(log_path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Bounded load test of chatapp on one Hypercorn worker.")
     add_stream_options(parser, "conversations", starts="POSTs")
+    parser.add_argument("--reasoning", type=int, default=0,
+                        help="reasoning tokens before each answer, as reasoning_content (0)")
     parser.add_argument("--disconnect-share", type=float, default=0.1, help="share of clients that leave (0.1)")
     parser.add_argument("--disconnect-after", type=int, default=50, help="tokens before they leave (50)")
     parser.add_argument("--fake", choices=("process", "thread"), default="process")
@@ -457,7 +465,8 @@ def main() -> int:
     pids: dict[str, int | None] = {}
 
     timer = start_watchdog("load.py", args.deadline + 30, pids)
-    fake = (FakeProcess if args.fake == "process" else FakeThread)(args.tokens, args.delay, args.fake_backlog)
+    fake = (FakeProcess if args.fake == "process" else FakeThread)(args.tokens, args.delay, args.fake_backlog,
+                                                                   args.reasoning)
     pids["fake"] = fake.pid
     args.fake_stats = fake.stats
     server = None

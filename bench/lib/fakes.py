@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.fake_server import BenchFake, reply_tokens
-from tests.support.fake_openai import Reply
+from bench.fake_server import BenchFake, bench_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class FakeProcess:
     """bench/fake_server.py in a subprocess (the default)."""
 
-    def __init__(self, tokens: int, delay: float, backlog: int) -> None:
+    def __init__(self, tokens: int, delay: float, backlog: int, reasoning: int = 0) -> None:
         self._process = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "fake_server.py"), "--tokens", str(tokens), "--delay", str(delay),
-             "--backlog", str(backlog)],
+             "--backlog", str(backlog), "--reasoning", str(reasoning)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         line = self._process.stdout.readline()
@@ -47,8 +46,8 @@ class FakeProcess:
 class FakeThread:
     """The fake server in a thread of this process (load.py's `--fake thread`, to compare)."""
 
-    def __init__(self, tokens: int, delay: float, backlog: int) -> None:
-        self._fake = BenchFake(default=Reply(tokens=reply_tokens(tokens, 25), delay=delay), backlog=backlog).start()
+    def __init__(self, tokens: int, delay: float, backlog: int, reasoning: int = 0) -> None:
+        self._fake = BenchFake(default=bench_reply(tokens, delay, reasoning), backlog=backlog).start()
         self.base_url, self.pid = self._fake.base_url, None
 
     def stats(self) -> dict:
