@@ -28,6 +28,8 @@ BENCHES = [
     ("Memory kept for strangers' static URLs (bar: < 16 MB for 10,000)", ["bench/static_memory.py", "10000"]),
     ("/healthz while another client loops a 400-message export", ["bench/loop_latency.py", "300"]),
     ("A reasoning model thinking for 40 s, in Chromium, with and without JavaScript", ["bench/reasoning.py", "40"]),
+    ("50 streams that think first: 200 reasoning tokens, then 200 of answer",
+     ["bench/load.py", "50", "--disconnect-share", "0", "--reasoning", "200"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
 
