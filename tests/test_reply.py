@@ -14,7 +14,7 @@ import pytest
 from chatapp import reply
 from chatapp.config import Config
 from chatapp.history import estimate_tokens
-from chatapp.llm import DemoProvider, OpenAIProvider, Retrying, Usage
+from chatapp.llm import DemoProvider, OpenAIProvider, Retrying, Thought, Usage
 from chatapp.llm.demo import demo_reply
 from chatapp.llm.errors import CUT_SHORT
 from chatapp.quota import Quota, StreamSlot
@@ -33,12 +33,12 @@ class Scripted:
 
     label, is_demo = "scripted", False
 
-    def __init__(self, *pieces: str | Usage, hold: asyncio.Event | None = None, after: tuple[str, ...] = (),
+    def __init__(self, *pieces: str | Thought | Usage, hold: asyncio.Event | None = None, after: tuple[str, ...] = (),
                  then: Exception | None = None) -> None:
         self.pieces, self.hold, self.after, self.then = pieces, hold, after, then
         self.closed = False
 
-    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Usage]:
+    async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str | Thought | Usage]:
         try:
             for piece in self.pieces:
                 await asyncio.sleep(0)
@@ -209,6 +209,33 @@ async def test_a_stopped_answer_keeps_its_text_and_says_stopped(store: Store, ho
     assert (saved.status, saved.content, saved.error) == ("stopped", "First words", None)
     assert provider.closed  # the model's stream is closed with it
     assert quota.streaming == 0 and await _place_is_free(store)
+
+
+async def test_a_stop_while_the_model_thinks_keeps_its_reasoning_marked_stopped(store: Store) -> None:
+    provider = Scripted(Thought("Weighing "), Thought("the options"), hold=asyncio.Event())
+    turn = await _turn(store)
+    events = stream_reply(store, provider, turn, request_id="r-1")
+    seen = [await anext(events) for _ in range(3)]  # the bubble and two pieces of reasoning
+    assert [type(e).__name__ for e in seen[1:]] == ["ThoughtStep", "ThoughtStep"] and seen[1].first
+    await events.aclose()
+    saved = await store.message(turn.assistant.id)
+    assert (saved.status, saved.content, saved.reasoning) == ("stopped", "", "Weighing the options")
+    assert saved.thinking_seconds is not None and "Weighing the options" in saved.reasoning_html
+    assert provider.closed
+
+
+async def test_an_error_while_the_model_thinks_keeps_its_reasoning_with_the_error(
+        store: Store, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(reasoning=["Let me ", "see"], tokens=["never"], drop_after=0))
+    provider = _openai(fake_upstream)
+    turn = await _turn(store)
+    try:
+        events = await _all(store, provider, turn)
+    finally:
+        await provider.aclose()
+    final = events[-1]
+    assert (final.status, final.content, final.reasoning) == ("error", "", "Let me see")
+    assert final.error == f"{CUT_SHORT['connection']} (request id r-1)"  # said as cut short, not as never started
 
 
 async def test_an_answer_cut_by_a_shutdown_says_so(store: Store) -> None:
