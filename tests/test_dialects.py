@@ -2,7 +2,8 @@
 says where its bytes come from) replayed by the fake server over real HTTP and read by the real
 OpenAIProvider, whole and cut into small writes, must give the fixture's answer, reasoning, usage
 and finish_reason; and each server's error bodies must give the right kind of error, with a
-message for people that repeats nothing of the body.
+message for people that repeats nothing of the body. Then the same through the whole app: what is
+stored and shown.
 
 One difference from the fixtures is by design: after an inline `</think>`, the newlines that start
 the answer are dropped (the model's separator between reasoning and answer), where the fixtures
@@ -20,6 +21,8 @@ import pytest
 
 from chatapp.llm import Ending, LLMError, OpenAIProvider, Retrying, Thought, Usage, make_provider
 from chatapp.llm.errors import MESSAGES
+from tests.support.app import stored_id
+from tests.support.client import open_chat, send
 from tests.support.fake_openai import FakeOpenAI, Reply
 
 DIALECTS = Path(__file__).parent / "fixtures" / "dialects"
@@ -144,3 +147,36 @@ async def test_an_error_event_after_the_stream_began_comes_after_the_text_before
 
     assert got == ["Part"]
     assert caught.value.kind == "server" and "Provider returned error" not in caught.value.user_message
+
+
+# --- through the whole app --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(STREAMS))
+async def test_each_servers_stream_through_the_app_is_stored_and_shown_right(app, client, fake_upstream, name):
+    """The same bytes through the real app: what is stored and shown as answer and as reasoning,
+    the usage charged, and how the answer ended."""
+    case = STREAMS[name]
+    fake_upstream.script(Reply(raw=(DIALECTS / case["file"]).read_bytes(), raw_split=7))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "Hi")).final
+    message = await app.extensions["store"].message(stored_id(app, final["id"]))
+    reasoning, answer = case["reasoning"].strip(), case["answer"]
+    assert message.reasoning.strip() == reasoning
+    assert message.content == (answer.lstrip("\r\n") if reasoning else answer)
+    assert (final.select_one("details.thinking") is not None) == bool(reasoning)
+    assert message.status == final["data-status"] == "complete"
+    assert message.finish_reason == case["finish_reason"]
+    if "prompt_tokens" in case:
+        assert (message.prompt_tokens, message.completion_tokens) == (case["prompt_tokens"], case["completion_tokens"])
+
+
+@pytest.mark.parametrize("entry", error_cases())
+async def test_each_servers_error_through_the_app_is_said_for_people(client, fake_upstream, entry):
+    fake_upstream.default = Reply(status=entry["status"], raw=entry["body"].encode(),
+                                  content_type=entry["content_type"], headers=dict(entry["headers"]))
+    action, csrf = await open_chat(client)
+    final = (await send(client, action, csrf, "Hi")).final
+    error = final.select_one("[data-role=error]").get_text()
+    assert final["data-status"] == "error"
+    assert MESSAGES[KINDS[entry["status"]]].format(model="fake-model") in error
+    assert body_message(entry["body"]) not in error
