@@ -333,3 +333,34 @@ async def test_if_even_saving_fails_the_stream_still_ends_with_an_error(client: 
     assert final["aria-busy"] == "false" and final["data-status"] == "error"
     assert "request id" in final.select_one("[data-role=error]").get_text()
     assert frames[-1][0] == "done"
+
+
+async def test_an_answer_as_markdown_for_its_copy_button_and_its_owner_only(app: Quart,
+                                                                          fake_upstream: FakeOpenAI) -> None:
+    text = "Set `OPENAI_API_KEY`.\n\n```python\nprint('hi')\n```\n\n<b>not HTML</b> & *more*"
+    fake_upstream.script(Reply(tokens=[text[:20], text[20:]]), Reply(tokens=["Another ", "try."]))
+    alice, mallory = app.test_client(), app.test_client()
+    action, csrf = await open_chat(alice)
+    first = (await send(alice, action, csrf, "hi")).final
+    url = f"{action}/{first['id'].removeprefix('msg-')}.md"
+
+    response = await alice.get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/markdown; charset=utf-8"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.get_data(as_text=True) == text  # as the model wrote it, not HTML
+    await open_chat(mallory)
+    assert (await mallory.get(url)).status_code == 404  # another browser's: as if it never was
+    assert (await alice.get(f"{action}/{'0' * 16}.md")).status_code == 404
+    # A regenerated answer's old text is kept hidden: it is not copied either.
+    await send(alice, action.removesuffix("/messages") + "/regenerate", csrf, "")
+    assert (await alice.get(url)).status_code == 404
+
+
+async def test_without_javascript_the_box_says_nothing_of_enter_and_carries_the_limit(app: Quart,
+                                                                                     client: QuartClient) -> None:
+    page = soup(await (await client.get("/", follow_redirects=True)).get_data())
+    box = page.select_one("#composer textarea[name=message]")
+    assert "Enter" not in box["placeholder"]  # Enter adds a line there: the script says what it does
+    assert box["data-max-chars"] == str(app.config["CHATAPP"].max_message_chars)
+    assert page.select_one(".theme-form button[type=submit]") is not None  # the no-JS theme switch

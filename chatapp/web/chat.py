@@ -81,6 +81,17 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
     return await render_template("_message.html", message=shown, last=shown.id in page.last_ids(newest), poll=True)
 
 
+@bp.get("/c/<conversation_id>/messages/<message_id:message_id>.md")
+async def markdown(conversation_id: str, message_id: int) -> Response:
+    """One message as the Markdown it was written in, for its owner: what an answer's Copy copies
+    (fetched when asked for, so that no page carries every answer twice)."""
+    _, conversation = await _find(conversation_id)
+    shown = await _visible_message(conversation, message_id)
+    if shown is None:
+        return await error_response(404)
+    return Response(shown.content, mimetype="text/markdown")
+
+
 async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
     if conversation is None:
         return None
