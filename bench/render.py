@@ -1,4 +1,6 @@
-"""CPU cost of streaming a ~16 KB answer through StreamingMarkdown vs one render_markdown call.
+"""CPU cost of streaming a ~16 KB answer through StreamingMarkdown vs one render_markdown call, and
+the cost a token of the live tail (rendered while it streams) near the start and near the end of a
+very long open code block, paragraph and table: it must not grow with the tail.
 
 Run: .venv/bin/python bench/render.py   (prints figures; not a test)
 """
@@ -66,6 +68,27 @@ def best(fn, runs: int = 7) -> float:
     return min(times)
 
 
+LONG_TAILS = {
+    "open code block": "```python\n" + "".join(f"    value_{i} = compute({i}, *args)  # [step] {i}\n"
+                                               for i in range(2500)),
+    "paragraph": "A **long** paragraph with `code`, [links](https://a.example) and *emphasis*. " * 1500,
+    "table": "| Setting | Default |\n|:--|--:|\n" + "| *workers* | `4` |\n" * 6000,
+}
+
+
+def growth(text: str, window: int = 2000) -> tuple[float, float]:
+    """CPU µs a 4-character token, mean over the first and over the last `window` tokens of `text`."""
+    pieces = tokens(text)
+    s = StreamingMarkdown()
+    spent = []
+    for i in range(0, len(pieces), window):
+        start = time.process_time()
+        for piece in pieces[i:i + window]:
+            s.feed(piece)
+        spent.append((time.process_time() - start) / len(pieces[i:i + window]))
+    return spent[0] * 1e6, spent[-1] * 1e6
+
+
 def main() -> None:
     text = build_answer()
     pieces = tokens(text)
@@ -89,7 +112,12 @@ def main() -> None:
     print(f"(b) render_markdown once:                     {t_once * 1e3:8.2f} ms CPU")
     print(f"ratio (a)/(b): {t_stream / t_once:.2f}  (bar: <= 2.0)")
     print(f"per token, mean: {t_stream / len(pieces) * 1e6:.1f} µs "
-          f"(feed() alone incl. block renders: {t_feed / len(pieces) * 1e6:.1f} µs)")
+          f"(feed() alone incl. block and live tail renders: {t_feed / len(pieces) * 1e6:.1f} µs)")
+    print("a very long tail, fed 4 characters a token (the live tail must not cost more as it grows):")
+    for name, text in LONG_TAILS.items():
+        runs = [growth(text) for _ in range(3)]
+        first, last = min(r[0] for r in runs), min(r[1] for r in runs)
+        print(f"  {name + ':':17} {len(text):7,} chars, µs a token: first 2,000 {first:6.1f}, last 2,000 {last:6.1f}")
 
 
 if __name__ == "__main__":

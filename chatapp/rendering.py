@@ -124,11 +124,148 @@ def render_markdown(text: str) -> Markup:
     return Markup(_render(text, _open_fence(text)).strip())
 
 
+# --- the unfinished tail, shown rendered while it streams ---------------------------------------
+# Re-rendering the tail for every piece would cost O(tail) a piece: a long paragraph or table would
+# make an answer quadratic. So most pieces are added as text where the tail's text goes on (exact
+# when the piece is plain words, and always inside an open code block), and a render is paid from
+# a budget that grows with the text fed: at most RENDER_BUDGET characters rendered per character
+# fed (plus RENDER_COST a render), so the live tail costs O(1) a character, amortized, however long
+# the answer or its tail. Past LIVE_RENDER_LIMIT a tail is no longer re-rendered at all, so no one
+# piece stalls the event loop for long. bench/render.py measures both.
+RENDER_BUDGET = 1.0
+RENDER_COST = 100  # a render's fixed cost, in characters of text rendered
+RENDER_CREDIT_START = 2000  # so a short answer's tail is rendered at every piece that needs it
+RENDER_CREDIT_MAX = 16000
+LIVE_RENDER_LIMIT = 8000
+_PLAIN = re.compile(r"(?:[^\W_]|[ \t.,;:!?'\"()/%$@+=-])*")  # text Markdown shows as it is, mid-line
+_OK_END = frozenset(".,;:!?'\"%")  # after these (or a letter or digit) plain text may follow as is
+# A line with only block markers so far (`## `, `- `, `1.`, `|`, `>`, a rule) or a fence forming:
+# not shown until it says more, so the reader never sees the bare marker.
+_MARKERS_ONLY = re.compile(r"[\s#>*+\-=_|:.)\d`~]*|[ \t]*(?:```|~~~).*")
+
+
+def _close_inline(line: str) -> tuple[str, int]:
+    """The unfinished last line with its open `**`, `*` and code spans closed, so that it shows
+    as it will end; an opener with nothing after it yet is left out. Returns the line to render
+    and how many characters of `line` it shows."""
+    openers: list[tuple[str, int]] = []
+    code: tuple[str, int] | None = None
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "\\":
+            i += 2
+        elif c == "`":
+            j = i
+            while j < n and line[j] == "`":
+                j += 1
+            if code is None:
+                code = (line[i:j], i)
+            elif line[i:j] == code[0]:
+                code = None
+            i = j
+        elif c == "*" and code is None:
+            marker = "**" if line.startswith("**", i) else "*"
+            after = line[i + len(marker):i + len(marker) + 1]
+            if openers and openers[-1][0] == marker:
+                openers.pop()
+            elif after not in (" ", "\t") and not (i == 0 and marker == "*" and after == " "):
+                openers.append((marker, i))
+            i += len(marker)
+        else:
+            i += 1
+    if code is not None:
+        openers.append(code)
+    end = len(line)
+    while openers and not line[openers[-1][1] + len(openers[-1][0]):end].strip():
+        end = openers.pop()[1]
+    return line[:end].rstrip() + "".join(m for m, _ in reversed(openers)), end
+
+
+def _prepare(tail: str) -> tuple[str, int, bool]:
+    """The tail as it should look now: the Markdown to render, how many characters of the tail it
+    shows, and whether plain text may be added after it as is."""
+    start = tail.rfind("\n") + 1
+    line = tail[start:].rstrip(" \t")
+    if _MARKERS_ONLY.fullmatch(line):
+        source, shown, ok = tail[:start], start, False
+    else:
+        closed, kept = _close_inline(line)
+        source, shown = tail[:start] + closed, start + kept
+        ok = kept == len(line) and (line[-1].isalnum() or line[-1] in _OK_END)
+    # A table's first row, before its delimiter row: shown as the table's head already.
+    if source.lstrip(" ").startswith("|") and "\n" not in source.rstrip("\n"):
+        head = source.rstrip("\n")
+        source = head + "\n|" + "---|" * (head.strip().strip("|").count("|") + 1)
+    return source, shown, ok
+
+
+def _end_point(html: str) -> int:
+    """Where text added to this HTML goes: after its last text, inside the elements that close
+    after it (and not inside a table's empty body, where a parser would move it out)."""
+    end = len(html)
+    while True:
+        end = len(html[:end].rstrip())
+        start = html.rfind("<", 0, end)
+        if not html.endswith(">", 0, end) or not (html.startswith("</", start)
+                                                  or html.startswith("<tbody>", start)):
+            return end
+        end = start
+
+
+def _cut(html: str) -> tuple[Markup, Markup]:
+    at = _end_point(html)
+    return Markup(html[:at]), Markup(html[at:])
+
+
+def _code_frame(lead: str, opener: str, fence: str) -> tuple[Markup, Markup]:
+    """The tail up to an open code block, rendered once, and that block's frame (as its final
+    render will have it), cut where the code's text goes."""
+    lead_html = _render(lead, None).strip() if lead.strip() else ""
+    head, foot = _cut(_render(opener + "\n", fence).strip())
+    # The empty block's own newline goes: the code's text brings its own, and one more would show
+    # as a blank line that the finished block does not have.
+    return Markup((lead_html + "\n" if lead_html else "") + head), Markup(foot.lstrip())
+
+
+_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-*:?[ \t]*)*\|?[ \t]*$\n?", re.M)
+_LINE_MARK = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|[*+-][ \t]+|>[ \t]?)", re.M)
+_INLINE_MARK = re.compile(r"!?\[|\]\([^)\s]*\)?|\]|\*+|`+|\\(?=[^\w\s])")
+
+
+def _plainly(text: str) -> str:
+    """Text added to the tail before the budget allows its render: its words without the Markdown
+    marks (headings', list items', emphasis', code spans', links', a table's pipes), so the reader
+    sees no raw syntax meanwhile. O(len(text)); the next render shows it formatted."""
+    text = _LINE_MARK.sub("", _DELIMITER_ROW.sub("", text))
+    return _INLINE_MARK.sub("", text).replace("|", " ")
+
+
+def _hold_fence_line(code: str) -> tuple[str, str]:
+    """Code to show, and an unfinished last line held back that may yet be the closing fence."""
+    start = code.rfind("\n") + 1
+    if code[start:start + 1] in ("`", "~"):
+        return code[:start], code[start:]
+    return code, ""
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How the unfinished tail looks now. With `head`, the shown tail becomes head + text + foot:
+    sanitized HTML cut where its text goes on (inside its last element: a paragraph, a heading, a
+    table cell, an open code block). Without, `text` is added at that point of the shown tail."""
+
+    text: str  # plain (unescaped) text; the caller escapes it
+    head: Markup | None = None
+    foot: Markup = Markup("")
+
+
 @dataclass(frozen=True)
 class StreamStep:
     blocks: Markup | None  # HTML of blocks completed by this piece, to append; None if none
     tail: str  # plain (unescaped) text of the unfinished tail; the caller escapes it
     replace_tail: bool  # True: tail replaces the shown tail; False: append it (tail == piece)
+    shown: Shown  # the tail as it should look: `tail` rendered (the writers show this)
 
 
 class StreamingMarkdown:
@@ -137,7 +274,8 @@ class StreamingMarkdown:
     A block ends at a blank line outside a fence, decided once the next line's first character
     arrives, and only where rendering the two sides apart gives the same HTML as together (no
     split before indented lines, `>` lines, or list items after a list). Each feed() is
-    O(len(piece)) plus the render of the blocks it completes.
+    O(len(piece)) plus the render of the blocks it completes, plus the live tail's renders, paid
+    from a budget that grows with the text fed (see RENDER_BUDGET).
     """
 
     def __init__(self) -> None:
@@ -152,6 +290,16 @@ class StreamingMarkdown:
         self._parts: list[str] = []  # rendered blocks, non-empty only
         self._global = False  # text that reaches across blocks (reference definitions)
         self._nosplit = False  # characters Markdown rewrites (\r, STX, ETX): no more blocks
+        # The tail as shown (see Shown): what of it is not shown yet, and how the shown part ends.
+        self._tail_len = 0
+        self._unshown: list[str] = []  # the end of the tail, not shown yet
+        self._new_tail = True  # the shown tail must be replaced (a block took the old one)
+        self._appendable = False  # plain text added at the end point shows as a render would
+        self._stale = False  # text was added as it is: render when the budget allows
+        self._code = ""  # "open": shown as an open code block; "closed": its fence has closed since
+        self._opener_at = self._code_at = self._close_at = 0  # offsets in the tail of the fence lines
+        self._frame_at = -1  # the opener whose block the shown frame is
+        self._credit = float(RENDER_CREDIT_START)
 
     @property
     def text(self) -> str:
@@ -185,12 +333,19 @@ class StreamingMarkdown:
             self._pending += len(line) + 1
             self._end_line(line)
             start = nl + 1
+        self._tail_len += len(piece)
+        self._credit = min(self._credit + RENDER_BUDGET * len(piece), RENDER_CREDIT_MAX)
         if cut is None:
-            return StreamStep(None, piece, False)
+            self._unshown.append(piece)
+            return StreamStep(None, piece, False, self._show())
         tail = "".join(self._tail)
         block, rest = tail[:cut], tail[cut:]
         self._tail = [rest]
+        self._tail_len -= cut
         self._pending -= cut
+        self._opener_at -= cut
+        self._code_at -= cut
+        self._close_at -= cut
         if self._boundary is not None:
             self._boundary -= cut
         html = _render(block, None)
@@ -198,7 +353,73 @@ class StreamingMarkdown:
         if html:
             blocks = Markup(("\n" if self._parts else "") + html)
             self._parts.append(html)
-        return StreamStep(blocks, rest, True)
+        self._unshown, self._new_tail, self._code = [rest], True, ""
+        return StreamStep(blocks, rest, True, self._show())
+
+    def _show(self) -> Shown:
+        """What changes in the shown tail: text added at its end point, or a new render of it."""
+        pending = "".join(self._unshown)
+        if self._fence is not None and not self._nosplit:
+            return self._show_code(pending)
+        if self._code == "open":  # the fence has closed: the code before it still goes in
+            self._code = "closed"
+            shown_at = self._tail_len - len(pending)
+            code, pending = pending[:max(self._close_at - shown_at, 0)], pending[max(self._close_at - shown_at, 0):]
+            self._unshown = [pending]
+            self._appendable = False
+            return Shown(code)
+        if self._code == "closed" and not pending[pending.find("\n") + 1:].strip():
+            self._unshown = [pending]
+            return Shown("")  # only the closing fence and blank lines: nothing to show yet
+        if not self._new_tail and not self._stale and self._appendable and _PLAIN.fullmatch(pending):
+            self._unshown = []
+            return Shown(pending)
+        cost = self._tail_len + RENDER_COST
+        if self._tail_len <= LIVE_RENDER_LIMIT and self._credit >= cost:
+            self._credit -= cost
+            return self._render_tail()
+        if self._code == "closed":
+            return Shown("")  # text must not go into the closed code block: it waits for a render
+        # No budget now: the text goes in without its marks (and not at all while it is only a
+        # marker or a fence being written); the tail is rendered when the budget allows.
+        start = pending.rfind("\n") + 1
+        if _MARKERS_ONLY.fullmatch(pending[start:]):
+            pending, self._unshown = pending[:start], [pending[start:]]
+        else:
+            self._unshown = []
+        self._stale = True
+        if self._new_tail:
+            self._new_tail = False
+            return Shown(_plainly(pending), Markup(""), Markup(""))
+        return Shown(_plainly(pending))
+
+    def _render_tail(self) -> Shown:
+        tail = "".join(self._tail)
+        source, shown, ok = _prepare(tail)
+        html = _render(source, _open_fence(source) if self._nosplit else None).strip()
+        head, foot = _cut(html)
+        rest = tail[shown:]
+        self._new_tail = self._stale = False
+        self._code = ""
+        self._appendable = ok and not rest.strip(" \t")
+        self._unshown = [] if self._appendable else [rest]
+        return Shown(rest if self._appendable else "", head, foot)
+
+    def _show_code(self, pending: str) -> Shown:
+        """Inside an open fence: its code goes in as text, never re-rendered; the tail before it
+        and the block's frame are rendered once, when the fence opens."""
+        if self._code == "open" and not self._new_tail and self._frame_at == self._opener_at:
+            code, held = _hold_fence_line(pending)
+            self._unshown = [held]
+            return Shown(code)
+        tail = "".join(self._tail)
+        self._credit -= self._code_at + RENDER_COST  # paid even in debt: a code block must look like one
+        head, foot = _code_frame(tail[:self._opener_at], tail[self._opener_at:self._code_at - 1], self._fence or "")
+        code, held = _hold_fence_line(tail[self._code_at:])
+        self._unshown = [held]
+        self._code, self._new_tail, self._stale, self._appendable = "open", False, False, False
+        self._frame_at = self._opener_at
+        return Shown(code, head, foot)
 
     def _decide(self, first: str, cut: int | None) -> int | None:
         """At a possible boundary whose next line starts with `first`: split there, or not."""
@@ -212,6 +433,10 @@ class StreamingMarkdown:
     def _end_line(self, line: str) -> None:
         fence = self._fence
         self._fence = _fence_step(fence, line)
+        if fence is None and self._fence is not None:
+            self._opener_at, self._code_at = self._pending - len(line) - 1, self._pending
+        elif fence is not None and self._fence is None:
+            self._close_at = self._pending - len(line) - 1
         if "]:" in line:
             self._global = True
         if fence is not None or self._fence is not None:

@@ -98,9 +98,10 @@ async def test_plain_form_post_streams_the_page_and_a_resend_is_not_sent_again(c
     assert response.status_code == 200 and response.mimetype == "text/html"
     page = soup(await response.get_data())
 
-    # The draft streamed raw pieces and rendered blocks; the finished message follows it.
+    # The draft streamed renders of the unfinished tail and rendered blocks; the finished message follows it.
     draft = page.select_one(".draft[data-role=draft]")
-    assert [span.get_text() for span in draft.select(".raw")][:2] == ["A ", "`code`"]
+    assert draft.select(".live")[0].get_text() == "A "
+    assert draft.select(".live")[1].select_one("code").get_text() == "code"  # before its block ended
     assert draft.select_one(".block code").get_text() == "code"
     final = draft.find_next_sibling("article")
     assert final["data-role"] == "assistant" and final["aria-busy"] == "false"

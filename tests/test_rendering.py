@@ -6,8 +6,9 @@ from html.parser import HTMLParser
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
+from chatapp import rendering
 from chatapp.rendering import StreamingMarkdown, StreamStep, render_markdown
 from chatapp.sanitize import ALLOWED_TAGS, LINK_REL, PYGMENTS_CLASSES
 
@@ -188,15 +189,42 @@ def test_nul_is_dropped():
 
 # --- streaming ------------------------------------------------------------------------------
 
+class _Page:
+    """The unfinished tail as a page shows it: a render replaces it, text goes in at its end point."""
+
+    def __init__(self):
+        self.head = self.foot = Markup("")
+        self.text = ""
+
+    def show(self, shown):
+        if shown.head is not None:
+            self.head, self.text, self.foot = shown.head, "", shown.foot
+        self.text += shown.text
+        return self.html()
+
+    def html(self):
+        return Markup(self.head + escape(self.text) + self.foot)
+
+
+def _live(*pieces):
+    """The tail's HTML as shown after feeding `pieces`, parsed."""
+    s, page = StreamingMarkdown(), _Page()
+    for piece in pieces:
+        page.show(s.feed(piece).shown)
+    return _assert_inert(page.html())
+
+
 def _stream(text, sizes):
     """Feeds text in pieces of the given sizes; checks each StreamStep; returns finish()."""
     s, shown_blocks, shown_tail, fed = StreamingMarkdown(), [], "", 0
+    page = _Page()
     sizes = iter(sizes)
     while fed < len(text):
         piece = text[fed:fed + next(sizes, 7) or 1]
         fed += len(piece)
         step = s.feed(piece)
         assert isinstance(step, StreamStep)
+        _assert_inert(page.show(step.shown))  # every state of the shown tail is as safe as a block
         if step.blocks is not None:
             assert step.replace_tail and isinstance(step.blocks, Markup) and step.blocks
             shown_blocks.append(step.blocks)
@@ -273,8 +301,10 @@ def test_output_is_always_inert(text):
 
 def test_blocks_arrive_before_the_end():
     s = StreamingMarkdown()
-    assert s.feed("# Title\n\nfirst") == StreamStep(Markup("<h1>Title</h1>"), "first", True)
-    assert s.feed(" para") == StreamStep(None, " para", False)
+    step = s.feed("# Title\n\nfirst")
+    assert (step.blocks, step.tail, step.replace_tail) == (Markup("<h1>Title</h1>"), "first", True)
+    step = s.feed(" para")
+    assert (step.blocks, step.tail, step.replace_tail) == (None, " para", False)
     step = s.feed("graph\n\nsec")
     assert step.replace_tail and step.tail == "sec"
     assert _Tree(str(step.blocks)).elements == [("p", {})] and "paragraph" in step.blocks
@@ -325,3 +355,98 @@ def test_a_paragraph_with_too_many_brackets_is_shown_not_parsed():
     for piece in (link * 300 + "\n\nafter").split(" "):
         streamed.feed(piece + " ")
     assert streamed.finish() == render_markdown(streamed.text)
+
+
+# --- the unfinished tail, shown rendered -------------------------------------------------------------
+
+def _text(tree):
+    return "".join(tree.text)
+
+
+def test_an_open_code_fence_shows_as_a_code_block_before_it_closes():
+    tree = _live("Intro.\n\n", "```python\n", "import os\n", "print(os.s", "ep)")
+    assert [t for t, _ in tree.elements] == ["div", "pre", "span", "code"]
+    assert tree.tags("div") == [{"class": "highlight"}]  # the frame the finished block will have
+    assert _text(tree) == "import os\nprint(os.sep)"  # no fence, no language word, no highlighting yet
+
+
+def test_a_closing_fence_is_never_shown_as_code():
+    for cut in range(1, 4):
+        s, page = StreamingMarkdown(), _Page()
+        for piece in ("```\nx = 1\n", "```\n"[:cut], "```\n"[cut:], "\n"):
+            html = page.show(s.feed(piece).shown)
+            assert "`" not in _text(_Tree(str(html))) and "x = 1" in _text(_Tree(str(html)))
+
+
+def test_code_inside_an_open_fence_is_added_as_text_without_a_render(monkeypatch):
+    s = StreamingMarkdown()
+    s.feed("```js\n")
+    rendered = []
+    monkeypatch.setattr(rendering, "_render", lambda text, fence: rendered.append(text) or "")
+    for _ in range(2000):
+        step = s.feed("x = a < b && c;\n")
+        assert step.shown.head is None and step.shown.text == "x = a < b && c;\n"
+    assert rendered == []
+
+
+def test_a_heading_shows_without_its_marks():
+    tree = _live("Intro.\n\n", "## Ste", "p one: conf")
+    assert tree.elements == [("h2", {})] and _text(tree) == "Step one: conf"
+    assert _live("Intro.\n\n", "## ").elements == []  # a bare marker is not shown at all
+
+
+def test_emphasis_shows_before_it_closes():
+    tree = _live("Go **offl", "ine now")
+    assert [t for t, _ in tree.elements] == ["p", "strong"]
+    assert _text(tree) == "Go offline now"
+    tree = _live("Run `pip ins", "tall x` then *quick")
+    assert [t for t, _ in tree.elements] == ["p", "code", "em"]
+    assert "`" not in _text(tree) and "*" not in _text(tree)
+
+
+def test_list_items_show_without_their_markers():
+    tree = _live("Steps:\n\n", "- first\n- sec", "ond\n- ")
+    assert [t for t, _ in tree.elements] == ["ul", "li", "li"]
+    assert _text(tree).split() == ["first", "second"]
+    tree = _live("1. one\n2. tw")
+    assert [t for t, _ in tree.elements] == ["ol", "li", "li"] and "1." not in _text(tree)
+
+
+def test_a_table_shows_as_a_table_as_it_grows():
+    tree = _live("| Setting | Defa")
+    assert [t for t, _ in tree.elements][:1] == ["table"] and [th for th in tree.tags("th")] == [{}, {}]
+    assert "|" not in _text(tree) and _text(tree).split() == ["Setting", "Defa"]
+    tree = _live("| Setting | Default |\n|:--")  # the delimiter row, half written
+    assert "|" not in _text(tree) and len(tree.tags("th")) == 2
+    tree = _live("| Setting | Default |\n|:--|--:|\n| workers | 4", "2")
+    assert len(tree.tags("th")) == 2 and tree.tags("td") == [{"align": "left"}, {"align": "right"}]
+    assert _text(tree).split() == ["Setting", "Default", "workers", "42"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_a_hostile_tail_is_shown_as_safely_as_a_block(text):
+    for size in (1, 3, 8):
+        _stream("Intro.\n\n**" + text + " `" + text, [size] * 400)
+        _stream("| " + text + " |\n|---|\n| " + text, [size] * 400)
+
+
+def test_the_live_tail_costs_a_bounded_amount_a_character(monkeypatch):
+    """However long the tail (a paragraph, a table, a code block), the text rendered for it stays
+    within the budget: RENDER_BUDGET characters a character fed, plus a start."""
+    real = rendering._render
+    rendered = [0]
+
+    def counting(text, fence):
+        rendered[0] += len(text) + rendering.RENDER_COST
+        return real(text, fence)
+
+    monkeypatch.setattr(rendering, "_render", counting)
+    for text in ("A **long** paragraph with `code` and [links](https://a.example) " * 400,
+                 "| a | b |\n|---|---|\n" + "| *x* | `y` |\n" * 1000,
+                 "```python\n" + "print('x') # [a] *b*\n" * 1000):
+        rendered[0] = 0
+        s = StreamingMarkdown()
+        for i in range(0, len(text), 4):
+            s.feed(text[i:i + 4])
+        start = rendering.RENDER_CREDIT_START + 4 * rendering.RENDER_COST
+        assert rendered[0] <= rendering.RENDER_BUDGET * len(text) + start, text[:20]

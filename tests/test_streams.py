@@ -15,11 +15,14 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
-from chatapp.rendering import StreamStep
+from chatapp.rendering import Shown, StreamingMarkdown, StreamStep
 from chatapp.web import streams
 from tests.conftest import app_settings, open_chat, parse_sse, soup
 from tests.support import HTMX
 from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support import hostile_checks
+from tests.support.hostile_checks import fragment_violations, partials, tail_violations
+from tests.support.hostile_corpus import VECTORS
 
 
 @asynccontextmanager
@@ -122,30 +125,83 @@ async def test_a_retry_is_told_on_the_answers_notice_line(tmp_path: Path, fake_u
         assert soup(frames[-2][1]).find("article")["data-status"] == "complete"
 
 
-def test_a_step_appends_finished_blocks_as_html_and_the_tail_as_escaped_text() -> None:
-    partials = streams._step_partials("msg-x", StreamStep(Markup("<p>done</p>"), "<b>next", replace_tail=True))
-    assert partials == ('<hx-partial hx-target="#msg-x-blocks" hx-swap="beforeend"><p>done</p></hx-partial>'
-                        '<hx-partial hx-target="#msg-x-tail" hx-swap="innerHTML">&lt;b&gt;next</hx-partial>')
-    assert _partials(streams._step_partials("msg-x", StreamStep(None, " more", replace_tail=False))) == [
-        ("#msg-x-tail", "beforeend")]
+def test_a_step_appends_finished_blocks_and_shows_the_tail_rendered_with_its_text_escaped() -> None:
+    step = StreamStep(Markup("<p>done</p>"), "<b>**next", True, Shown("<b>", Markup("<p><strong>next"),
+                                                                         Markup("</strong></p>")))
+    assert streams._step_partials("msg-x", step) == (
+        '<hx-partial hx-target="#msg-x-blocks" hx-swap="beforeend"><p>done</p></hx-partial>'
+        '<hx-partial hx-target="#msg-x-tail" hx-swap="innerHTML"><p><strong>next'
+        '<span id="msg-x-tail-end" class="end">&lt;b&gt;</span></strong></p></hx-partial>')
+    # Text that follows goes in where the tail's text goes on, escaped.
+    step = StreamStep(None, "<i>", False, Shown("<i>"))
+    assert streams._step_partials("msg-x", step) == (
+        '<hx-partial hx-target="#msg-x-tail-end" hx-swap="beforeend">&lt;i&gt;</hx-partial>')
     # A block that ends the text: the old tail is emptied, not left beside the block.
-    assert _partials(streams._step_partials("msg-x", StreamStep(Markup("<p>end</p>"), "", replace_tail=True))) == [
-        ("#msg-x-blocks", "beforeend"), ("#msg-x-tail", "innerHTML")]
-    assert streams._step_partials("msg-x", StreamStep(None, "", replace_tail=False)) == ""
+    step = StreamStep(Markup("<p>end</p>"), "", True, Shown("", Markup(""), Markup("")))
+    assert _partials(streams._step_partials("msg-x", step)) == [("#msg-x-blocks", "beforeend"),
+                                                                ("#msg-x-tail", "innerHTML")]
+    assert streams._step_partials("msg-x", StreamStep(None, "", False, Shown(""))) == ""
+
+
+def test_each_streamed_tail_partial_of_hostile_text_is_as_safe_as_a_block() -> None:
+    for name, text in VECTORS:
+        for size in (1, 5):
+            stream = StreamingMarkdown()
+            for i in range(0, len(text), size):
+                found, problems = partials(streams._step_partials("msg-0123456789abcdef",
+                                                                  stream.feed(text[i:i + size])))
+                for m in found:
+                    if m["target"].endswith("-blocks"):
+                        problems += fragment_violations(m["body"])
+                    else:
+                        problems += tail_violations(m.group(0))
+                assert problems == [], name
+
+
+def test_the_check_of_a_rendered_tail_is_as_strict_as_the_check_of_a_block() -> None:
+    def partial(body: str, target: str = "#msg-1-tail") -> str:
+        return f'<hx-partial hx-target="{target}" hx-swap="innerHTML">{body}</hx-partial>'
+
+    end = '<span id="msg-1-tail-end" class="end">'
+    assert tail_violations(partial(f"<p><strong>a{end}&lt;b&gt;</span></strong></p>")) == []
+    assert tail_violations(partial("plain &lt;text&gt;")) == []
+    for body in ["<p>no end span</p>", f"<p><b>x</b>{end}</span></p>", f'<p onclick="x">{end}</span></p>',
+                 f'<p id="composer">{end}x</span></p>', f"<p>{end}<i>x</i></span></p>",
+                 f'<p>{end}x</span><span id="msg-1-tail-end" class="end">y</span></p>',
+                 '<p><span id="msg-1-tail-end" class="end" onclick="x">x</span></p>',
+                 f'<a href="javascript:x">{end}x</span></a>', f"<p>{end}x</span><script>x</script></p>",
+                 f'<p title="{end}">{end}x</span></p>']:
+        assert tail_violations(partial(body)), body
+    assert tail_violations(partial("<b>x</b>", "#msg-1-tail-end"))  # text added to a tail: escaped only
 
 
 # --- the page without JavaScript --------------------------------------------------------------------
 
-def test_a_draft_piece_hides_the_raw_text_before_it_once_a_block_follows() -> None:
-    assert streams._draft_chunk(StreamStep(None, "<i>raw", replace_tail=False)) == (
-        '<span class="raw">&lt;i&gt;raw</span>')
-    assert streams._draft_chunk(StreamStep(Markup("<p>x</p>"), "", replace_tail=True)) == (
-        '<div class="block"><p>x</p></div>')
-    # A block that rendered to nothing still supersedes the raw pieces before it.
-    assert streams._draft_chunk(StreamStep(None, "tail", replace_tail=True)) == (
-        '<div class="block"></div><span class="raw">tail</span>')
+def test_a_draft_render_of_the_tail_stays_open_for_its_text_until_the_next_piece_closes_it() -> None:
+    draft = streams._Draft()
+    assert draft.chunk(StreamStep(None, "**a<", True, Shown("<", Markup("<p><strong>a"),
+                                                            Markup("</strong></p>")))) == (
+        '<div class="live"><p><strong>a<span class="end">&lt;')
+    assert draft.chunk(StreamStep(None, "b", False, Shown("b"))) == "b"
+    assert draft.chunk(StreamStep(Markup("<p>x</p>"), "", True, Shown("", Markup(""), Markup("")))) == (
+        '</span></strong></p></div><div class="block"><p>x</p></div><div class="live"><span class="end">')
+    assert draft.close() == "</span></div>" and draft.close() == ""
 
 
+async def test_the_draft_shows_the_tail_rendered_and_css_keeps_only_its_last_render(
+        client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    fake_upstream.script(Reply(tokens=["## Ti", "tle\n\n", "```python\n", "import os\n", "print(1)\n",
+                                       "```\n\nDone **now", "**."]))
+    action, csrf = await open_chat(client)
+    body = (await (await client.post(action, form={"message": "hi", "csrf_token": csrf})).get_data()).decode()
+    draft = soup(body).select_one(".draft > .content")
+    pieces = draft.find_all(True, recursive=False)
+    assert {p.name + "." + p["class"][0] for p in pieces} == {"div.live", "div.block"}
+    assert pieces[0].select_one("h2").get_text() == "Ti"  # the heading, before its line ended
+    code = [p for p in pieces if p["class"] == ["live"] and p.select_one("pre code")]
+    assert code and "import os" in code[-1].select_one("pre code").get_text()
+    assert "```" not in code[-1].get_text() and "##" not in draft.get_text()
+    assert hostile_checks._draft_piece_violations(pieces, reasoning_allowed=True) == []
 async def test_the_page_tells_of_a_retry_and_ends_with_the_answer_and_the_form(tmp_path: Path,
                                                                                fake_upstream: FakeOpenAI) -> None:
     async with _app(tmp_path, fake_upstream, max_retries=1) as app:

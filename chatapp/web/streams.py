@@ -21,7 +21,7 @@ from .ids import public_id
 from ..turns import Turn, title_from
 from ..llm import Provider
 from ..quota import StreamSlot
-from ..rendering import StreamStep
+from ..rendering import Shown, StreamStep
 from ..storage import ERROR, Message, Store
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,24 @@ async def _started(replies: AsyncGenerator[Event, None],
 
 
 def _step_partials(target: str, step: StreamStep) -> str:
-    """New finished blocks are appended as HTML; the unfinished tail travels as escaped text.
-    `target` is the answer's element id, or its reasoning's (`…-thinking`)."""
+    """New finished blocks are appended as HTML; the unfinished tail is shown rendered
+    (rendering.Shown): a new render replaces it, and text that follows goes in as escaped text at
+    its end point, the `…-tail-end` span. `target` is the answer's element id, or its reasoning's
+    (`…-thinking`)."""
     html = ""
     if step.blocks is not None:
         html += sse.partial(f"{target}-blocks", "beforeend", step.blocks)
-    if step.replace_tail or step.tail:
-        swap = "innerHTML" if step.replace_tail else "beforeend"
-        html += sse.text_partial(f"{target}-tail", swap, step.tail)
+    if step.shown.head is not None:
+        html += sse.partial(f"{target}-tail", "innerHTML", _tail_html(target, step.shown))
+    elif step.shown.text:
+        html += sse.text_partial(f"{target}-tail-end", "beforeend", step.shown.text)
     return html
+
+
+def _tail_html(target: str, shown: Shown) -> Markup:
+    """A render of the tail, with the span that the text after it goes into (its only id)."""
+    return Markup(f'{shown.head or ""}<span id="{target}-tail-end" class="end">{escape(shown.text)}</span>'
+                  f'{shown.foot}')
 
 
 async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> str:
@@ -149,7 +158,8 @@ async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> st
     # The block comes with its first piece in it: a partial may not target what an earlier partial
     # of the same frame has only just put in the page.
     opened = await render_template("_thinking.html", message_id=turn.assistant.id, live=True,
-                                   blocks=thought.step.blocks or "", text=thought.step.tail)
+                                   blocks=thought.step.blocks or "",
+                                   text=_tail_html(f"{answer}-thinking", thought.step.shown))
     return (sse.partial(f"{answer}-thinking", "outerHTML", opened)
             + sse.text_partial(f"{answer}-status", "innerHTML", "Thinking…"))
 
@@ -157,9 +167,10 @@ async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> st
 async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """Without JavaScript: the page, streamed as chunked HTML while the answer is written.
 
-    Nothing can be changed once sent, so the draft is built to be superseded by CSS alone: each piece
-    of raw text is its own `.raw` span, hidden once a rendered `.block` follows it, and the whole
-    draft is hidden once the finished message (aria-busy="false") follows it.
+    Nothing can be changed once sent, so the draft is built to be superseded by CSS alone: each
+    render of the unfinished tail is its own `.live` piece (see _Draft), hidden once another piece
+    or a rendered `.block` follows it, and the whole draft is hidden once the finished message
+    (aria-busy="false") follows it.
     """
 
     replies = await _started(_replies(store, provider, turn, request_id, slot), slot)
@@ -167,17 +178,18 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
         tail, final, thinking = "", None, False
+        answer, reasoning = _Draft(), _Draft()
         async for item in replies:
             if isinstance(item, StreamStep):
-                yield _draft_chunk(item).encode()
+                yield answer.chunk(item).encode()
             elif isinstance(item, ThoughtStep):
                 if item.first:
                     thinking = True
                     yield THINKING_DRAFT_OPEN.encode()
-                yield _draft_chunk(item.step).encode()
+                yield reasoning.chunk(item.step).encode()
             elif isinstance(item, DoneThinking):
                 thinking = False
-                yield THINKING_DRAFT_CLOSE.encode()
+                yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
             elif isinstance(item, Notice):
                 yield f'<p class="notice">{escape(item.text)}</p>'.encode()
             elif item.busy:
@@ -186,8 +198,8 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
             else:
                 final = item
         if thinking:  # it ended while the model still thought
-            yield THINKING_DRAFT_CLOSE.encode()
-        yield b"</div></div>"  # closes the draft opened by the page template
+            yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
+        yield (answer.close() + "</div></div>").encode()  # closes the draft opened by the page template
         if final is not None:
             yield (await render_template("_message.html", message=final, last=True)).encode()
         yield tail.encode()
@@ -202,13 +214,28 @@ THINKING_DRAFT_OPEN = ('<details class="thinking live" open><summary>Thinking…
 THINKING_DRAFT_CLOSE = "</div></div></details>"
 
 
-def _draft_chunk(step: StreamStep) -> str:
-    # A new tail without a block (the finished block rendered to nothing) still hides the old pieces.
-    blocks = step.blocks if step.blocks is not None else ("" if step.replace_tail else None)
-    html = f'<div class="block">{blocks}</div>' if blocks is not None else ""
-    if step.tail:
-        html += f'<span class="raw">{escape(step.tail)}</span>'
-    return html
+class _Draft:
+    """One text's pieces in the no-JS draft. Each render of the tail is written as a `.live` piece
+    left open at its end point (a `.end` span), so the text that follows lands inside it: the
+    page's parser keeps the elements open. The next render or block first closes it with its foot."""
+
+    def __init__(self) -> None:
+        self._foot = ""
+
+    def chunk(self, step: StreamStep) -> str:
+        shown = step.shown
+        html = self.close() if step.blocks is not None or shown.head is not None else ""
+        if step.blocks is not None:
+            html += f'<div class="block">{step.blocks}</div>'
+        if shown.head is not None:
+            html += f'<div class="live">{shown.head}<span class="end">'
+            self._foot = f"</span>{shown.foot}</div>"
+        return html + str(escape(shown.text))
+
+    def close(self) -> str:
+        """Closes the open piece, if any (before the draft's own end)."""
+        foot, self._foot = self._foot, ""
+        return foot
 
 
 def _streaming(response: Response) -> Response:

@@ -8,6 +8,7 @@ vector of tests/support/hostile_corpus.py, and bench/hostile_report.py counts th
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Iterable
@@ -127,20 +128,42 @@ def fragment_violations(html: str) -> list[str]:
 
 
 def tail_violations(partial: str) -> list[str]:
-    """A streamed tail partial: exactly one `<hx-partial>` wrapper, and only escaped text inside."""
+    """A streamed tail partial, exactly one `<hx-partial>` wrapper: escaped text (added to a tail, or
+    a notice), or (swapped into a `…-tail`) a render of the tail, checked by `rendered_tail_violations`."""
     found = []
-    m = re.fullmatch(r'<hx-partial hx-target="#[\w-]+" hx-swap="(?:innerHTML|beforeend)">(.*)</hx-partial>',
+    m = re.fullmatch(r'<hx-partial hx-target="#([\w-]+)" hx-swap="(innerHTML|beforeend)">(.*)</hx-partial>',
                      partial, re.S)
     if len(HX_TAG.findall(partial)) != 2 or partial.count("<hx-partial") != 1 or m is None:
         return [f"tail partial is not one wrapper around text: {partial[:200]!r}"]
-    if "<" in m.group(1) or ">" in m.group(1):
-        found.append(f"unescaped markup in a tail: {m.group(1)[:200]!r}")
+    if m.group(2) == "innerHTML" and m.group(1).endswith("-tail"):
+        return rendered_tail_violations(m.group(3), m.group(1))
+    if "<" in m.group(3) or ">" in m.group(3):
+        found.append(f"unescaped markup in a tail: {m.group(3)[:200]!r}")
     return found
+
+
+def rendered_tail_violations(body: str, tail_id: str) -> list[str]:
+    """A render of an unfinished tail (streams._tail_html): escaped text, or model-derived HTML
+    checked as strictly as a block, holding the one span its text goes on in: that span is the only
+    id, has only its id and class, holds only escaped text, and a browser-like parse finds it."""
+    if "<" not in body and ">" not in body:
+        return []
+    span = f'<span id="{tail_id}-end" class="end">'
+    m = re.fullmatch(rf'(?P<head>.*){re.escape(span)}(?P<text>[^<>]*)</span>(?P<foot>.*)', body, re.S)
+    if m is None or body.count(span) != 1:
+        return [f"a rendered tail without its one end span: {body[:200]!r}"]
+    problems = fragment_violations(m["head"] + m["text"] + m["foot"])
+    if html5lib is not None:
+        fragment = html5lib.parseFragment(body, treebuilder="etree", namespaceHTMLElements=False)
+        ids = [e for e in fragment.iter() if isinstance(e.tag, str) and e.get("id")]
+        if len(ids) != 1 or dict(ids[0].attrib) != {"id": f"{tail_id}-end", "class": "end"} or len(ids[0]):
+            problems.append(f"the rendered tail's end span was broken: {body[:200]!r}")
+    return problems
 
 
 # --- the views: the frames of a streamed answer, whole pages, refusals ---------------------------
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
+    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail-end|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
     r'|#conversation-list|#no-conversations)" '
     r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.
@@ -199,12 +222,12 @@ def sse_violations(body: str, user_text: str) -> list[str]:
         inner = [(t.name, t.get("id")) for t in articles[1].select(".content *")]
         if inner != [("div", f"{articles[1]['id']}-blocks"), ("div", f"{articles[1]['id']}-tail")]:
             problems.append(f"the empty answer bubble holds {inner}")
-    # Each step: whole partials; blocks are sanitized HTML, tails are escaped text.
+    # Each step: whole partials; blocks are sanitized HTML, tails rendered as strictly or escaped text.
     for _, data in steps:
         found, frame_problems = partials(data)
         problems += frame_problems
         for m in found:
-            if m["target"].endswith(("-tail", "-notice")):
+            if m["target"].endswith(("-tail", "-tail-end", "-notice")):
                 problems += tail_violations(m.group(0))
             elif m["target"].endswith("-blocks") and m["swap"] == "beforeend":
                 problems += fragment_violations(m["body"])
@@ -280,6 +303,16 @@ def _draft_piece_violations(children: list[Tag], reasoning_allowed: bool) -> lis
         elif "raw" in child.get("class", []) and child.name == "span":
             if child.find(True) is not None:
                 problems.append("markup inside a raw draft piece")
+        elif child.name == "div" and child.attrs == {"class": ["live"]}:
+            # A render of the tail (streams._Draft): model-derived HTML checked as a block is, and
+            # the one span its text goes on in, holding only text.
+            piece = copy.copy(child)
+            ends = piece.find_all("span", class_="end")
+            if len(ends) != 1 or ends[0].attrs != {"class": ["end"]} or ends[0].find(True) is not None:
+                problems.append(f"a live draft piece without its one end span: {str(child)[:200]!r}")
+            else:
+                ends[0].unwrap()
+                problems += element_violations(piece.find_all(True, recursive=False))
         elif reasoning_allowed and child.name == "details" and "thinking" in child.get("class", []):
             inner = child.select_one(":scope > .thinking-text > .thinking-inner")
             if inner is None or len(child.find_all(True, recursive=False)) != 2:
