@@ -1,65 +1,60 @@
 // Small enhancements on top of htmx. The page works without this file; what only makes sense with
-// JavaScript (stop, copy, shortcuts) is marked .js-only or made here.
+// JavaScript (stop, copy) is marked .js-only or made here.
 (() => {
   "use strict";
   const root = document.documentElement;
   root.classList.add("js");
+  const $ = (selector) => document.querySelector(selector);
 
-  // The theme applies at once; the form is posted in the background (for its cookie), as a
-  // reload would end a streaming answer. Without this file, its Set button reloads.
-  const theme = document.querySelector("form.theme-form");
+  // The theme applies at once; its form goes in the background (for the cookie), since a reload
+  // (Set, without JS) would end a streaming answer.
+  const theme = $("form.theme-form");
   if (theme) {
-    const set = theme.querySelector("button[type=submit]") || {};
+    const set = theme.querySelector("[type=submit]") || {};
     set.hidden = true;
-    theme.elements.theme.addEventListener("change", ({ target }) => {
+    theme.addEventListener("change", ({ target }) => {
       if (target.value === "system") delete root.dataset.theme;
       else root.dataset.theme = target.value;
       fetch(theme.action, { method: "POST", body: new URLSearchParams(new FormData(theme)), redirect: "manual" })
-        .then((r) => { if (r.type !== "opaqueredirect" && !r.ok) throw r; })
-        .catch(() => { set.hidden = false; }); // not kept: the button can try again
+        .then((r) => { if (!r.ok && r.type !== "opaqueredirect") throw r; })
+        .catch(() => { set.hidden = false; }); // not kept: Set can try again
     });
   }
 
-  const form = document.getElementById("composer");
+  const form = $("#composer");
   if (!form) return;
   const box = form.elements.message;
-  const errors = document.getElementById("composer-error");
-  const messages = document.getElementById("messages");
+  const messages = $("#messages");
   const stop = form.querySelector(".stop");
-  const newChat = document.querySelector("a.new-chat");
+  const newChat = $("a.new-chat");
   const here = new URL(form.action).pathname.replace(/\/messages$/, ""); // the conversation's page
-  const mac = /Mac|iP/.test(navigator.platform);
   let streaming = null; // the form whose answer is streaming
 
-  // Enter sends and Shift+Enter adds a line, in the composer and in Edit; but on a touch screen
-  // Enter adds a line and Send is the button. Without this file Enter always adds a line, so the
-  // page's own placeholder does not mention it.
+  // Enter sends, Shift+Enter adds a line (composer and Edit alike), but on a touch screen Enter
+  // adds a line and Send is the button. Without JS Enter adds a line: the page's placeholder says so.
   const touch = matchMedia("(pointer: coarse)");
   const placeholder = box.placeholder;
   const sayHowToSend = () => {
-    box.placeholder = touch.matches ? placeholder
-      : `${placeholder.replace(/\.?$/, ".")} Enter sends, Shift+Enter adds a line.`;
+    box.placeholder = touch.matches ? placeholder : `${placeholder}. Enter sends, Shift+Enter adds a line.`;
   };
   sayHowToSend();
   touch.addEventListener("change", sayHowToSend);
 
-  // Shortcuts: Esc stops; Ctrl+Shift+O (⌘⇧O on a Mac) starts a new chat, as in ChatGPT.
+  // Shortcuts: Esc stops; Ctrl+Shift+O (or ⌘⇧O) starts a new chat, as in ChatGPT.
   stop.setAttribute("aria-keyshortcuts", "Escape");
   stop.title = "Stop (Esc)";
-  const newChatKeys = mac ? "Meta+Shift+O" : "Control+Shift+O";
-  if (newChat) {
-    newChat.setAttribute("aria-keyshortcuts", newChatKeys);
-    newChat.title = `New chat (${mac ? "⌘⇧O" : "Ctrl+Shift+O"})`;
-  }
+  newChat?.setAttribute("aria-keyshortcuts", "Control+Shift+O Meta+Shift+O");
+  if (newChat) newChat.title = "New chat (Ctrl+Shift+O)";
   document.addEventListener("keydown", (event) => {
-    if (event.isComposing || event.keyCode === 229) return; // an IME is still composing
-    if (event.key === "Enter" && !event.shiftKey && !touch.matches && event.target.matches("textarea[name=message]")) {
+    const { key, target } = event;
+    if (event.isComposing || event.keyCode === 229) return; // an IME's Enter
+    if (key === "Enter" && !event.shiftKey && !touch.matches && target.matches("textarea[name=message]")) {
       event.preventDefault();
-      if (!streaming) event.target.form.requestSubmit();
-    } else if (event.key === "Escape" && streaming) {
+      if (!streaming) target.form.requestSubmit();
+    } else if (key === "Escape" && streaming) {
       event.preventDefault();
       stop.click();
-    } else if (newChat && event.code === "KeyO" && event.shiftKey && (mac ? event.metaKey : event.ctrlKey)) {
+    } else if (newChat && event.code === "KeyO" && event.shiftKey && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       location.assign(newChat.href);
     }
@@ -73,7 +68,7 @@
     }
     streaming = event.target;
     document.body.classList.add("streaming");
-    errors.textContent = "";
+    $("#composer-error").textContent = "";
   });
   document.addEventListener("htmx:finally:request", (event) => {
     if (event.target !== streaming) return;
@@ -104,87 +99,73 @@
   });
 
   // Copy: an answer's button copies the Markdown the model wrote, fetched when asked for (not
-  // kept in every page twice); a code block's button copies its code.
-  const markdown = new Map(); // message id → a promise of its text (a finished answer never changes)
+  // in every page twice); a code block's, its code.
+  const markdown = new Map(); // message id → its text (a promise): a finished answer never changes
   document.addEventListener("click", (event) => {
     const button = event.target.closest("button.copy");
     if (!button) return;
     const id = button.closest("article").id.slice(4);
     let text;
-    if (button.classList.contains("code-copy")) {
+    if (button.matches(".code-copy")) {
       const code = button.closest("pre").cloneNode(true);
       code.querySelector(".code-copy").remove();
       text = Promise.resolve(code.textContent.replace(/\n$/, ""));
     } else {
-      text = markdown.get(id) || fetch(`${here}/messages/${id}.md`).then((r) => {
-        if (!r.ok) throw r;
-        return r.text();
-      });
+      text = markdown.get(id) || fetch(`${here}/messages/${id}.md`).then((r) => (r.ok ? r.text() : Promise.reject(r)));
       markdown.set(id, text);
       text.catch(() => markdown.delete(id)); // tried again next time
     }
-    // Safari lets a click write to the clipboard only while it is handled: the write starts now,
-    // with the text still on its way.
+    // Safari lets a click write only while it is handled: start now, the text still on its way.
     const copied = !navigator.clipboard ? Promise.reject()
       : window.ClipboardItem ? navigator.clipboard.write([new ClipboardItem({
         "text/plain": text.then((t) => new Blob([t], { type: "text/plain" })) })])
       : text.then((t) => navigator.clipboard.writeText(t));
-    copied.then(() => say("Copied"), () => say("Copy failed")); // "Copied" only if it was
-    function say(words) {
+    const say = (words) => {
       clearTimeout(button.timer);
       button.textContent = words;
       button.timer = setTimeout(() => { button.textContent = "Copy"; }, 1500);
-    }
+    };
+    copied.then(() => say("Copied"), () => say("Copy failed")); // "Copied" only if it was
   });
 
   function addCodeCopyButtons() {
     for (const pre of messages.querySelectorAll(".markdown pre:not(.has-copy)")) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "copy code-copy";
-      button.textContent = "Copy";
       pre.classList.add("has-copy");
-      pre.prepend(button);
+      pre.insertAdjacentHTML("afterbegin", '<button type="button" class="copy code-copy">Copy</button>');
     }
   }
   addCodeCopyButtons();
   document.addEventListener("htmx:after:swap", addCodeCopyButtons);
 
-  // A new chat gets its title when its first answer starts (the stream lists it): the tab and
-  // the title bar (which CSS shows from then on) take it.
-  const list = document.getElementById("conversation-list");
-  const draftTitle = document.querySelector(".draft-bar .title");
-  if (list && draftTitle) {
-    const listed = new MutationObserver(() => {
-      const entry = [...list.querySelectorAll("a")].find((a) => a.getAttribute("href") === here);
-      if (!entry) return;
-      listed.disconnect();
-      document.title = `${entry.textContent} · chatapp`;
-      for (const title of [draftTitle, document.querySelector("main h1")]) title?.replaceChildren(entry.textContent);
-    });
-    listed.observe(list, { childList: true, subtree: true });
-  }
+  // A new chat's title comes as its first answer starts (listed by the stream): the tab and the
+  // title bar (CSS shows it from then on) take it.
+  const list = $("#conversation-list");
+  const draftTitle = $(".draft-bar .title");
+  const listed = new MutationObserver(() => {
+    const entry = [...list.querySelectorAll("a")].find((a) => a.getAttribute("href") === here);
+    if (!entry) return;
+    listed.disconnect();
+    document.title = `${entry.textContent} · chatapp`;
+    for (const title of [draftTitle, $("main h1")]) title?.replaceChildren(entry.textContent);
+  });
+  if (list && draftTitle) listed.observe(list, { childList: true, subtree: true });
 
   // Follow the answer as it grows, unless the reader has scrolled up to read something; then a
-  // button leads back down to the newest text.
+  // button leads back to the newest text.
   let follow = true;
   let frame = 0;
-  const newest = document.createElement("button");
-  newest.type = "button";
-  newest.className = "scroll-newest";
-  newest.textContent = "Jump to newest ↓";
-  newest.hidden = true;
-  form.prepend(newest);
+  form.insertAdjacentHTML("afterbegin", '<button type="button" class="scroll-newest" hidden>Jump to newest ↓</button>');
+  const newest = form.firstElementChild;
   newest.addEventListener("click", () => {
     follow = true;
     window.scrollTo(0, document.body.scrollHeight);
-    box.focus({ preventScroll: true }); // the button goes: the focus stays in reach
+    box.focus({ preventScroll: true }); // the button hides: keep the focus somewhere useful
   });
   const showNewest = () => { // once a frame at most, however fast the text comes
-    frame = frame || requestAnimationFrame(() => {
+    frame ||= requestAnimationFrame(() => {
       frame = 0;
       const last = messages.lastElementChild;
-      newest.hidden = !last || last.getBoundingClientRect().bottom <= form.getBoundingClientRect().top + 40;
+      newest.hidden = !last || last.getBoundingClientRect().bottom < form.getBoundingClientRect().top + 40;
     });
   };
   showNewest();
@@ -197,21 +178,17 @@
     showNewest();
   }).observe(messages, { childList: true, subtree: true, characterData: true });
 
-  // Near the length limit, a live count; past it, by how much. The server refuses such a message
-  // (keeping it in the box) and counts as here: characters of the trimmed text, not UTF-16 units.
+  // Near the length limit, a live count, as the server counts (characters of the trimmed text).
   const limit = Number(box.dataset.maxChars);
-  const counter = document.createElement("p");
-  counter.id = "char-count";
-  counter.className = "char-count";
-  box.after(counter);
-  box.setAttribute("aria-describedby", `${box.getAttribute("aria-describedby") || ""} char-count`.trim());
+  box.insertAdjacentHTML("afterend", '<p id="char-count" class="char-count" hidden></p>');
+  const counter = box.nextElementSibling;
+  box.setAttribute("aria-describedby", `${box.getAttribute("aria-describedby") ?? ""} char-count`);
   const number = (n) => n.toLocaleString("en");
   function count() {
-    // A UTF-16 length is never below the count of characters: most text is done at once.
+    // A UTF-16 length is never below the count of characters: short text needs no count.
     const used = box.value.length < limit * 0.8 ? 0 : [...box.value.trim()].length;
-    counter.hidden = !limit || used < limit * 0.8;
+    counter.hidden = !(used >= limit * 0.8); // and empty then, or the box's description reads it
     counter.classList.toggle("over", used > limit);
-    // Empty while hidden: the box's description would still read it.
     counter.textContent = counter.hidden ? "" : `${number(used)} / ${number(limit)} characters`
       + (used > limit ? `: ${number(used - limit)} too many` : "");
   }

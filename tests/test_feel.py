@@ -180,7 +180,7 @@ def test_a_shortcut_starts_a_new_chat(new_page: NewPage, live_server: LiveServer
     send(page, "Hello")
     page.locator(f"{ANSWER}[data-status=complete]").wait_for()
     first = page.url
-    assert page.locator("a.new-chat").get_attribute("aria-keyshortcuts") == "Control+Shift+O"
+    assert "Control+Shift+O" in page.locator("a.new-chat").get_attribute("aria-keyshortcuts")
     with page.expect_navigation():
         page.keyboard.press("Control+Shift+O")
     assert page.url != first and page.locator("article").count() == 0
