@@ -16,6 +16,7 @@ got through (`test_*_paths_report`, and bench/hostile_report.py prints the figur
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,8 @@ from quart import Quart
 from chatapp.rendering import StreamingMarkdown, render_markdown
 from chatapp.web import sse
 from tests.conftest import MakeApp
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.client import conversation_url, parse_sse
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.hostile_browser import answers, browser_js_off, browser_js_on
 from tests.support.hostile_checks import (
     MAX_CHARS, fragment_violations, page_violations, refused_violations, soup, sse_violations, tail_violations,
@@ -91,6 +93,7 @@ async def test_views_paths_report(hostile_app: Quart, fake_upstream: FakeOpenAI)
     refused = sum(not valid_message(text) for _, text in VECTORS)
     assert tally.tried == {
         "model+user (htmx SSE)": len(VECTORS), "model+user (no-JS page)": len(VECTORS),
+        "reasoning+answer (htmx SSE)": len(VECTORS), "reasoning+answer (no-JS page)": len(VECTORS),
         "stored page": len(VECTORS),
         **({"user input refused (htmx SSE)": refused, "user input refused (no-JS page)": refused} if refused else {}),
     }
@@ -111,8 +114,93 @@ async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: F
     ])
     assert [f.split(":")[0] for f in tally.failures()] == [
         "[model+user (htmx SSE)] md-link-javascript", "[model+user (no-JS page)] md-link-javascript",
+        "[reasoning+answer (htmx SSE)] md-link-javascript", "[reasoning+answer (no-JS page)] md-link-javascript",
         "[stored page] md-link-javascript",
     ]
+
+
+THOUGHTS = ["Let me **see**.\n\n", "More", " *thought*.\n\n", "End"]  # blocks in the opening and a later piece
+# What a model could slip into a reasoning block if the sanitizer let it: each must be caught.
+PLANTED = ["<script>window.__pwned=1</script>", '<img src="x" onerror="alert(1)">',
+           '<a href="javascript:alert(1)" rel="nofollow noopener noreferrer">x</a>']
+
+
+# What the element checks say of each (the page checks would catch some of them on their own: the
+# reasoning's own checks must).
+FOUND = ("<script>: forbidden element", "onerror='alert(1)'>: forbidden attribute", "not an http(s)/mailto link")
+
+
+def _caught(problems: list[str]) -> bool:
+    return any(found in problem for problem in problems for found in FOUND)
+
+
+def _planted(text: str, old: str, new: str, index: int) -> str:
+    """`text` with the `index`th occurrence of `old` replaced by `new`."""
+    parts = text.split(old)
+    assert len(parts) > index + 1, (old, index)
+    return old.join(parts[:index + 1]) + new + old.join(parts[index + 1:])
+
+
+async def test_the_reasoning_checks_catch_a_hole(hostile_app: Quart, fake_upstream: FakeOpenAI) -> None:
+    """The app's own reasoning passes every check, and the same output with a hole planted in its
+    reasoning (where no answer text is) fails them: in each place the reasoning shows, as each
+    kind of hole, and as partials the app never sends."""
+    chat = await new_chat(hostile_app)
+    fake_upstream.script(Reply(reasoning=THOUGHTS, tokens=["The answer."]), Reply(reasoning=THOUGHTS, tokens=["Fine."]))
+    stream = (await send(chat, "Why?", htmx=True)).body
+    page = (await send(chat, "Why not?", htmx=False)).body
+    stored = (await (await chat.client.get(conversation_url(chat.action))).get_data()).decode()
+    users = ["Why?", "Why not?"]
+    assert sse_violations(stream, "Why?") == []
+    assert page_violations(page, users, live=True) == []
+    assert page_violations(stored, users) == []
+    answer = soup(parse_sse(stream)[0][1]).find_all("article")[-1]["id"]
+
+    # Every place a reasoning block is in the stream (the block opened with its first piece, the tail,
+    # a later piece, the block closed once the answer begins, the finished message), in the no-JS page
+    # (the earlier message's, the draft's pieces, the finished message's) and in the stored page.
+    for html, least, violations in ((stream, 3, lambda html: sse_violations(html, "Why?")),
+                                    (page, 3, lambda html: page_violations(html, users, live=True)),
+                                    (stored, 2, lambda html: page_violations(html, users))):
+        for old in ("<strong>see</strong>", "<em>thought</em>"):
+            assert html.count(old) >= least, old
+            for index in range(html.count(old)):
+                for hole in PLANTED:
+                    assert _caught(violations(_planted(html, old, hole, index))), (old, index, hole, html[:100])
+    # A reasoning tail, rendered or as text, holds no hole either.
+    tail = re.search(rf'hx-target="#{answer}-thinking-tail(?:-end)?" hx-swap="(?:innerHTML|beforeend)">', stream)
+    assert tail is not None
+    problems = sse_violations(stream.replace(tail[0], tail[0] + PLANTED[1], 1), "Why?")
+    assert _caught(problems) or any("unescaped markup in a tail" in problem for problem in problems), problems
+    # Partials the app never sends: another element's target, another swap, a second opening, a status
+    # said again, the answer's text while the model thinks, a piece of reasoning after its block
+    # closed, a block or a summary that is not the template's.
+    blocks = f'<hx-partial hx-target="#{answer}-thinking-blocks" hx-swap="beforeend">'
+    answer_blocks, answer_tail = blocks.replace("-thinking-blocks", "-blocks"), f'<hx-partial hx-target="#{answer}-tail"'
+    assert "data: " + blocks in stream and "data: " + answer_tail in stream
+    opening = next(data for _, data in parse_sse(stream) if 'class="thinking live"' in data)
+    for bad in (
+        stream.replace(blocks, blocks.replace(f"#{answer}-thinking-blocks", "#msg-0000000000000000-thinking-blocks")),
+        stream.replace(blocks, blocks.replace(f"#{answer}-thinking-blocks", "#conversation-list")),
+        stream.replace(blocks, blocks.replace(f"#{answer}-thinking-blocks", f"#{answer}-status")),
+        stream.replace(blocks, blocks.replace("beforeend", "outerHTML")),
+        stream.replace("data: " + answer_tail, sse.frame(opening).decode() + "data: " + answer_tail, 1),
+        stream.replace(blocks, f'<hx-partial hx-target="#{answer}-status" hx-swap="innerHTML">Thinking…</hx-partial>'
+                               + blocks),
+        stream.replace("data: " + blocks, f"data: {answer_blocks}<p>x</p></hx-partial>\n\ndata: {blocks}", 1),
+        stream.replace("data: " + answer_tail, f"data: {blocks}<p>x</p></hx-partial>\n\ndata: {answer_tail}", 1),
+        stream.replace('class="thinking live" open>', 'class="thinking live" open hx-get="/new">'),
+        stream.replace('class="thinking-inner">', 'class="thinking-inner"><div id="composer"></div>'),
+        stream.replace("<summary>Thought", "<summary><b>x</b>Thought"),
+    ):
+        assert bad != stream and sse_violations(bad, "Why?"), bad
+    # A reasoning block where the app puts none, or one too many.
+    user = '<div class="content plain">Why?</div>'
+    assert page_violations(stored.replace(user, user + '<details class="thinking"><summary>x</summary></details>'),
+                           users)
+    assert page_violations(page.replace("<details class=\"thinking live\" open>",
+                                        '<details class="thinking live" open></details><details class="thinking live" open>', 1),
+                           users, live=True)
 
 
 # --- path 3: a real browser ----------------------------------------------------------------------
@@ -123,8 +211,9 @@ def test_browser_paths_report(browser: Browser, live_server: LiveServer, fake_up
     browser_js_off(browser, live_server, fake_upstream, tally)
     refused = sum(len(b) for b in answers() if not valid_message("\n\n".join(t for _, t in b)))
     assert tally.tried == {
-        "browser, JS on (streamed)": len(VECTORS), "browser, JS on (reloaded)": len(VECTORS),
-        "browser, JS off (streamed page)": len(VECTORS),
+        "browser, JS on (streamed)": len(VECTORS), "browser, JS on (reasoning, streamed)": len(VECTORS),
+        "browser, JS on (reloaded)": len(VECTORS),
+        "browser, JS off (streamed page)": len(VECTORS), "browser, JS off (reasoning, streamed page)": len(VECTORS),
         **({"browser, JS off (refused input)": refused} if refused else {}),
     }
     assert tally.failures() == []

@@ -1,6 +1,7 @@
-"""Every hostile input in Chromium, as the model's answers and the user's messages, with JavaScript
-on (htmx streaming, then the page reloaded) and off (the plain form, the answer streamed as a page),
-watching for dialogs, `window.__pwned`, CSP violations, script errors and requests to other hosts."""
+"""Every hostile input in Chromium, as the model's answers and the user's messages, then as the
+model's reasoning (and the answer after it), with JavaScript on (htmx streaming, then the page
+reloaded) and off (the plain form, the answer streamed as a page), watching for dialogs,
+`window.__pwned`, CSP violations, script errors and requests to other hosts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.support.browser import send
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.hostile_checks import frame_violations, page_violations, soup, valid_message
 from tests.support.hostile_corpus import VECTORS
-from tests.support.hostile_paths import Tally, pieces
+from tests.support.hostile_paths import REASONING_WAYS, Tally, pieces, reasoning_reply
 
 # Installed by the browser before any page script, so the page's CSP does not apply to it.
 WATCH_PAGE = """
@@ -74,30 +75,49 @@ def _wait_for_answers(page, count: int) -> None:
         " && !document.querySelector('[aria-busy=true]')", arg=count, timeout=20_000)
 
 
-def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations: int = 2) -> None:
-    """The corpus as the model's answers and the user's messages, streamed by htmx."""
+def _replies(n: int, text: str, user: str) -> list[tuple[str, Reply, str]]:
+    """Batch `n` twice: as the answer to the user's message `user`, then as the model's reasoning
+    (each batch its way in turn) with the same text as the answer after it. (path, reply, message)"""
+    rng = random.Random(n)
+    return [("", Reply(tokens=pieces(text, rng, 40)), user),
+            ("reasoning, ", reasoning_reply(text, text, rng, REASONING_WAYS[n % len(REASONING_WAYS)], 40),
+             "Think it over.")]
+
+
+# The corpus is spread over this many conversations: each page (checked whole after every answer)
+# holds all of its conversation, so one long conversation costs time in the square of its length.
+CONVERSATIONS = 4
+
+
+def _conversations(batches: list[list[tuple[str, str]]], conversations: int) -> list[int]:
+    """Where each conversation starts in `batches`."""
+    return list(range(0, len(batches), -(-len(batches) // conversations)))
+
+
+def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations: int = CONVERSATIONS) -> None:
+    """The corpus as the model's answers and reasoning and the user's messages, streamed by htmx."""
     batches = answers()
     per_chat = -(-len(batches) // conversations)
-    for start in range(0, len(batches), per_chat):
+    for start in _conversations(batches, conversations):
         context = browser.new_context()
         page = context.new_page()
         watch = Watch(page, server.url)
         page.goto(server.url + "/new")
         users: list[str] = []
-        for n, batch in enumerate(batches[start:start + per_chat], 1):
+        for n, batch in enumerate(batches[start:start + per_chat], start):
             text = "\n\n".join(t for _, t in batch)
-            user = text if valid_message(text) else "Please answer."
-            fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-            send(page, user)
-            problems = []
-            try:
-                _wait_for_answers(page, n)
-            except Exception as error:  # the page never settled: a structure was broken
-                problems.append(f"the answer did not finish: {str(error)[:200]}")
-            users.append(user)
-            problems += watch.problems() + _browser_dom_violations(page.content(), users)
-            for name, _ in batch:
-                tally.record("browser, JS on (streamed)", name, problems)
+            for path, reply, user in _replies(n, text, text if valid_message(text) else "Please answer."):
+                fake.script(reply)
+                send(page, user)
+                problems = []
+                try:
+                    _wait_for_answers(page, len(users) + 1)
+                except Exception as error:  # the page never settled: a structure was broken
+                    problems.append(f"the answer did not finish: {str(error)[:200]}")
+                users.append(user)
+                problems += watch.problems() + _browser_dom_violations(page.content(), users)
+                for name, _ in batch:
+                    tally.record(f"browser, JS on ({path}streamed)", name, problems)
         page.reload()
         problems = watch.problems() + _browser_dom_violations(page.content(), users)
         for batch in batches[start:start + per_chat]:
@@ -106,14 +126,19 @@ def browser_js_on(browser, server, fake: FakeOpenAI, tally: Tally, conversations
         context.close()
 
 
-def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
-    """The corpus as answers and messages through the plain form, the answer streamed as a page."""
+def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally, conversations: int = CONVERSATIONS) -> None:
+    """The corpus as answers, reasoning and messages through the plain form, the answer streamed as
+    a page."""
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     watch = Watch(page, server.url)
-    page.goto(server.url + "/new")
+    batches = answers()
+    starts = _conversations(batches, conversations)
     users: list[str] = []
-    for n, batch in enumerate(answers(), 1):
+    for n, batch in enumerate(batches):
+        if n in starts:
+            page.goto(server.url + "/new")
+            users = []
         text = "\n\n".join(t for _, t in batch)
         valid = valid_message(text)
         if not valid:  # first the refusal, which gives the text back in the form
@@ -123,12 +148,11 @@ def browser_js_off(browser, server, fake: FakeOpenAI, tally: Tally) -> None:
                 problems.append("the refused text is not given back")
             for name, _ in batch:
                 tally.record("browser, JS off (refused input)", name, problems)
-        user = text if valid else "Please answer."
-        fake.script(Reply(tokens=pieces(text, random.Random(n), 40)))
-        send(page, user, javascript=False)
-        users.append(user)
-        problems = watch.problems(js=False) + page_violations(page.content(), users, live=True)
-        for name, _ in batch:
-            tally.record("browser, JS off (streamed page)", name, problems)
+        for path, reply, user in _replies(n, text, text if valid else "Please answer."):
+            fake.script(reply)
+            send(page, user, javascript=False)
+            users.append(user)
+            problems = watch.problems(js=False) + page_violations(page.content(), users, live=True)
+            for name, _ in batch:
+                tally.record(f"browser, JS off ({path}streamed page)", name, problems)
     context.close()
-

@@ -163,8 +163,9 @@ def rendered_tail_violations(body: str, tail_id: str) -> list[str]:
 
 # --- the views: the frames of a streamed answer, whole pages, refusals ---------------------------
 WRAPPER = re.compile(
-    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}(?:-blocks|-tail-end|-tail|-notice)?|#send-token|#context-note|#messages \.redo'
-    r'|#conversation-list|#no-conversations)" '
+    r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}'
+    r'(?:-thinking-blocks|-thinking-tail-end|-thinking-tail|-thinking|-blocks|-tail-end|-tail|-notice|-status)?'
+    r'|#send-token|#context-note|#messages \.redo|#conversation-list|#no-conversations)" '
     r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.
 OPENING_PARTIALS = ["#context-note", "#messages .redo", "#send-token"]
@@ -191,12 +192,105 @@ def partials(data: str) -> tuple[list[re.Match], list[str]]:
 
 
 def content_elements(article: Tag) -> list[Tag]:
-    return [child for content in article.select(":scope > .content") for child in content.find_all(True, recursive=False)]
+    """The model- or user-derived elements of a message: its text's, and its reasoning's (finished, or
+    the blocks of one still being written)."""
+    return [child for content in article.select(
+        ":scope > .content, :scope > details.thinking:not(.live) > .thinking-text,"
+        " :scope > details.thinking.live > .thinking-text > .thinking-inner > div[id$='-thinking-blocks']")
+        for child in content.find_all(True, recursive=False)]
+
+
+# The app's own reasoning partials (templates/_partials.html): the block opened with its first
+# piece, and the block closed with the whole reasoning once the answer's text begins. Only the
+# named groups are model-derived; everything else must be exactly the template's.
+def _live_thinking(answer: str) -> re.Pattern:
+    a = re.escape(answer)
+    return re.compile(
+        rf'<details id="{a}-thinking" class="thinking live" open>\s*<summary>Thinking…</summary>\s*'
+        rf'<div class="thinking-text markdown"><div class="thinking-inner"><div id="{a}-thinking-blocks">(?P<blocks>.*)</div>'
+        rf'<div id="{a}-thinking-tail" class="tail">(?P<tail>.*)</div></div></div>\s*</details>', re.S)
+
+
+def _done_thinking(answer: str) -> re.Pattern:
+    a = re.escape(answer)
+    return re.compile(
+        rf'<details id="{a}-thinking" class="thinking">\s*<summary>Thought[^<>]*</summary>\s*'
+        rf'<div class="thinking-text markdown">(?P<html>.*)</div>\s*</details>', re.S)
+
+
+def _thinking_partial_violations(body: str, answer: str, *, live: bool) -> list[str]:
+    """A reasoning block swapped in whole: the template's frame around sanitized blocks (and, live,
+    an escaped tail), and an HTML5 parse that finds the targets where the template put them (a
+    block that closed the frame early would move them)."""
+    m = (_live_thinking if live else _done_thinking)(answer).fullmatch(body)
+    if m is None:
+        return [f"a reasoning block that is not the app's: {body[:200]!r}"]
+    problems = fragment_violations(m["blocks" if live else "html"])
+    if live:
+        problems += rendered_tail_violations(m["tail"], f"{answer}-thinking-tail")
+    if html5lib is not None:
+        fragment = html5lib.parseFragment(body, treebuilder="etree", namespaceHTMLElements=False)
+        ids = [e.get("id") for e in fragment.iter() if isinstance(e.tag, str) and e.get("id")]
+        expected = [f"{answer}-thinking", f"{answer}-thinking-blocks", f"{answer}-thinking-tail"] if live \
+            else [f"{answer}-thinking"]
+        if live and "<" in m["tail"]:
+            expected.append(f"{answer}-thinking-tail-end")
+        if ids != expected or len(list(fragment)) != 1:
+            problems.append(f"the reasoning block's frame was broken: ids {ids}")
+    return problems
+
+
+def thinking_violations(article: Tag) -> list[str]:
+    """A message's reasoning block is the app's: only in an answer, one, right in its article, with
+    the template's attributes and parts (its content is checked with `content_elements`)."""
+    blocks = [d for d in article.find_all("details") if "thinking" in d.get("class", [])]
+    if not blocks:
+        return []
+    details = blocks[0]
+    if article.get("data-role") != "assistant" or len(blocks) != 1 or details.parent is not article:
+        return [f"a reasoning block where none belongs ({len(blocks)} in a {article.get('data-role')} message)"]
+    problems = []
+    live = article.get("aria-busy") == "true"
+    expected = {"id": f"{article.get('id')}-thinking", "class": ["thinking", "live"] if live else ["thinking"]}
+    if live:
+        expected["open"] = ""
+    if details.attrs != expected:
+        problems.append(f"the reasoning block's attributes: {details.attrs}")
+    children = details.find_all(True, recursive=False)
+    summary, text = (children + [None, None])[:2]
+    if len(children) != 2 or summary.name != "summary" or text.name != "div" \
+            or text.attrs != {"class": ["thinking-text", "markdown"]}:
+        return [*problems, "the reasoning block's parts are not the app's"]
+    if summary.find(True) is not None or not summary.get_text().startswith("Thinking…" if live else "Thought"):
+        problems.append(f"the reasoning block's summary: {summary.decode_contents()[:100]!r}")
+    if _stray_text(details):
+        problems.append("text outside the reasoning block's parts")
+    if live:
+        aid = article.get("id")
+        inner = text.find_all(True, recursive=False)
+        parts = inner[0].find_all(True, recursive=False) if len(inner) == 1 else []
+        if len(inner) != 1 or inner[0].attrs != {"class": ["thinking-inner"]} or _stray_text(text) \
+                or [p.attrs for p in parts] != [{"id": f"{aid}-thinking-blocks"},
+                                                {"id": f"{aid}-thinking-tail", "class": ["tail"]}] \
+                or parts[1].find(True) is not None or _stray_text(inner[0]):
+            problems.append("the live reasoning block's parts are not the app's")
+    return problems
+
+
+def _stray_text(tag: Tag) -> bool:
+    """Text (not blank) right inside `tag`, outside its elements."""
+    return any(not isinstance(c, Tag) and c.strip() for c in tag.children)
+
+
+def message_violations(article: Tag) -> list[str]:
+    """What a message holds of the model's or the user's: its text and its reasoning."""
+    return element_violations(content_elements(article)) + thinking_violations(article)
 
 
 def sse_violations(body: str, user_text: str) -> list[str]:
-    """An htmx answer stream: the bubbles, then whole partials (blocks sanitized, tails escaped),
-    the final message with the question given back, and the close event."""
+    """An htmx answer stream: the bubbles, then whole partials (blocks sanitized, tails escaped, the
+    reasoning block opened and closed as the app does), the final message with the question given
+    back, and the close event."""
     frames = parse_sse(body)
     problems = []
     if not frames or frames[-1][0] != sse.CLOSE_EVENT:
@@ -212,45 +306,76 @@ def sse_violations(body: str, user_text: str) -> list[str]:
         problems.append("extra <hx-…> tags in the bubbles frame")
     page = soup(bubbles)
     articles = page.find_all("article", recursive=False)
+    answer = ""
     if [a.get("data-role") for a in articles] != ["user", "assistant"]:
         problems.append(f"bubbles frame structure: {[a.get('data-role') for a in articles]}")
     else:
         user = articles[0].select_one(".content.plain")
         if user is None or user.find(True) is not None or user.get_text() != cleaned(user_text):
             problems.append("the user's text is not shown exactly, as text")
-    if len(articles) == 2:  # the empty answer: just its two targets, nothing from the model yet
+        # The empty answer: its two targets and the reasoning's placeholder, nothing from the model yet.
+        answer = articles[1].get("id", "")
         inner = [(t.name, t.get("id")) for t in articles[1].select(".content *")]
-        if inner != [("div", f"{articles[1]['id']}-blocks"), ("div", f"{articles[1]['id']}-tail")]:
+        if inner != [("div", f"{answer}-blocks"), ("div", f"{answer}-tail")]:
             problems.append(f"the empty answer bubble holds {inner}")
-    # Each step: whole partials; blocks are sanitized HTML, tails rendered as strictly or escaped text.
-    for _, data in steps:
-        found, frame_problems = partials(data)
-        problems += frame_problems
-        for m in found:
-            if m["target"].endswith(("-tail", "-tail-end", "-notice")):
-                problems += tail_violations(m.group(0))
-            elif m["target"].endswith("-blocks") and m["swap"] == "beforeend":
-                problems += fragment_violations(m["body"])
-            else:
-                problems.append(f"unexpected partial target in a step: {m['target']}")
+        placeholder = articles[1].select(f":scope > #{answer}-thinking")
+        if len(placeholder) != 1 or placeholder[0].attrs != {"id": f"{answer}-thinking", "hidden": ""} \
+                or placeholder[0].contents:
+            problems.append("the answer bubble's reasoning placeholder is not the app's")
+    problems += _step_violations([data for _, data in steps], answer)
     # The final frame: the answer, then the question again (with its edit control); both one article.
     found, frame_problems = partials(final)
     problems += frame_problems
     question = soup(found[1]["body"]).find("article") if len(found) == 2 else None
     if question is None or question.select_one(".content.plain").get_text() != cleaned(user_text):
         problems.append("the question is not given back exactly in the final frame")
-    if len(found) != 2 or found[0]["swap"] != "outerHTML":
+    if len(found) != 2 or found[0]["swap"] != "outerHTML" or found[0]["target"] != f"#{answer}":
         problems.append(f"final frame: {final[:200]!r}")
     else:
         body = found[0]["body"]
+        problems += raw_violations(body)  # the app's own frame of a message has none of these either
         parsed = soup(body)
         articles = parsed.find_all("article", recursive=False)
         if len(articles) != 1 or articles[0].get("aria-busy") != "false" or parsed.find_all("article")[1:]:
             problems.append("final frame structure")
         else:
-            content = articles[0].select_one(":scope > .content")
-            problems += raw_violations(content.decode_contents() if content else "")
-            problems += element_violations(content_elements(articles[0]))
+            problems += message_violations(articles[0])
+    return problems
+
+
+def _step_violations(steps: list[str], answer: str) -> list[str]:
+    """The frames between the bubbles and the final message, each whole partials for this answer:
+    its text's blocks (sanitized) and tail (escaped), notices (escaped), and its reasoning as the app
+    streams it: the block opened once in place of the placeholder (with the screen readers' status,
+    in the same frame), pieces to its blocks and tail while it is open, then closed once, alone in
+    its frame, before the answer's text goes on."""
+    problems = []
+    thinking = "none"  # then "live" once opened, "done" once closed
+    for data in steps:
+        found, frame_problems = partials(data)
+        problems += frame_problems
+        kinds = [(m["target"].removeprefix(f"#{answer}"), m["swap"]) for m in found]
+        for m, (part, swap) in zip(found, kinds, strict=True):
+            if not answer or not m["target"].startswith(f"#{answer}") or not m["target"][len(answer) + 1:] == part:
+                problems.append(f"a step partial for another element: {m['target']}")
+            elif (part, swap) == ("-thinking", "outerHTML") and thinking != "done":
+                opening = thinking == "none"
+                if kinds != ([("-thinking", "outerHTML"), ("-status", "innerHTML")] if opening else [(part, swap)]):
+                    problems.append(f"a reasoning block {'opened' if opening else 'closed'} in an odd frame: {kinds}")
+                problems += _thinking_partial_violations(m["body"], answer, live=opening)
+                thinking = "live" if opening else "done"
+            elif (part, swap) == ("-status", "innerHTML") and thinking == "live" and kinds[0] == ("-thinking", "outerHTML"):
+                if m["body"] != "Thinking…":
+                    problems.append(f"the status says {m['body'][:100]!r}")
+            elif part in ("-blocks", "-thinking-blocks") and swap == "beforeend" \
+                    and (part == "-thinking-blocks") == (thinking == "live"):
+                problems += fragment_violations(m["body"])
+            elif part in ("-tail", "-thinking-tail", "-tail-end", "-thinking-tail-end") \
+                    and part.startswith("-thinking") == (thinking == "live") \
+                    or part == "-notice":
+                problems += tail_violations(m.group(0))
+            else:
+                problems.append(f"unexpected partial in a step: {m['target']} {swap} (reasoning {thinking})")
     return problems
 
 
@@ -273,7 +398,7 @@ def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> 
     if shown != [cleaned(t) for t in user_texts]:
         problems.append("the users' texts are not shown exactly, as text")
     for article in articles:
-        problems += element_violations(content_elements(article))
+        problems += message_violations(article)
         problems += [f"user bubble holds markup: {c.name}" for u in [article] if u.get("data-role") == "user"
                      for c in u.select(".content.plain *")]
     drafts = page.select(".draft")
@@ -295,12 +420,14 @@ def page_violations(html: str, user_texts: list[str], *, live: bool = False) -> 
 
 def _draft_piece_violations(children: list[Tag], reasoning_allowed: bool) -> list[str]:
     """The draft holds rendered blocks, raw text pieces, and (first) the model's reasoning, made of
-    the same two kinds of piece inside its own block."""
+    the same two kinds of piece inside the block that streams.THINKING_DRAFT_OPEN opens: one, with
+    that exact frame."""
     problems = []
+    reasoning = 0
     for child in children:
-        if "block" in child.get("class", []) and child.name == "div":
+        if child.name == "div" and child.attrs == {"class": ["block"]}:
             problems += element_violations(child.find_all(True, recursive=False))
-        elif "raw" in child.get("class", []) and child.name == "span":
+        elif child.name == "span" and child.attrs == {"class": ["raw"]}:
             if child.find(True) is not None:
                 problems.append("markup inside a raw draft piece")
         elif child.name == "div" and child.attrs == {"class": ["live"]}:
@@ -314,14 +441,26 @@ def _draft_piece_violations(children: list[Tag], reasoning_allowed: bool) -> lis
                 ends[0].unwrap()
                 problems += element_violations(piece.find_all(True, recursive=False))
         elif reasoning_allowed and child.name == "details" and "thinking" in child.get("class", []):
-            inner = child.select_one(":scope > .thinking-text > .thinking-inner")
-            if inner is None or len(child.find_all(True, recursive=False)) != 2:
-                problems.append("a reasoning block in the draft that is not the app's")
+            reasoning += 1
+            parts = child.find_all(True, recursive=False)
+            text = parts[1] if len(parts) == 2 else None
+            inner = text.find_all(True, recursive=False) if text is not None else []
+            if child.attrs != {"class": ["thinking", "live"], "open": ""} or reasoning > 1 or text is None \
+                    or parts[0].name != "summary" or parts[0].find(True) is not None \
+                    or parts[0].get_text() != "Thinking…" or _stray_text(child) \
+                    or text.name != "div" or text.attrs != {"class": ["thinking-text", "markdown"]} \
+                    or _stray_text(text) or len(inner) != 1 or inner[0].name != "div" \
+                    or inner[0].attrs != {"class": ["thinking-inner"]}:
+                problems.append(f"a reasoning block in the draft that is not the app's: {str(child)[:200]!r}")
             else:
-                problems += _draft_piece_violations(inner.find_all(True, recursive=False), reasoning_allowed=False)
+                problems += _draft_piece_violations(inner[0].find_all(True, recursive=False), reasoning_allowed=False)
         else:
             problems.append(f"unexpected element in the draft: <{child.name} {child.attrs}>")
     return problems
+
+
+PAGE_NEVER = ["iframe", "frame", "object", "embed", "img", "svg", "math", "style", "base", "template", "video",
+              "audio", "dialog", "input"]  # input: only type=image
 
 
 def frame_violations(page: BeautifulSoup) -> list[str]:
@@ -345,19 +484,26 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
     for textarea in page.find_all("textarea"):
         if textarea.find_parent("form") is None and textarea.get("form") != "edit-form":
             problems.append("a text box outside the page's forms")
-    for content in page.select(".content"):
-        if content.find(["form", "textarea", "input", "select", "details", "article"]) or any(
+    # The draft's reasoning block: the draft checks check it (ids: a Tag compares equal by its contents).
+    draft_reasoning = {id(d) for d in page.select(".draft > .content > details.thinking")}
+    for content in page.select(".content, .thinking-text"):
+        if any(id(c) not in draft_reasoning for c in content.find_all(["form", "textarea", "input", "select", "details",
+                                                                   "article"])) or any(
                 "code-copy" not in b.get("class", []) for b in content.find_all("button")):
             problems.append("a control inside a message's text")
     scripts = page.find_all("script")
     if len(scripts) != 3 or not all(s.get("src", "").startswith("/static/") and not s.string for s in scripts):
         problems.append("unexpected script elements")
-    for name in ("iframe", "frame", "object", "embed", "img", "svg", "math", "style", "base", "template", "video",
-                 "audio", "dialog", "input[type=image]"):
-        if page.select(name):
-            problems.append(f"a <{name}> in the page")
+    # One pass over the page (a CSS select per name costs a pass each, and the pages are long).
+    present = {t.name if t.name != "input" else "input[type=image]" for t in page.find_all(PAGE_NEVER)
+               if t.name != "input" or str(t.get("type", "")).lower() == "image"}
+    problems += [f"a <{name}> in the page" for name in sorted(present)]
     for details in page.find_all("details"):
-        if "conversation-settings" not in details.get("class", []) and details.find_parent(class_="actions") is None:
+        reasoning = "thinking" in details.get("class", []) and (
+            details.parent.name == "article" and details.parent.get("data-role") == "assistant"
+            or id(details) in draft_reasoning)
+        if "conversation-settings" not in details.get("class", []) and details.find_parent(class_="actions") is None \
+                and not reasoning:
             problems.append("a <details> in the page")
     if len(page.find_all("meta")) != 4 or len(page.find_all("link")) != 2:
         problems.append("extra meta or link elements")

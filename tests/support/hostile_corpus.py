@@ -259,6 +259,15 @@ _MARKDOWN: list[tuple[str, str]] = [
     ("breakout-span", "</span><script>window.__pwned=1</script>"),
     ("breakout-textarea", "</textarea><img src=x onerror=alert(1)>"),
     ("breakout-title", "</title><img src=x onerror=alert(1)>"),
+    # aimed at the reasoning block (a <details> around blocks and a tail) and the inline <think> split
+    ("breakout-details", "</div></div></div></details><details open><summary>forged</summary>"
+                         "<img src=x onerror=alert(1)></details>"),
+    ("breakout-summary", "</summary><summary onclick=\"alert(1)\">forged</summary>"),
+    ("breakout-think-close", "</think>\n\n<script>window.__pwned=1</script><img src=x onerror=alert(1)>"),
+    ("think-nested", "<think>a</think><think><img src=x onerror=alert(1)></think>\n\n</thinking>x"),
+    ("thinking-target-forgery", "<div id=\"msg-0000000000000000-thinking\" hidden>x</div>"
+                                "<hx-partial hx-target=\"#msg-0000000000000000-thinking-blocks\" hx-swap=\"beforeend\">"
+                                "pwned</hx-partial>"),
     ("page-mark", "<!--chatapp:answer-->"),
     ("page-mark-twice", "before <!--chatapp:answer--> middle <!--chatapp:answer--> after"),
     ("page-mark-in-code", "`<!--chatapp:answer-->`\n\n```\n<!--chatapp:answer-->\n```"),

@@ -32,6 +32,18 @@ def pieces(text: str, rng: random.Random, largest: int = 12) -> list[str]:
     return out or [text]
 
 
+# How a model's reasoning reaches the app, taken in turn: the two fields servers put it in, and a
+# <think> block at the start of the text (split off by chatapp/llm/thinking.py as it streams).
+REASONING_WAYS = ("reasoning_content", "reasoning", "<think>")
+
+
+def reasoning_reply(thought: str, answer: str, rng: random.Random, way: str, largest: int = 24) -> Reply:
+    """`thought` as the model's reasoning (streamed the `way` given), then `answer` as its text."""
+    if way == "<think>":
+        return Reply(tokens=pieces(f"<think>{thought}</think>\n\n{answer}", rng, largest))
+    return Reply(reasoning=pieces(thought, rng, largest), reasoning_field=way, tokens=pieces(answer, rng, largest))
+
+
 @dataclass
 class Tally:
     """How many vectors went through each path, and which got through (should be none)."""
@@ -88,13 +100,13 @@ async def send(chat: Chat, message: str, *, htmx: bool) -> Answer:
 
 
 async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str]] = VECTORS) -> Tally:
-    """Each vector as the user's message and as the model's answer: htmx, no-JS, and reloaded."""
+    """Each vector as the user's message and as the model's answer, then as its reasoning (the answer
+    after it the same text): htmx, no-JS, and the page reloaded with all four."""
     tally = Tally()
-    for name, text in vectors:
+    for n, (name, text) in enumerate(vectors):
         rng = random.Random(name)
         chat = await new_chat(app)
         for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
-            problems: list[str] = []
             user_message = text
             if not valid_message(text):
                 refused = await send(chat, text, htmx=htmx)
@@ -102,20 +114,28 @@ async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str
                              refused_violations(text, refused.status_code, refused.body, htmx))
                 user_message = "Please answer."
             fake.script(Reply(tokens=pieces(text, rng, 24)))
-            answer = await send(chat, user_message, htmx=htmx)
-            if answer.status_code != 200:
-                problems.append(f"status {answer.status_code}")
-            elif htmx:
-                problems += sse_violations(answer.body, user_message)
-            else:
-                problems += page_violations(answer.body, [*chat.users, user_message], live=True)
-            chat.users.append(user_message)
-            if CANARY_KEY in answer.body:
-                problems.append("the API key is in a response")
-            tally.record(f"model+user ({path})", name, problems)
+            tally.record(f"model+user ({path})", name, await _answer_violations(chat, user_message, htmx))
+        for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
+            fake.script(reasoning_reply(text, text, rng, REASONING_WAYS[n % len(REASONING_WAYS)]))
+            tally.record(f"reasoning+answer ({path})", name, await _answer_violations(chat, "Think it over.", htmx))
         response = await chat.client.get(conversation_url(chat.action))
         html = (await response.get_data()).decode()
         tally.record("stored page", name,
                      [f"status {response.status_code}"] if response.status_code != 200 else page_violations(html, chat.users))
     return tally
 
+
+async def _answer_violations(chat: Chat, user_message: str, htmx: bool) -> list[str]:
+    """`user_message` sent, the answer the model was scripted to give checked as it streamed."""
+    problems: list[str] = []
+    answer = await send(chat, user_message, htmx=htmx)
+    if answer.status_code != 200:
+        problems.append(f"status {answer.status_code}")
+    elif htmx:
+        problems += sse_violations(answer.body, user_message)
+    else:
+        problems += page_violations(answer.body, [*chat.users, user_message], live=True)
+    chat.users.append(user_message)
+    if CANARY_KEY in answer.body:
+        problems.append("the API key is in a response")
+    return problems
