@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python bench/hostile_report.py [--browser]   (prints figures; not a test)
 
-The corpus is tests/support/hostile_corpus.py; the paths and the checks are the ones
+The corpus is tests/support/hostile_corpus.py, each input also scripted as a reasoning model's
+thinking (tests/support/hostile_paths.py: reasoning_reply); the paths and the checks are the ones
 tests/test_hostile.py asserts (tests/support/hostile_paths.py, hostile_checks.py, hostile_browser.py).
 --browser adds Chromium (JS on and off), which needs /usr/bin/chromium.
 """
@@ -52,14 +53,17 @@ def main() -> int:
         if "--browser" in sys.argv:
             fake.reset()
             tallies.append(_browser(fake, Path(tmp)))
-    print(f"{len(VECTORS)} hostile inputs (tests/support/hostile_corpus.py)\n")
-    print(f"{'path':<36} {'tried':>6} {'got through':>12}")
-    tried = through = 0
-    for tally in tallies:
-        for path, count in tally.tried.items():
-            print(f"{path:<36} {count:>6} {len(tally.through[path]):>12}")
-            tried, through = tried + count, through + len(tally.through[path])
-    print(f"{'total':<36} {tried:>6} {through:>12}   ({time.monotonic() - started:.1f} s)")
+    print(f"{len(VECTORS)} hostile inputs (tests/support/hostile_corpus.py): each as the model's answer and the")
+    print("user's message, then as the model's reasoning (the paths named so; the stored and reloaded pages hold both)\n")
+    rows = [(path, count, len(tally.through[path])) for tally in tallies for path, count in tally.tried.items()]
+    width = max(len(path) for path, _, _ in rows) + 2
+    print(f"{'path':<{width}} {'tried':>6} {'got through':>12}")
+    for path, count, through in rows:
+        print(f"{path:<{width}} {count:>6} {through:>12}")
+    reasoning = [(count, through) for path, count, through in rows if "reasoning" in path]
+    tried, through = sum(count for _, count, _ in rows), sum(through for _, _, through in rows)
+    print(f"{'total':<{width}} {tried:>6} {through:>12}   ({time.monotonic() - started:.1f} s)")
+    print(f"{'  of which reasoning':<{width}} {sum(c for c, _ in reasoning):>6} {sum(t for _, t in reasoning):>12}")
     for tally in tallies:
         for failure in tally.failures():
             print("GOT THROUGH:", failure[:500])
