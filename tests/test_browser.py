@@ -194,3 +194,36 @@ def test_reasoning_shows_while_the_model_thinks_and_folds_when_the_answer_comes(
         thinking.locator("summary").click()
         assert answer.locator(".thinking-text strong").inner_text() == "options"
         assert seen == {"console_csp": [], "foreign": [], "dialogs": []}
+
+
+def test_a_code_block_shows_as_code_while_it_streams_and_the_page_never_shrinks(
+        new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    code = [f"    value_{i} = compute({i}, *args)  # step {i}\n" for i in range(30)]
+    tokens = ["## Set", "up\n\n", "Run **this", "** first:\n\n", "```python\n", "def main():\n", *code, "```\n\n",
+              "| Setting | Default |\n", "|---|---|\n", "| workers | 4 |\n\n", "Done."]
+    fake_upstream.script(Reply(tokens=tokens, delay=0.06))
+    page = new_page(viewport={"width": 390, "height": 844})  # a phone's width, where the page once got shorter
+    page.goto(live_server.url + "/")
+    send(page, "Show me code")
+    answer = page.locator("article[data-role=assistant]").last
+    answer.wait_for()
+    samples = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        busy, height, code_text, text = answer.evaluate(
+            "el => [el.getAttribute('aria-busy'), document.documentElement.scrollHeight,"
+            " el.querySelector('.tail pre code')?.textContent ?? null, el.textContent]")
+        if busy == "false":
+            break
+        samples.append((height, code_text, text))
+        time.sleep(0.02)
+    assert samples and busy == "false"
+    # Mid-block: the code already in a code block, its fence not shown, before the block closed.
+    mid_code = [c for _, c, _ in samples if c and "value_3 = compute" in c]
+    assert mid_code and all("```" not in c for c in mid_code)
+    assert not any(marker in text for _, _, text in samples for marker in ("```", "## ", "**", "|---"))
+    heights = [h for h, _, _ in samples]
+    assert all(b >= a for a, b in zip(heights, heights[1:])), f"the page got shorter while streaming: {heights}"
+    assert heights[-1] > heights[0]
+    final = page.locator("article[data-role=assistant]").last
+    assert final.locator("div.highlight pre code").count() == 1 and final.locator("td").count() == 2
