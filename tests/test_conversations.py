@@ -30,7 +30,7 @@ async def test_the_side_list_shows_this_browsers_conversations_newest_first(clie
     second = (await client.get("/new")).headers["Location"]
     assert (await send(client, f"{second}/messages", csrf, "Second topic: " + "long " * 30)).status_code == 200
     page = soup(await (await client.get(second)).get_data())
-    titles = [a.get_text() for a in page.select("nav.sidebar a")]
+    titles = [a.get_text() for a in page.select("#conversation-list > li > a")]
     assert titles[0].startswith("Second topic: long") and titles[0].endswith("…") and len(titles[0]) <= 61
     assert titles[1] == "First topic: sourdough"
     assert page.select_one("nav.sidebar a[aria-current=page]").get_text() == titles[0]

@@ -20,9 +20,11 @@ EXPORTS = {"md": ("text/markdown", export.markdown_parts), "json": ("application
 async def update(conversation_id: str) -> AnyResponse:
     """Rename the conversation, or give it instructions of its own."""
     form = await read_trusted_form()
-    if await visitor.own_conversation(conversation_id) is None:
+    conversation = await visitor.own_conversation(conversation_id)
+    if conversation is None:
         return await error_response(404)
-    title = " ".join((form.get("title") or "").split())[:200] or "New chat"
+    # A blank title keeps the one it has (a new chat's bar shows the field empty until a reload).
+    title = " ".join((form.get("title") or "").split())[:200] or conversation.title or "New chat"
     prompt = (form.get("system_prompt") or "").strip()[:4000] or None
     await current.store().update_conversation(conversation_id, visitor.owner(), title=title, system_prompt=prompt)
     return redirect(url_for("chat.show", conversation_id=conversation_id), 303)

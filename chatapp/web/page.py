@@ -21,6 +21,13 @@ PAGE_SIZE = 50
 # produce it: user text is escaped and model HTML is sanitized, which drops comments.
 ANSWER_MARK = Markup("<!--chatapp:answer-->")
 
+# What an empty chat offers to ask: short, and showing what the page renders (code, a table, a list).
+EXAMPLE_PROMPTS = (
+    "Explain Python list comprehensions with an example",
+    "Compare TCP and UDP in a table",
+    "Give me three tips for writing clear emails",
+)
+
 
 def send_token_field() -> Markup:
     """The form's hidden field with a fresh id for its next submission, so that the same
@@ -72,6 +79,7 @@ async def chat_page(conversation_id: str, messages: list[Message], *, conversati
         signed_in=bool(current.config().password),
         continue_message=CONTINUE_MESSAGE,
         earlier_link=earlier_link,
+        example_prompts=EXAMPLE_PROMPTS,
         presets=presets.PRESETS,
         languages=presets.LANGUAGES,
         models=current.models(),

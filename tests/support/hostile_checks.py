@@ -463,6 +463,10 @@ PAGE_NEVER = ["iframe", "frame", "object", "embed", "img", "svg", "math", "style
               "audio", "dialog", "input"]  # input: only type=image
 
 
+# The page's own links within itself: the skip links, and the custom instructions' note.
+PAGE_OWN_FRAGMENTS = ("#conversation-list", "#message", "#system-prompt")
+
+
 def frame_violations(page: BeautifulSoup) -> list[str]:
     """The page's own frame stayed whole: only its own forms and controls, its scripts, no stray
     active elements; and nothing active inside the text of any message."""
@@ -473,10 +477,13 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
     if len(page.find_all("article")) != len(messages.find_all("article", recursive=False)):
         problems.append("an article outside #messages or nested in another")
     ids = [f.get("id") for f in page.find_all("form") if f.get("id")]
-    if ids != ["regenerate-form", "continue-form", "edit-form", "composer"]:
+    examples = [i for i in ids if re.fullmatch(r"example-[1-9]", i)]  # an empty chat's example questions
+    if [i for i in ids if i not in examples] != ["regenerate-form", "continue-form", "edit-form", "composer"] \
+            or examples != [f"example-{n}" for n in range(1, len(examples) + 1)]:
         problems.append("the page's form was tampered with")
     for form in page.find_all("form"):
-        own = (form.get("id") in ("composer", "regenerate-form", "continue-form", "edit-form")
+        example = form.get("id") in examples and str(form.get("action", "")).endswith("/messages")
+        own = (form.get("id") in ("composer", "regenerate-form", "continue-form", "edit-form") or example
                or form.find_parent(class_="conversation-settings") is not None
                or form.get("action") in ("/logout", "/theme"))
         if not own or not str(form.get("action", "")).startswith(("/c/", "/logout", "/theme")):
@@ -502,8 +509,11 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
         reasoning = "thinking" in details.get("class", []) and (
             details.parent.name == "article" and details.parent.get("data-role") == "assistant"
             or id(details) in draft_reasoning)
+        # The page's menus: the conversation list's (narrow screens), each entry's, the title bar's.
+        menu = ("conversations-menu" in details.get("class", []) and details.parent.name == "nav"
+                or "entry-menu" in details.get("class", []) and details.find_parent(id="conversation-list") is not None)
         if "conversation-settings" not in details.get("class", []) and details.find_parent(class_="actions") is None \
-                and not reasoning:
+                and not reasoning and not menu:
             problems.append("a <details> in the page")
     if len(page.find_all("meta")) != 4 or len(page.find_all("link")) != 2:
         problems.append("extra meta or link elements")
@@ -515,7 +525,8 @@ def frame_violations(page: BeautifulSoup) -> list[str]:
                     tag.name == "a" and tag.find_parent(class_="earlier") is not None) and not (
                     tag.name == "article" and tag.get("aria-busy") == "true" and attr in ("hx-get", "hx-trigger", "hx-swap")):
                 problems.append(f"<{tag.name} {attr}> outside the page's own forms")
-        if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")):
+        if tag.name == "a" and not str(tag.get("href", "")).startswith(("/", "http:", "https:", "mailto:")) \
+                and tag.get("href") not in PAGE_OWN_FRAGMENTS:
             problems.append(f"<a href={tag.get('href')!r}> in the page")
     return problems
 
