@@ -5,6 +5,7 @@ This is the only module that marks model-derived text as safe. `StreamingMarkdow
 growing text block by block, so a streamed answer costs about one render in total.
 """
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ def render_markdown(text: str) -> Markup:
 # fed (plus RENDER_COST a render), so the live tail costs O(1) a character, amortized, however long
 # the answer or its tail. Past LIVE_RENDER_LIMIT a tail is no longer re-rendered at all, so no one
 # piece stalls the event loop for long. bench/render.py measures both.
-RENDER_BUDGET = 1.0
+RENDER_BUDGET = 0.5
 RENDER_COST = 100  # a render's fixed cost, in characters of text rendered
 RENDER_CREDIT_START = 2000  # so a short answer's tail is rendered at every piece that needs it
 RENDER_CREDIT_MAX = 16000
@@ -222,10 +223,17 @@ def _code_frame(lead: str, opener: str, fence: str) -> tuple[Markup, Markup]:
     """The tail up to an open code block, rendered once, and that block's frame (as its final
     render will have it), cut where the code's text goes."""
     lead_html = _render(lead, None).strip() if lead.strip() else ""
+    head, foot = _empty_block(opener, fence)
+    return Markup((lead_html + "\n" if lead_html else "") + head), foot
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_block(opener: str, fence: str) -> tuple[Markup, Markup]:
+    """An empty code block cut where its code goes; kept, as Pygments takes long to find a lexer."""
     head, foot = _cut(_render(opener + "\n", fence).strip())
     # The empty block's own newline goes: the code's text brings its own, and one more would show
     # as a blank line that the finished block does not have.
-    return Markup((lead_html + "\n" if lead_html else "") + head), Markup(foot.lstrip())
+    return head, Markup(foot.lstrip())
 
 
 _DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-*:?[ \t]*)*\|?[ \t]*$\n?", re.M)
