@@ -101,12 +101,13 @@ async def send(chat: Chat, message: str, *, htmx: bool) -> Answer:
 
 async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str]] = VECTORS) -> Tally:
     """Each vector as the user's message and as the model's answer, then as its reasoning (the answer
-    after it the same text): htmx, no-JS, and the page reloaded with all four."""
+    after it the same text): no-JS, htmx, and the page reloaded with all four."""
     tally = Tally()
     for n, (name, text) in enumerate(vectors):
         rng = random.Random(name)
         chat = await new_chat(app)
-        for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
+        # No-JS first: its page holds the conversation so far, so it is checked while that is short.
+        for htmx, path in ((False, "no-JS page"), (True, "htmx SSE")):
             user_message = text
             if not valid_message(text):
                 refused = await send(chat, text, htmx=htmx)
@@ -115,7 +116,6 @@ async def views_paths(app: Quart, fake: FakeOpenAI, vectors: list[tuple[str, str
                 user_message = "Please answer."
             fake.script(Reply(tokens=pieces(text, rng, 24)))
             tally.record(f"model+user ({path})", name, await _answer_violations(chat, user_message, htmx))
-        for htmx, path in ((True, "htmx SSE"), (False, "no-JS page")):
             fake.script(reasoning_reply(text, text, rng, REASONING_WAYS[n % len(REASONING_WAYS)]))
             tally.record(f"reasoning+answer ({path})", name, await _answer_violations(chat, "Think it over.", htmx))
         response = await chat.client.get(conversation_url(chat.action))
