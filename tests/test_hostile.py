@@ -113,8 +113,8 @@ async def test_the_view_checks_catch_a_hole(hostile_app: Quart, fake_upstream: F
         ("safe", "plain *text*"),
     ])
     assert [f.split(":")[0] for f in tally.failures()] == [
-        "[model+user (htmx SSE)] md-link-javascript", "[model+user (no-JS page)] md-link-javascript",
-        "[reasoning+answer (htmx SSE)] md-link-javascript", "[reasoning+answer (no-JS page)] md-link-javascript",
+        "[model+user (no-JS page)] md-link-javascript", "[reasoning+answer (no-JS page)] md-link-javascript",
+        "[model+user (htmx SSE)] md-link-javascript", "[reasoning+answer (htmx SSE)] md-link-javascript",
         "[stored page] md-link-javascript",
     ]
 
