@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tests.conftest import CANARY_KEY
-from tests.support.browser import NewPage, send
+from tests.support.browser import NewPage, save_settings, send
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live_server import LiveServer
 
@@ -140,11 +140,7 @@ def test_without_javascript_a_conversation_can_be_renamed_and_deleted(new_page: 
     page = new_page(java_script_enabled=False)
     page.goto(live_server.url + "/")
     send(page, "Keep this short", javascript=False)
-    page.goto(page.url.removesuffix("/messages"))
-    page.click("details.conversation-settings summary")
-    page.fill("#title", "Renamed without scripts")
-    with page.expect_navigation():
-        page.click("form.settings button[type=submit]")
+    save_settings(page, "#title", "Renamed without scripts")
     assert page.locator("nav.sidebar a[aria-current=page]").text_content() == "Renamed without scripts"
     assert not page.locator("#composer .stop").is_visible() and not page.locator("button.copy").first.is_visible()
     page.click("details.conversation-settings summary")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.browser import NewPage, send
+from tests.support.browser import NewPage, save_settings, send
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live_server import LiveServer
 
@@ -182,11 +182,7 @@ def test_the_language_shows_for_translate_only_and_custom_instructions_say_so(
     page.select_option("#preset", "translate")
     assert page.locator("#language").is_visible() and page.locator("label[for=language]").is_visible()
     send(page, "Bonjour", javascript=False)
-    page.goto(page.url.removesuffix("/messages"))
-    page.click("details.conversation-settings summary")
-    page.fill("#system-prompt", "Answer in haiku.")
-    with page.expect_navigation():
-        page.click("form.settings button[type=submit]")
+    save_settings(page, "#system-prompt", "Answer in haiku.")
     assert "custom instructions" in page.locator("#override-note").text_content()
     assert page.locator("#conversation-bar .title").text_content() == "Bonjour", "a blank title was not kept"
 

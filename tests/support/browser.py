@@ -109,3 +109,13 @@ def send(page: Page, message: str, *, javascript: bool = True) -> None:
         return
     with page.expect_navigation():
         page.click("#composer button[type=submit]")
+
+
+def save_settings(page: Page, field: str, value: str) -> None:
+    """In a conversation's page (the one the last send went to), open its settings, set one field
+    (`#title`, `#system-prompt`) and save them: a form post, so it works without JavaScript."""
+    page.goto(page.url.removesuffix("/messages"))
+    page.click("details.conversation-settings summary")
+    page.fill(field, value)
+    with page.expect_navigation():
+        page.click("form.settings button[type=submit]")
