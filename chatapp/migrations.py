@@ -94,6 +94,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- Why the model stopped, when it said: "length" and "content_filter" are told to the person.
         ALTER TABLE messages ADD COLUMN finish_reason TEXT;
     """),
+    ("0007_answer_versions", """
+        -- The answers written for one question (the first and each regenerated one) are versions
+        -- of each other: all carry the first one's id here (NULL for an answer never regenerated).
+        -- The version shown is the one not hidden; the person switches between them.
+        ALTER TABLE messages ADD COLUMN version_of INTEGER;
+        CREATE INDEX messages_by_version ON messages (version_of) WHERE version_of IS NOT NULL;
+    """),
 ]
 
 

@@ -38,6 +38,10 @@ class ConversationGone(Exception):
     """The conversation was deleted while a message was being added to it."""
 
 
+class StillWriting(Exception):
+    """One of the versions of this answer is being written: the shown one cannot change yet."""
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: str
@@ -69,6 +73,9 @@ class Message:
     reasoning_html: Markup | None = None
     thinking_seconds: float | None = None  # from its first thought to its first word of answer
     finish_reason: str | None = None  # as the model server said: "stop", "length", "content_filter"
+    version_of: int | None = None  # the first answer to the same question, once there are several
+    version: int = 1  # this answer's place among its question's answers, oldest first
+    versions: int = 1
 
     @property
     def busy(self) -> bool:
@@ -338,21 +345,45 @@ class Store:
     async def messages(self, conversation_id: str) -> list[Message]:
         """The visible messages, oldest first (replaced ones are kept but left out)."""
         rows = await self._rows(
-            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 ORDER BY id", (conversation_id,))
+            f"SELECT {_MESSAGE} FROM messages m WHERE conversation_id = ? AND hidden = 0 ORDER BY id",
+            (conversation_id,))
         return [_message(row) for row in rows]
 
     async def page_of_messages(self, conversation_id: str, *, before: int | None, size: int) -> tuple[list[Message], bool]:
         """The newest `size` visible messages (older than message `before`, if given), oldest first,
         and whether there are earlier ones."""
         rows = [_message(row) for row in await self._rows(
-            "SELECT * FROM messages WHERE conversation_id = ? AND hidden = 0 AND id < ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {_MESSAGE} FROM messages m WHERE conversation_id = ? AND hidden = 0 AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
             (conversation_id, before if before is not None else 2**62, size + 1),
         )]
         return rows[:size][::-1], len(rows) > size
 
     async def message(self, message_id: int) -> Message | None:
-        row = await self._row("SELECT * FROM messages WHERE id = ?", (message_id,))
+        row = await self._row(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,))
         return _message(row) if row else None
+
+    async def show_version(self, conversation_id: str, message_id: int, step: int) -> Message | None:
+        """Show the version of this shown answer `step` places away (-1: the one before, 1: the
+        one after; at either end, the same one), hiding the others, in one transaction. None if
+        the conversation has no such answer shown. Raises StillWriting while a version is written."""
+
+        def show(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT version_of FROM messages WHERE id = ? AND conversation_id = ? AND hidden = 0",
+                             (message_id, conversation_id)).fetchone()
+            if row is None or row["version_of"] is None:
+                return None if row is None else message_id
+            versions = db.execute("SELECT id, status FROM messages WHERE version_of = ? ORDER BY id",
+                                  (row["version_of"],)).fetchall()
+            if any(version["status"] == STREAMING for version in versions):
+                raise StillWriting(message_id)
+            ids = [version["id"] for version in versions]
+            shown = ids[min(max(ids.index(message_id) + step, 0), len(ids) - 1)]
+            db.execute("UPDATE messages SET hidden = (id != ?) WHERE version_of = ?", (shown, row["version_of"]))
+            return shown
+
+        shown = await self._in_transaction(show)
+        return await self.message(shown) if shown is not None else None
 
     async def add_message(
         self,
@@ -378,19 +409,22 @@ class Store:
         return _message(row)
 
     @overload
-    async def add_turn(self, conversation_id: str, *, model: str, question: str,
-                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[Message, Message]: ...
+    async def add_turn(self, conversation_id: str, *, model: str, question: str, send_token: str | None = None,
+                       replacing: tuple[int, ...] = ()) -> tuple[Message, Message]: ...
 
     @overload
     async def add_turn(self, conversation_id: str, *, model: str, question: None = None,
-                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[None, Message]: ...
+                       send_token: str | None = None, replacing: tuple[int, ...] = (),
+                       version_of: int | None = None) -> tuple[None, Message]: ...
 
     async def add_turn(self, conversation_id: str, *, model: str, question: str | None = None,
-                       send_token: str | None = None, replacing: tuple[int, ...] = ()) -> tuple[Message | None, Message]:
+                       send_token: str | None = None, replacing: tuple[int, ...] = (),
+                       version_of: int | None = None) -> tuple[Message | None, Message]:
         """One turn's writes, all or nothing: the messages it replaces hidden, the question stored
-        (unless the answer is written again for the same one), and its answer, empty and
-        `streaming`. Raises AlreadySent (this form submission was stored before) and
-        ConversationGone as add_message does, with nothing written."""
+        (unless the answer is written again for the same one: then it is a new version of the
+        answer `version_of`), and its answer, empty and `streaming`. Raises AlreadySent (this form
+        submission was stored before) and ConversationGone as add_message does, with nothing
+        written."""
         now = _now()
 
         def write(db: sqlite3.Connection) -> tuple[sqlite3.Row | None, sqlite3.Row]:
@@ -404,6 +438,11 @@ class Store:
                     raise AlreadySent(send_token)
             answer = db.execute(_ADD_MESSAGE, (conversation_id, "assistant", "", None, STREAMING, model,
                                                None, now, now)).fetchone()
+            if version_of is not None:  # the first answer to the question names the versions
+                db.execute("UPDATE messages SET version_of = COALESCE(version_of, id) "
+                           "WHERE id = ? AND conversation_id = ?", (version_of, conversation_id))
+                answer = db.execute("UPDATE messages SET version_of = (SELECT version_of FROM messages WHERE id = ?) "
+                                    "WHERE id = ? RETURNING *", (version_of, answer["id"])).fetchone()
             return user, answer
 
         writing = asyncio.ensure_future(self._in_transaction(write))
@@ -460,8 +499,8 @@ class Store:
     async def finish_message(self, message_id: int, final: Final, *, owner: str | None = None,
                              stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger, give
-        back its place (`stream_id`) and show the messages it was to replace again (`restore`), in
-        one transaction. None if the answer is gone (its conversation was deleted): the tokens are
+        back its place (`stream_id`) and show the messages it was to replace again (`restore`: the
+        answer then is a failed version, hidden and no longer counted as one), in one transaction. None if the answer is gone (its conversation was deleted): the tokens are
         charged all the same. This runs to the end even if the caller is cancelled meanwhile (a
         client leaving mid-save must not lose the answer), and close() waits for it."""
         return await asyncio.shield(self._keep_until_closed(self._finish_message(
@@ -473,9 +512,9 @@ class Store:
 
         def finish(db: sqlite3.Connection) -> sqlite3.Row | None:
             values = dataclasses.asdict(final)
-            row = db.execute(
+            updated = db.execute(
                 f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ? "
-                "WHERE id = ? RETURNING *",
+                "WHERE id = ? RETURNING id",
                 (*values.values(), _now(), message_id),
             ).fetchone()
             if owner is not None and tokens:
@@ -486,15 +525,25 @@ class Store:
                 )
             if stream_id is not None:
                 db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
-            if row is not None and restore:
+            if updated is None:
+                return None
+            if restore:
                 db.executemany("UPDATE messages SET hidden = 0 WHERE id = ?", [(i,) for i in restore])
-            return row
+                db.execute("UPDATE messages SET hidden = 1, version_of = NULL WHERE id = ?", (message_id,))
+            return db.execute(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,)).fetchone()
 
         row = await self._in_transaction(finish)
         return _message(row) if row is not None else None
 
 
 _CONVERSATION = "id, owner, title, created_at, preset, language, system_prompt, model"
+# A message, with its place among its question's answers (counted only where there are several).
+_MESSAGE = (
+    "m.*, CASE WHEN m.version_of IS NULL THEN 1 ELSE (SELECT COUNT(*) FROM messages v "
+    "WHERE v.version_of = m.version_of AND v.id <= m.id) END AS version, "
+    "CASE WHEN m.version_of IS NULL THEN 1 ELSE (SELECT COUNT(*) FROM messages v "
+    "WHERE v.version_of = m.version_of) END AS versions"
+)
 _ADD_MESSAGE = (
     "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, created_at, "
     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"

@@ -3,7 +3,8 @@
 Each stores what it must before the model is called, in one transaction (the replaced messages
 hidden, the question, and an empty answer in state `streaming`), and works out the history to
 send: the raw markdown of the visible conversation. A replaced answer or question is hidden, not
-deleted.
+deleted; a regenerated answer stays one of its question's versions, which the person switches
+between.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ async def start_turn(store: Store, conversation: Conversation, text: str, *, sys
 
 async def start_regeneration(store: Store, conversation: Conversation, *, system_prompt: str, model: str,
                              context_tokens: int = 0) -> Turn:
-    """A new answer to the last question; the old answer is kept, hidden."""
+    """A new answer to the last question, as another version of it: the old answer is kept, hidden,
+    and the person can switch back to it."""
     messages = await store.messages(conversation.id)
     if len(messages) < 2 or messages[-1].role != "assistant" or messages[-1].busy:
         raise NothingToRedo("There is no finished answer to write again.")
     old_answer = messages[-1]
-    _, answer = await store.add_turn(conversation.id, model=model, replacing=(old_answer.id,))
+    _, answer = await store.add_turn(conversation.id, model=model, replacing=(old_answer.id,),
+                                     version_of=old_answer.id)
     turn = _turn(conversation, messages[:-2], messages[-2], answer, system_prompt, context_tokens)
     return replace(turn, new_question=False, replaced=[old_answer.id])
 

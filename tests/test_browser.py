@@ -135,6 +135,19 @@ def test_regenerate_replaces_the_answer_in_place(new_page: NewPage, live_server:
     assert page.locator("article[data-role=user]").count() == 1
     assert page.locator("article[data-role=user] details.edit").count() == 1
 
+    # Both answers are kept: "2 / 2", and a switch back swaps the old one in, the focus staying on
+    # the switch so that a keyboard user can go on pressing it.
+    assert final.locator(".version").text_content().startswith("2 / 2")
+    page.focus("form.versions button[value=previous]")
+    page.keyboard.press("Enter")
+    _wait_until(lambda: "First try." in page.locator("article[data-role=assistant]").text_content())
+    answer = page.locator("article[data-role=assistant]")
+    assert answer.count() == 1 and answer.locator(".version").text_content().startswith("1 / 2")
+    assert page.evaluate("document.activeElement.value") == "previous"
+    assert answer.locator("button[value=previous]").get_attribute("aria-disabled") == "true"
+    answer.locator("button[value=next]").click()
+    _wait_until(lambda: "Second try." in page.locator("article[data-role=assistant]").text_content())
+
 
 def test_without_javascript_a_conversation_can_be_renamed_and_deleted(new_page: NewPage, live_server: LiveServer) -> None:
     page = new_page(java_script_enabled=False)

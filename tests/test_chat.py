@@ -365,3 +365,42 @@ async def test_without_javascript_the_box_says_nothing_of_enter_and_carries_the_
     assert "Enter" not in box["placeholder"]  # Enter adds a line there: the script says what it does
     assert box["data-max-chars"] == str(app.config["CHATAPP"].max_message_chars)
     assert page.select_one(".theme-form button[type=submit]") is not None  # the no-JS theme switch
+
+
+async def test_a_regenerated_answer_keeps_the_old_one_a_switch_away(app: Quart, fake_upstream: FakeOpenAI) -> None:
+    """"1 / 2": both answers kept, switched with JavaScript (the answer swaps in place) or without
+    (a post, then the page at the answer); the one shown is the one the model sees next."""
+    fake_upstream.script(Reply(tokens=["Old answer."]), Reply(tokens=["New answer."]), Reply(tokens=["Next."]))
+    alice, mallory = app.test_client(), app.test_client()
+    action, csrf = await open_chat(alice)
+    conversation = action.removesuffix("/messages")
+    await send(alice, action, csrf, "question")
+    new = (await send(alice, conversation + "/regenerate", csrf, "")).final
+    pager = new.select_one("form.versions")
+    assert pager.select_one(".version").get_text(" ", strip=True).startswith("2 / 2")
+    assert pager.select_one("button[value=next]")["aria-disabled"] == "true"
+    assert pager.select_one("button[value=previous]").get("aria-disabled") is None
+
+    switched = await alice.post(pager["action"], form={"to": "previous"}, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert switched.status_code == 200
+    old = soup(await switched.get_data()).find("article")
+    assert "Old answer." in old.get_text() and old.select_one(".version").get_text(strip=True).startswith("1 / 2")
+    assert old.select_one("button[form=regenerate-form]") is not None  # still the newest answer
+
+    page = soup(await (await alice.get(conversation)).get_data())
+    assert "Old answer." in page.get_text() and "New answer." not in page.get_text()
+    await send(alice, action, csrf, "and then?")
+    assert [m["content"] for m in fake_upstream.requests[-1].body["messages"] if m["role"] == "assistant"] == [
+        "Old answer."]
+
+    # Without JavaScript: a plain post, then the conversation at the answer now shown.
+    no_js = await alice.post(old.select_one("form.versions")["action"], form={"to": "next", "csrf_token": csrf})
+    assert no_js.status_code == 303 and no_js.headers["Location"].endswith(f"#{new['id']}")
+    # Another browser, a forged form, a wrong choice: refused, nothing switched.
+    _, mallory_csrf = await open_chat(mallory)
+    assert (await mallory.post(pager["action"], form={"to": "previous"},
+                               headers={**HTMX, "X-CSRF-Token": mallory_csrf})).status_code == 404
+    assert (await alice.post(pager["action"], form={"to": "previous"})).status_code == 403
+    wrong = await alice.post(pager["action"], form={"to": "sideways"}, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert wrong.status_code == 400 and "previous or the next" in (await wrong.get_data(as_text=True))
+    assert "New answer." in (await (await alice.get(conversation)).get_data(as_text=True))

@@ -113,12 +113,15 @@ async def test_every_conversation_route_answers_404_to_another_browser(app: Quar
     action, csrf = await open_chat(owner)
     await send_form(owner, action, csrf, "private")
     conversation_id = action.split("/")[2]
+    page = soup(await (await owner.get(action.removesuffix("/messages"))).get_data())
+    message_id = page.select("article[data-role=assistant]")[-1]["id"].removeprefix("msg-")
     _, stranger_csrf = await open_chat(stranger)
 
     routes = [r for r in app.url_map.iter_rules() if "conversation_id" in r.arguments]
     assert routes, "no conversation routes found"
     for rule in routes:
-        url = rule.rule.replace("<conversation_id>", conversation_id)
+        # A real message id of the owner's, so that a route that forgot the owner would answer.
+        url = rule.rule.replace("<conversation_id>", conversation_id).replace("<message_id:message_id>", message_id)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             response = await stranger.open(url, method=method, form={"csrf_token": stranger_csrf, "message": "x"})
             body = (await response.get_data()).decode()

@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from chatapp.migrations import MIGRATIONS
-from chatapp.storage import AlreadySent, ConversationGone, Final, Store
+from chatapp.storage import AlreadySent, ConversationGone, Final, StillWriting, Store
 
 
 async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
@@ -188,7 +188,8 @@ async def test_a_turn_is_written_whole_or_not_at_all(store: Store) -> None:
 
 async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at_all(store: Store) -> None:
     """A regeneration that gave nothing shows the old answer again in the same transaction that
-    saves the new one: never a question left with no visible answer, nor with two."""
+    saves the new one (kept, hidden, and not counted as a version): never a question left with no
+    visible answer, nor with two."""
     await store.create_conversation("c1", "alice", "")
     question = await store.add_message("c1", "user", "question", status="complete")
     old = await store.add_message("c1", "assistant", "old answer", status="complete")
@@ -200,8 +201,8 @@ async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at
     assert (await store.message(new.id)).status == "streaming" and (await store.message(old.id)).hidden
     await store._db.execute("DROP TRIGGER disk_full")
     await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
-    assert [m.id for m in await store.messages("c1")] == [question.id, old.id, new.id]
-    assert not (await store.message(old.id)).hidden
+    assert [m.id for m in await store.messages("c1")] == [question.id, old.id]
+    assert not (await store.message(old.id)).hidden and (await store.message(new.id)).hidden
 
 
 async def test_a_turn_sent_twice_is_stored_once(store: Store) -> None:
@@ -231,3 +232,42 @@ async def test_a_turn_whose_caller_left_while_it_was_written_is_not_left_streami
             break
         await asyncio.sleep(0.01)
     assert statuses == ["stopped"]  # stored, and settled at once: nothing will write it
+
+
+async def test_each_regenerated_answer_is_a_version_the_person_can_switch_back_to(store: Store) -> None:
+    await store.create_conversation("c1", "alice", "")
+    question, first = await store.add_turn("c1", model="m", question="question")
+    answers = [first]
+    for text in ("first", "second", "third"):
+        await store.finish_message(answers[-1].id, Final(content=text, html=text, status="complete"))
+        if text != "third":
+            _, new = await store.add_turn("c1", model="m", replacing=(answers[-1].id,), version_of=answers[-1].id)
+            answers.append(new)
+    shown = await store.messages("c1")
+    assert [(m.id, m.version, m.versions) for m in shown] == [(question.id, 1, 1), (answers[2].id, 3, 3)]
+    assert {answer.id: (await store.message(answer.id)).version_of for answer in answers} == dict.fromkeys(
+        (a.id for a in answers), first.id)
+
+    back = await store.show_version("c1", answers[2].id, -1)
+    assert (back.id, back.content, back.version, back.versions) == (answers[1].id, "second", 2, 3)
+    assert [m.id for m in await store.messages("c1")] == [question.id, answers[1].id]  # what the model sees next
+    assert (await store.show_version("c1", answers[1].id, -1)).id == first.id
+    assert (await store.show_version("c1", first.id, -1)).id == first.id  # the first stays first
+    assert (await store.show_version("c1", first.id, 1)).id == answers[1].id
+    # Only the shown answer of this conversation can be switched from.
+    assert await store.show_version("c1", first.id, 1) is None  # hidden now
+    assert await store.show_version("c2", answers[1].id, 1) is None
+    assert await store.show_version("c1", question.id, 1) == await store.message(question.id)  # nothing to switch
+
+
+async def test_versions_do_not_switch_while_one_is_being_written(store: Store) -> None:
+    await store.create_conversation("c1", "alice", "")
+    _, first = await store.add_turn("c1", model="m", question="question")
+    await store.finish_message(first.id, Final(content="one", html="one", status="complete"))
+    _, second = await store.add_turn("c1", model="m", replacing=(first.id,), version_of=first.id)
+    with pytest.raises(StillWriting):
+        await store.show_version("c1", second.id, -1)
+    assert [m.id for m in await store.messages("c1")][-1] == second.id
+    finished = await store.finish_message(second.id, Final(content="two", html="two", status="complete"))
+    assert (finished.version, finished.versions) == (2, 2)  # the closing frame shows the switch at once
+    assert (await store.show_version("c1", second.id, -1)).id == first.id

@@ -13,8 +13,8 @@ from .. import choices
 from . import current, page, streams, visitor
 from ..reply import settle_abandoned
 from ..errors import Refused
-from .ids import message_ids
-from ..storage import AlreadySent, Conversation, ConversationGone, Message
+from .ids import message_ids, public_id
+from ..storage import AlreadySent, Conversation, ConversationGone, Message, StillWriting
 from ..turns import NothingToRedo, Turn, start_edit, start_regeneration, start_turn, title_from
 from .forms import clean_message, normalize
 from .http import AnyResponse, error_response, is_htmx, read_trusted_form, request_id
@@ -90,6 +90,30 @@ async def markdown(conversation_id: str, message_id: int) -> Response:
     if shown is None:
         return await error_response(404)
     return Response(shown.content, mimetype="text/markdown")
+
+
+@bp.post("/c/<conversation_id>/messages/<message_id:message_id>/version")
+async def switch_version(conversation_id: str, message_id: int) -> AnyResponse | str:
+    """Show the answer written before or after this one for the same question ("2 / 3"): the one
+    shown is the one the model sees in the conversation from then on."""
+    form = await read_trusted_form()
+    _, conversation = await _find(conversation_id)
+    step = {"previous": -1, "next": 1}.get(form.get("to", ""))
+    if conversation is None:
+        return await error_response(404)
+    if step is None:
+        return await error_response(400, "Choose the previous or the next answer.")
+    try:
+        shown = await current.store().show_version(conversation.id, message_id, step)
+    except StillWriting:
+        return await error_response(409, "An answer to this question is still being written. "
+                                         "Switch when it has finished.")
+    if shown is None:
+        return await error_response(404)
+    if not is_htmx():
+        return redirect(url_for("chat.show", conversation_id=conversation.id) + f"#msg-{public_id(shown.id)}", 303)
+    newest, _ = await current.store().page_of_messages(conversation.id, before=None, size=2)
+    return await render_template("_message.html", message=shown, last=shown.id in page.last_ids(newest))
 
 
 async def _visible_message(conversation: Conversation | None, message_id: int) -> Message | None:
