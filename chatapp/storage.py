@@ -500,7 +500,8 @@ class Store:
                              stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger, give
         back its place (`stream_id`) and show the messages it was to replace again (`restore`: the
-        answer then is a failed version, hidden and no longer counted as one), in one transaction. None if the answer is gone (its conversation was deleted): the tokens are
+        answer then is a failed try, which says why but is not counted as a version), in one
+        transaction. None if the answer is gone (its conversation was deleted): the tokens are
         charged all the same. This runs to the end even if the caller is cancelled meanwhile (a
         client leaving mid-save must not lose the answer), and close() waits for it."""
         return await asyncio.shield(self._keep_until_closed(self._finish_message(
@@ -529,7 +530,7 @@ class Store:
                 return None
             if restore:
                 db.executemany("UPDATE messages SET hidden = 0 WHERE id = ?", [(i,) for i in restore])
-                db.execute("UPDATE messages SET hidden = 1, version_of = NULL WHERE id = ?", (message_id,))
+                db.execute("UPDATE messages SET version_of = NULL WHERE id = ?", (message_id,))
             return db.execute(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,)).fetchone()
 
         row = await self._in_transaction(finish)

@@ -188,12 +188,12 @@ async def test_a_turn_is_written_whole_or_not_at_all(store: Store) -> None:
 
 async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at_all(store: Store) -> None:
     """A regeneration that gave nothing shows the old answer again in the same transaction that
-    saves the new one (kept, hidden, and not counted as a version): never a question left with no
-    visible answer, nor with two."""
+    saves the new one (which says why it failed, but is not a version to switch to): never a
+    question left with no answer."""
     await store.create_conversation("c1", "alice", "")
     question = await store.add_message("c1", "user", "question", status="complete")
     old = await store.add_message("c1", "assistant", "old answer", status="complete")
-    _, new = await store.add_turn("c1", model="m", replacing=(old.id,))
+    _, new = await store.add_turn("c1", model="m", replacing=(old.id,), version_of=old.id)
     await store._db.execute("CREATE TRIGGER disk_full BEFORE UPDATE OF hidden ON messages "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
@@ -201,8 +201,8 @@ async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at
     assert (await store.message(new.id)).status == "streaming" and (await store.message(old.id)).hidden
     await store._db.execute("DROP TRIGGER disk_full")
     await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
-    assert [m.id for m in await store.messages("c1")] == [question.id, old.id]
-    assert not (await store.message(old.id)).hidden and (await store.message(new.id)).hidden
+    assert [m.id for m in await store.messages("c1")] == [question.id, old.id, new.id]
+    assert [(await store.message(i)).versions for i in (old.id, new.id)] == [1, 1]
 
 
 async def test_a_turn_sent_twice_is_stored_once(store: Store) -> None:
