@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 import tempfile
-from contextlib import closing
 from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
@@ -27,8 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
 
 from . import config_from_environment
-from .migrations import MIGRATIONS
-from .storage import Store
+from . import db as database
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +52,8 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     serve.set_defaults(command=_serve)
     migrate = commands.add_parser(
         "migrate", help="apply the database migrations not applied yet, then stop",
-        description="Open the configured database (CHATAPP_DATABASE), apply the migrations it lacks, "
+        description="Open the configured database (CHATAPP_DATABASE_URL or CHATAPP_DATABASE), apply the "
+                    "migrations it lacks (once, however many replicas run it at once), "
                     "say which, and stop. `serve` does the same at start-up.",
     )
     migrate.set_defaults(command=_migrate)
@@ -114,34 +112,25 @@ def _hypercorn_config(path: Path | None) -> HypercornConfig:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    database = config_from_environment().database
+    location = config_from_environment().database
 
-    async def open_and_close() -> None:
-        await (await Store.open(database)).close()  # opening applies what is missing
+    async def migrate() -> tuple[list[str], list[str]]:
+        db = await database.connect(location)
+        try:
+            return await db.migrate(), await db.applied_migrations()
+        finally:
+            await db.close()
 
     try:
-        before = _applied_migrations(database)
-        asyncio.run(open_and_close())
-        now = _applied_migrations(database)
-    except (OSError, sqlite3.Error) as error:
-        print(f"chatapp: cannot migrate the database {database}: {_reason(error)}", file=sys.stderr)
+        applied, now = asyncio.run(migrate())
+    except Exception as error:  # one line, whatever it is: a missing folder, a server that refuses
+        print(f"chatapp: cannot migrate the database {database.redacted(location)}: {_reason(error)}",
+              file=sys.stderr)
         return 1
-    applied = [name for name, _ in MIGRATIONS if name in now - before]
     for name in applied:
         print(f"applied {name}")
-    print(f"{database}: up to date; {len(applied)} applied now, {len(now)} in all")
+    print(f"{database.redacted(location)}: up to date; {len(applied)} applied now, {len(now)} in all")
     return 0
-
-
-def _applied_migrations(database: Path) -> set[str]:
-    """The migrations recorded in the database; none if there is no database yet. (Read with the
-    standard library alone: opening a Store would apply them first.)"""
-    if not database.exists():
-        return set()
-    with closing(sqlite3.connect(database)) as db:
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone() is None:
-            return set()
-        return {name for (name,) in db.execute("SELECT name FROM migrations")}
 
 
 def _whole_number(name: str, low: int, high: int) -> int | None:

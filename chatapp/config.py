@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -35,7 +34,9 @@ class Config:
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     secret_key: str | None = None
-    database: Path = Path("chatapp.db")
+    # A SQLite file (a path or a sqlite: URL), or a postgresql:// URL: see chatapp/db.
+    database: str = "chatapp.db"
+    database_pool: int = 10  # connections to PostgreSQL per process
     max_message_chars: int = 8000
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     connect_timeout: float = 10.0
@@ -86,7 +87,7 @@ class Config:
         return f"Config({shown})"
 
 
-_SECRETS = {"openai_api_key", "secret_key", "password", "metrics_token"}
+_SECRETS = {"openai_api_key", "secret_key", "password", "metrics_token", "database"}
 
 
 def _text(value: str) -> str | None:
@@ -187,10 +188,21 @@ def parse_networks(value: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _path(value: str) -> Path:
-    if not value.strip():
-        raise ValueError("must be a file path, such as chatapp.db")
-    return Path(value.strip())
+# What a parser returns for a value that counts as not set (an empty line copied from .env.example).
+UNSET = object()
+
+
+def _database(value: str) -> object:
+    value = value.strip()
+    if not value:
+        return UNSET
+    scheme = urlparse(value).scheme if "://" in value else ""
+    if scheme not in ("", "sqlite", "postgresql", "postgres"):
+        raise ValueError("must be a SQLite file path (such as chatapp.db) or a PostgreSQL URL "
+                         "(postgresql://user:password@host/database)")
+    if scheme.startswith("postgres") and not urlparse(value).path.strip("/"):
+        raise ValueError("must name the database, as in postgresql://user:password@host/chatapp")
+    return value
 
 
 # environment variable → (Config field, parser)
@@ -199,7 +211,11 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "OPENAI_BASE_URL": ("openai_base_url", _url),
     "OPENAI_MODEL": ("openai_model", lambda v: _text(v) or Config.openai_model),
     "SECRET_KEY": ("secret_key", _text),
-    "CHATAPP_DATABASE": ("database", _path),
+    # The last set of these wins: ours over the one that hosting platforms set for every app.
+    "DATABASE_URL": ("database", _database),
+    "CHATAPP_DATABASE": ("database", _database),
+    "CHATAPP_DATABASE_URL": ("database", _database),
+    "CHATAPP_DATABASE_POOL": ("database_pool", _number(int, 1, 1000)),
     "CHATAPP_MAX_MESSAGE_CHARS": ("max_message_chars", _number(int, 1, 100_000)),
     "CHATAPP_SYSTEM_PROMPT": ("system_prompt", _prompt),
     "CHATAPP_CONNECT_TIMEOUT": ("connect_timeout", _number(float, 0.1, 600)),
@@ -242,10 +258,12 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         if raw is None:
             continue
         try:
-            values[field] = parse(raw)
+            value = parse(raw)
         except ValueError as error:
             shown = "(hidden)" if field in _SECRETS else repr(raw[:60])
             raise ConfigError(f"{name} {error}; got {shown}") from None
+        if value is not UNSET:
+            values[field] = value
     values.update(overrides)
     config = Config(**values)
     if config.production and len(config.secret_key or "") < MIN_SECRET_KEY_CHARS:

@@ -1,4 +1,6 @@
-"""Conversations and messages in SQLite, through aiosqlite. Nothing else in the app writes SQL.
+"""Conversations, messages, and the state every process shares (limits, places, sessions), in
+the database (chatapp.db: SQLite or PostgreSQL, the same SQL for both). Nothing else in the app
+writes SQL.
 
 Rendered HTML of finished messages is stored beside the raw markdown, so a page load never re-runs
 markdown; the raw text is what goes back to the model.
@@ -9,21 +11,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import os
 import random
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
-import aiosqlite
 from markupsafe import Markup
 
-from . import migrations
+from . import db as database
+from .db import Database, Many, MissingParent, Row, Statement, Transaction, as_dict, first
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
 
@@ -108,98 +108,62 @@ def new_conversation_id() -> str:
 
 
 class Store:
-    """The app's one database connection (aiosqlite runs it on its own thread, off the loop)."""
+    """The app's one database (a connection, or a pool of them), shared by every request."""
 
-    def __init__(self, db: aiosqlite.Connection):
-        self._db = db
+    def __init__(self, db: Database):
+        self.db = db
         self._finishing: set[asyncio.Task] = set()
 
-    # Each call below is one trip to the database thread, and every trip costs a thread switch
-    # each way: reads fetch all their rows in the same trip, writes return their rows (RETURNING).
+    async def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        return await self.db.rows(sql, parameters)
 
-    async def _rows(self, sql: str, parameters: tuple = ()) -> list[aiosqlite.Row]:
-        return list(await self._db.execute_fetchall(sql, parameters))
+    async def _row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        return first(await self.db.rows(sql, parameters))
 
-    async def _row(self, sql: str, parameters: tuple = ()) -> aiosqlite.Row | None:
-        rows = await self._rows(sql, parameters)
-        return rows[0] if rows else None
-
-    async def _one(self, sql: str, parameters: tuple = ()) -> aiosqlite.Row:
+    async def _one(self, sql: str, parameters: Sequence[Any] = ()) -> Row:
         """The row of a statement that always returns one (an aggregate, an upsert's RETURNING)."""
         row = await self._row(sql, parameters)
         if row is None:
-            raise sqlite3.DatabaseError(f"no row where one was certain: {sql[:60]}")
+            raise LookupError(f"no row where one was certain: {sql[:60]}")
         return row
 
-    async def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work(connection)` on the database thread as one transaction, in one trip: no
-        other request's statement can run in between (the thread runs one call at a time), and
-        BEGIN IMMEDIATE takes the write lock first, so other workers wait too. (aiosqlite has no
-        public call for this; `_execute` is how its own methods reach the thread.)"""
-
-        def run(connection: sqlite3.Connection) -> T:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                # Whatever failed, even COMMIT (a full disk), the shared connection must not stay
-                # inside this transaction: every later write would join it.
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._db._execute(run, self._db._conn)
-
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
-        # Autocommit: each statement is its own transaction. The connection is shared by every
-        # request, so an open transaction would mix their writes (one's rollback undoing another's).
-        _create_private(Path(path))
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        # The busy timeout makes a writer wait for another instead of failing at once; WAL lets
-        # readers and the writer overlap, and several workers share the file.
-        await db.execute("PRAGMA busy_timeout = 5000")
-        await _switch_to_wal(db)
-        await db.execute("PRAGMA foreign_keys = ON")
-        await db.execute("PRAGMA synchronous = NORMAL")
-        store = cls(db)
-        await store.migrate()
+    async def open(cls, location: str | Path, *, pool_size: int = 10, migrate: bool = True) -> Store:
+        """The store on the database at `location` (a PostgreSQL URL, or a SQLite file), with its
+        schema brought up to date."""
+        store = cls(await database.connect(location, pool_size=pool_size))
+        if migrate:
+            await store.migrate()
         return store
 
     async def close(self) -> None:
         # Answers being saved as the server stops are written before the connection closes.
         await asyncio.gather(*self._finishing, return_exceptions=True)
-        await self._db.close()
+        await self.db.close()
 
     async def migrate(self) -> list[str]:
-        return await migrations.apply(self._db)
+        return await self.db.migrate()
 
     async def check_writable(self) -> None:
-        """Raises if the database cannot take a write now (read-only, full, locked for too long)."""
-        # One trip to the database thread: the connection is shared, and any statement of another
-        # request that ran between BEGIN and ROLLBACK would be rolled back with them.
-        await self._db.executescript("BEGIN IMMEDIATE; ROLLBACK;")
+        """Raises if the database cannot take a write now (read-only, full, unreachable)."""
+        await self.db.check_writable()
 
     async def setting(self, name: str, make: Callable[[], str]) -> str:
         """The stored value, or `make()`'s, stored first: every worker gets the same one."""
-        await self._db.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                               (name, make()))
+        await self._rows("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, make()))
         return (await self._one("SELECT value FROM settings WHERE name = ?", (name,)))["value"]
 
     async def hit(self, key: str, window: int, ends: float) -> int:
         """Count one more request for `key` in its time window number `window` (which ends at the
         Unix time `ends`); returns the count so far in that window."""
         (hits,) = await self._one(
-            "INSERT INTO rate_limits (key, window, hits, ends) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE "
-            "SET hits = CASE WHEN window = excluded.window THEN hits + 1 ELSE 1 END, "
-            "window = excluded.window, ends = excluded.ends RETURNING hits",
+            'INSERT INTO rate_limits (key, "window", hits, ends) VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE '
+            'SET hits = CASE WHEN rate_limits."window" = excluded."window" THEN rate_limits.hits + 1 ELSE 1 END, '
+            '"window" = excluded."window", ends = excluded.ends RETURNING hits',
             (key, window, ends),
         )
         if random.random() < 0.01:  # now and then, forget the counters of windows gone by
-            await self._db.execute("DELETE FROM rate_limits WHERE ends < ?", (time.time(),))
+            await self._rows("DELETE FROM rate_limits WHERE ends < ?", (time.time(),))
         return hits
 
     async def claim_stream(self, stream_id: str, owner: str, *, most: int, silent_for: float) -> bool:
@@ -208,25 +172,24 @@ class Store:
         `silent_for` seconds were abandoned (a process that died) and are free again."""
         now = time.time()
 
-        def claim(db: sqlite3.Connection) -> bool:
-            db.execute("DELETE FROM streams WHERE owner = ? AND seen_at < ?", (owner, now - silent_for))
-            (taken,) = db.execute("SELECT COUNT(*) FROM streams WHERE owner = ?", (owner,)).fetchone()
+        def claim() -> Transaction[bool]:
+            yield Statement("DELETE FROM streams WHERE owner = ? AND seen_at < ?", (owner, now - silent_for))
+            [(taken,)] = yield Statement("SELECT COUNT(*) FROM streams WHERE owner = ?", (owner,))
             if taken >= most:
                 return False
-            db.execute("INSERT INTO streams (id, owner, seen_at) VALUES (?, ?, ?)", (stream_id, owner, now))
+            yield Statement("INSERT INTO streams (id, owner, seen_at) VALUES (?, ?, ?)", (stream_id, owner, now))
             return True
 
-        return bool(await self._in_transaction(claim))
+        return await self.db.transaction(claim(), lock=f"streams {owner}")
 
     async def release_stream(self, stream_id: str) -> None:
-        await self._db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
+        await self._rows("DELETE FROM streams WHERE id = ?", (stream_id,))
 
     # sessions and sign-in failures
 
     async def add_session(self, session_id: str) -> None:
         now = time.time()
-        await self._db.execute("INSERT INTO sessions (id, created_at, seen_at) VALUES (?, ?, ?)",
-                               (_hashed(session_id), now, now))
+        await self._rows("INSERT INTO sessions (id, created_at, seen_at) VALUES (?, ?, ?)", (_hashed(session_id), now, now))
 
     async def session_alive(self, session_id: str, *, lifetime: float) -> bool:
         """Whether the session exists and was used within `lifetime` seconds; marks it used (at
@@ -236,12 +199,12 @@ class Store:
         if row is None or row["seen_at"] < now - lifetime:
             return False
         if row["seen_at"] < now - 3600:
-            await self._db.execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now, _hashed(session_id)))
-            await self._db.execute("DELETE FROM sessions WHERE seen_at < ?", (now - lifetime,))
+            await self._rows("UPDATE sessions SET seen_at = ? WHERE id = ?", (now, _hashed(session_id)))
+            await self._rows("DELETE FROM sessions WHERE seen_at < ?", (now - lifetime,))
         return True
 
     async def end_session(self, session_id: str) -> None:
-        await self._db.execute("DELETE FROM sessions WHERE id = ?", (_hashed(session_id),))
+        await self._rows("DELETE FROM sessions WHERE id = ?", (_hashed(session_id),))
 
     async def take_sign_in_attempt(self, key: str, wait_after: Callable[[int], float], *, forget_before: float) -> float:
         """Count a sign-in attempt for `key` as failed, before the passphrase is checked (so that
@@ -250,28 +213,28 @@ class Store:
         Failures older than `forget_before` are forgotten. `sign_in_succeeded` takes it back."""
         now = time.time()
 
-        def attempt(db: sqlite3.Connection) -> float:
-            row = db.execute("SELECT failures, last_at FROM sign_in_failures WHERE key = ? AND last_at >= ?",
-                             (key, forget_before)).fetchone()
+        def attempt() -> Transaction[float]:
+            row = first((yield Statement("SELECT failures, last_at FROM sign_in_failures WHERE key = ? AND last_at >= ?",
+                                         (key, forget_before))))
             failures, last_at = (row["failures"], row["last_at"]) if row else (0, 0.0)
             if (waiting := last_at + wait_after(failures) - now) > 0:
                 return waiting
-            db.execute("INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, ?, ?) ON CONFLICT (key) "
-                       "DO UPDATE SET failures = excluded.failures, last_at = excluded.last_at",
-                       (key, failures + 1, now))
+            yield Statement("INSERT INTO sign_in_failures (key, failures, last_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+                            "DO UPDATE SET failures = excluded.failures, last_at = excluded.last_at",
+                            (key, failures + 1, now))
             if random.random() < 0.01:
-                db.execute("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
+                yield Statement("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
             return 0.0
 
-        return float(await self._in_transaction(attempt))
+        return float(await self.db.transaction(attempt(), lock=f"sign-in {key}"))
 
     async def sign_in_succeeded(self, key: str, *, forget: bool) -> None:
         """The attempt just taken was right: it is not a failure (and with `forget`, none are)."""
         if forget:
-            await self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (key,))
+            await self._rows("DELETE FROM sign_in_failures WHERE key = ?", (key,))
         else:
-            await self._db.execute("UPDATE sign_in_failures SET failures = MAX(failures - 1, 0) WHERE key = ?",
-                                   (key,))
+            await self._rows("UPDATE sign_in_failures SET failures = CASE WHEN failures > 0 THEN failures - 1 "
+                             "ELSE 0 END WHERE key = ?", (key,))
 
     # conversations
 
@@ -308,7 +271,7 @@ class Store:
         if not changes or not set(changes) <= {"title", "preset", "language", "system_prompt", "model"}:
             raise ValueError(f"not conversation settings: {sorted(changes)}")
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        await self._db.execute(
+        await self._rows(
             f"UPDATE conversations SET {assignments} WHERE id = ? AND owner = ?",
             (*changes.values(), conversation_id, owner),
         )
@@ -317,10 +280,6 @@ class Store:
         """Delete it and its messages; False if this owner has no such conversation."""
         return bool(await self._rows(
             "DELETE FROM conversations WHERE id = ? AND owner = ? RETURNING id", (conversation_id, owner)))
-
-    async def hide_messages(self, message_ids: list[int], hidden: bool = True) -> None:
-        """Keep them, but out of the page and out of the history sent to the model (or back in)."""
-        await self._db.executemany("UPDATE messages SET hidden = ? WHERE id = ?", [(int(hidden), i) for i in message_ids])
 
     async def tokens_in_conversation(self, conversation_id: str) -> int:
         """Prompt and answer tokens of every answer in the conversation, replaced ones included."""
@@ -333,7 +292,8 @@ class Store:
     async def tokens_used_on(self, day: date, owner: str | None = None) -> int:
         """Prompt and answer tokens spent on `day` (UTC), by one owner or by all: from the usage
         ledger, which deleting conversations does not touch."""
-        query = "SELECT COALESCE(SUM(tokens), 0) FROM usage WHERE day = ?"
+        # CAST: PostgreSQL sums BIGINTs as NUMERIC.
+        query = "SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) FROM usage WHERE day = ?"
         params: tuple[str, ...] = (day.isoformat(),)
         if owner is not None:
             query, params = query + " AND owner = ?", (*params, owner)
@@ -368,21 +328,23 @@ class Store:
         one after; at either end, the same one), hiding the others, in one transaction. None if
         the conversation has no such answer shown. Raises StillWriting while a version is written."""
 
-        def show(db: sqlite3.Connection) -> int | None:
-            row = db.execute("SELECT version_of FROM messages WHERE id = ? AND conversation_id = ? AND hidden = 0",
-                             (message_id, conversation_id)).fetchone()
+        def show() -> Transaction[int | None]:
+            row = first((yield Statement(
+                "SELECT version_of FROM messages WHERE id = ? AND conversation_id = ? AND hidden = 0",
+                (message_id, conversation_id))))
             if row is None or row["version_of"] is None:
                 return None if row is None else message_id
-            versions = db.execute("SELECT id, status FROM messages WHERE version_of = ? ORDER BY id",
-                                  (row["version_of"],)).fetchall()
+            versions = yield Statement("SELECT id, status FROM messages WHERE version_of = ? ORDER BY id",
+                                       (row["version_of"],))
             if any(version["status"] == STREAMING for version in versions):
                 raise StillWriting(message_id)
             ids = [version["id"] for version in versions]
             shown = ids[min(max(ids.index(message_id) + step, 0), len(ids) - 1)]
-            db.execute("UPDATE messages SET hidden = (id != ?) WHERE version_of = ?", (shown, row["version_of"]))
+            yield Statement("UPDATE messages SET hidden = CASE WHEN id = ? THEN 0 ELSE 1 END WHERE version_of = ?",
+                            (shown, row["version_of"]))
             return shown
 
-        shown = await self._in_transaction(show)
+        shown = await self.db.transaction(show(), lock=f"versions {conversation_id}")
         return await self.message(shown) if shown is not None else None
 
     async def add_message(
@@ -402,8 +364,8 @@ class Store:
         now = _now()
         try:
             row = await self._row(_ADD_MESSAGE, (conversation_id, role, content, html, status, model, send_token, now, now))
-        except sqlite3.IntegrityError as error:
-            raise _gone_or(error, conversation_id) from None
+        except MissingParent:
+            raise ConversationGone(conversation_id) from None
         if row is None:
             raise AlreadySent(send_token)
         return _message(row)
@@ -427,29 +389,30 @@ class Store:
         written."""
         now = _now()
 
-        def write(db: sqlite3.Connection) -> tuple[sqlite3.Row | None, sqlite3.Row]:
-            db.executemany("UPDATE messages SET hidden = 1 WHERE id = ? AND conversation_id = ?",
+        def write() -> Transaction[tuple[Row | None, Row]]:
+            if replacing:
+                yield Many("UPDATE messages SET hidden = 1 WHERE id = ? AND conversation_id = ?",
                            [(message_id, conversation_id) for message_id in replacing])
             user = None
             if question is not None:
-                user = db.execute(_ADD_MESSAGE, (conversation_id, "user", question, None, COMPLETE, None,
-                                                 send_token, now, now)).fetchone()
+                user = first((yield Statement(_ADD_MESSAGE, (conversation_id, "user", question, None, COMPLETE, None,
+                                                             send_token, now, now))))
                 if user is None:
                     raise AlreadySent(send_token)
-            answer = db.execute(_ADD_MESSAGE, (conversation_id, "assistant", "", None, STREAMING, model,
-                                               None, now, now)).fetchone()
+            [answer] = yield Statement(_ADD_MESSAGE, (conversation_id, "assistant", "", None, STREAMING, model,
+                                                      None, now, now))
             if version_of is not None:  # the first answer to the question names the versions
-                db.execute("UPDATE messages SET version_of = COALESCE(version_of, id) "
-                           "WHERE id = ? AND conversation_id = ?", (version_of, conversation_id))
-                answer = db.execute("UPDATE messages SET version_of = (SELECT version_of FROM messages WHERE id = ?) "
-                                    "WHERE id = ? RETURNING *", (version_of, answer["id"])).fetchone()
+                yield Statement("UPDATE messages SET version_of = COALESCE(version_of, id) "
+                                "WHERE id = ? AND conversation_id = ?", (version_of, conversation_id))
+                [answer] = yield Statement("UPDATE messages SET version_of = (SELECT version_of FROM messages "
+                                           "WHERE id = ?) WHERE id = ? RETURNING *", (version_of, answer["id"]))
             return user, answer
 
-        writing = asyncio.ensure_future(self._in_transaction(write))
+        writing = asyncio.ensure_future(self.db.transaction(write()))
         try:
             user, answer = await asyncio.shield(writing)
-        except sqlite3.IntegrityError as error:
-            raise _gone_or(error, conversation_id) from None
+        except MissingParent:
+            raise ConversationGone(conversation_id) from None
         except asyncio.CancelledError:
             # The caller left (a client gone as its message arrived) while the turn was written:
             # it lands all the same, but nothing will write its answer. Saved as stopped at once,
@@ -458,7 +421,7 @@ class Store:
             raise
         return (_message(user) if user is not None else None), _message(answer)
 
-    async def _stop_unwritten_answer(self, writing: asyncio.Future[tuple[sqlite3.Row | None, sqlite3.Row]]) -> None:
+    async def _stop_unwritten_answer(self, writing: asyncio.Future[tuple[Row | None, Row]]) -> None:
         try:
             _, answer = await writing
         except Exception:  # nothing was written
@@ -476,11 +439,9 @@ class Store:
         """Keep the text (and reasoning) so far while an answer streams, so a crash or a reload
         loses little. False if the answer is no longer being written (its conversation was deleted
         meanwhile)."""
-        cursor = await self._db.execute(
-            "UPDATE messages SET content = ?, reasoning = ?, updated_at = ? WHERE id = ? AND status = 'streaming'",
-            (content, reasoning, _now(), message_id),
-        )
-        return cursor.rowcount > 0
+        return bool(await self._rows(
+            "UPDATE messages SET content = ?, reasoning = ?, updated_at = ? WHERE id = ? AND status = 'streaming' "
+            "RETURNING id", (content, reasoning, _now(), message_id)))
 
     async def keep_alive(self, stream_ids: list[str], message_ids: list[int], *, silent_for: float) -> None:
         """This process's answers are still being written, whether or not their text moves (a model
@@ -488,13 +449,13 @@ class Store:
         no process has kept alive for `silent_for` seconds are freed."""
         now = time.time()
 
-        def touch(db: sqlite3.Connection) -> None:
-            db.executemany("UPDATE streams SET seen_at = ? WHERE id = ?", [(now, i) for i in stream_ids])
-            db.executemany("UPDATE messages SET updated_at = ? WHERE id = ? AND status = 'streaming'",
-                           [(_now(), i) for i in message_ids])
-            db.execute("DELETE FROM streams WHERE seen_at < ?", (now - silent_for,))
+        def touch() -> Transaction[None]:
+            yield Many("UPDATE streams SET seen_at = ? WHERE id = ?", [(now, i) for i in stream_ids])
+            yield Many("UPDATE messages SET updated_at = ? WHERE id = ? AND status = 'streaming'",
+                       [(_now(), i) for i in message_ids])
+            yield Statement("DELETE FROM streams WHERE seen_at < ?", (now - silent_for,))
 
-        await self._in_transaction(touch)
+        await self.db.transaction(touch())
 
     async def finish_message(self, message_id: int, final: Final, *, owner: str | None = None,
                              stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
@@ -511,29 +472,29 @@ class Store:
                               stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
         tokens = (final.prompt_tokens or 0) + (final.completion_tokens or 0)
 
-        def finish(db: sqlite3.Connection) -> sqlite3.Row | None:
+        def finish() -> Transaction[Row | None]:
             values = dataclasses.asdict(final)
-            updated = db.execute(
+            updated = yield Statement(
                 f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ? "
                 "WHERE id = ? RETURNING id",
                 (*values.values(), _now(), message_id),
-            ).fetchone()
+            )
             if owner is not None and tokens:
-                db.execute(
+                yield Statement(
                     "INSERT INTO usage (owner, day, tokens) VALUES (?, ?, ?) "
-                    "ON CONFLICT (owner, day) DO UPDATE SET tokens = tokens + excluded.tokens",
+                    "ON CONFLICT (owner, day) DO UPDATE SET tokens = usage.tokens + excluded.tokens",
                     (owner, datetime.now(UTC).date().isoformat(), tokens),
                 )
             if stream_id is not None:
-                db.execute("DELETE FROM streams WHERE id = ?", (stream_id,))
-            if updated is None:
+                yield Statement("DELETE FROM streams WHERE id = ?", (stream_id,))
+            if not updated:
                 return None
             if restore:
-                db.executemany("UPDATE messages SET hidden = 0 WHERE id = ?", [(i,) for i in restore])
-                db.execute("UPDATE messages SET version_of = NULL WHERE id = ?", (message_id,))
-            return db.execute(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,)).fetchone()
+                yield Many("UPDATE messages SET hidden = 0 WHERE id = ?", [(i,) for i in restore])
+                yield Statement("UPDATE messages SET version_of = NULL WHERE id = ?", (message_id,))
+            return first((yield Statement(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,))))
 
-        row = await self._in_transaction(finish)
+        row = await self.db.transaction(finish())
         return _message(row) if row is not None else None
 
 
@@ -551,39 +512,13 @@ _ADD_MESSAGE = (
 )
 
 
-def _create_private(path: Path) -> None:
-    """A new database file is readable by its owner only: it may hold the generated signing key.
-    (SQLite gives its -wal and -shm files the same permissions.)"""
-    if str(path) != ":memory:" and not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-
-
-async def _switch_to_wal(db: aiosqlite.Connection, tries: int = 100) -> None:
-    """PRAGMA journal_mode = WAL, tried again while another worker holds the lock: switching a new
-    file needs it alone, and two workers switching at once can be refused at once, without the
-    busy timeout (SQLite's way out of a deadlock between two would-be writers)."""
-    for attempt in range(tries):
-        try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or attempt == tries - 1:
-                raise
-            await asyncio.sleep(0.02 + random.random() * 0.03)
-
-
-def _gone_or(error: sqlite3.IntegrityError, conversation_id: str) -> Exception:
-    """A message's conversation, deleted since the caller found it, fails the foreign key."""
-    return ConversationGone(conversation_id) if "FOREIGN KEY" in str(error) else error
-
-
 def _hashed(session_id: str) -> str:
     # Only a hash is stored: a copy of the database does not give away live sessions.
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def _message(row: aiosqlite.Row) -> Message:
-    values = dict(row)
+def _message(row: Row) -> Message:
+    values = as_dict(row)
     del values["send_token"]
     values["hidden"] = bool(values["hidden"])
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is

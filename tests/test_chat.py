@@ -271,7 +271,7 @@ async def test_an_abandoned_answer_is_shown_as_stopped_not_busy(client: QuartCli
     assert busy["aria-busy"] == "true"  # fresh: it may still be live, so it keeps asking how it is doing
     assert busy["hx-get"] == f"/c/{conversation_id}/messages/{shown_id(app, abandoned.id)}" and busy["hx-trigger"] == "load delay:1s"
 
-    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?",
+    await store.db.rows("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id = ?",
                             (abandoned.id,))
     page = soup(await (await client.get(f"/c/{conversation_id}")).get_data())
     article = page.select_one(f"#msg-{shown_id(app, abandoned.id)}")

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from chatapp.logs import REDACTED
-from chatapp.migrations import MIGRATIONS
+from chatapp.db.migrations import MIGRATIONS
 
 from .support.live_server import CANARY_KEY, clean_environment, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
-MIGRATION_NAMES = [name for name, _ in MIGRATIONS]
+MIGRATION_NAMES = [m.name for m in MIGRATIONS]
 # A setting that stops start-up: a command that reads the settings exits with status 2.
 BAD_SETTING = {"CHATAPP_LOG_FORMAT": "yaml"}
 BAD_SETTING_LINE = "chatapp: configuration error: CHATAPP_LOG_FORMAT must be text or json; got 'yaml'"

@@ -107,3 +107,18 @@ def test_production_requires_a_real_secret_key() -> None:
     with pytest.raises(ConfigError, match="at least 32 characters"):
         load_config({"CHATAPP_ENV": "production", "SECRET_KEY": "short"})
     assert load_config({"CHATAPP_ENV": "production", "SECRET_KEY": "k" * 32}).production
+
+
+def test_the_database_is_ours_first_then_the_platforms_and_an_empty_line_is_unset() -> None:
+    url = "postgresql://chat:hunter2@db.internal:5432/chatapp"
+    assert load_config({}).database == "chatapp.db"
+    assert load_config({"DATABASE_URL": url}).database == url
+    assert load_config({"DATABASE_URL": url, "CHATAPP_DATABASE": "team.db"}).database == "team.db"
+    assert load_config({"CHATAPP_DATABASE": "team.db", "CHATAPP_DATABASE_URL": url}).database == url
+    assert load_config({"CHATAPP_DATABASE_URL": "", "CHATAPP_DATABASE": "team.db"}).database == "team.db"
+    assert load_config({"CHATAPP_DATABASE_URL": "sqlite:///srv/chat.db"}).database == "sqlite:///srv/chat.db"
+    for wrong in ("mysql://chat@db/chatapp", "postgresql://chat:hunter2@db.internal"):
+        with pytest.raises(ConfigError) as refused:
+            load_config({"CHATAPP_DATABASE_URL": wrong})
+        assert str(refused.value).startswith("CHATAPP_DATABASE_URL must ") and "hunter2" not in str(refused.value)
+    assert "hunter2" not in repr(load_config({"CHATAPP_DATABASE_URL": url}))

@@ -80,7 +80,7 @@ async def test_regenerate_keeps_the_old_answer_hidden_and_sends_the_visible_hist
     assert sent_messages(fake_upstream)[1:] == [("user", "question")]
     page = soup(await (await client.get(url)).get_data())
     assert [a.select_one(".content").get_text(strip=True) for a in page.select("article")] == ["question", "second answer"]
-    kept = await app.extensions["store"]._db.execute_fetchall("SELECT content, hidden FROM messages ORDER BY id")
+    kept = await app.extensions["store"].db.rows("SELECT content, hidden FROM messages ORDER BY id")
     assert [tuple(row) for row in kept] == [("question", 0), ("first answer", 1), ("second answer", 0)]
 
 

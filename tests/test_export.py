@@ -166,7 +166,7 @@ async def _long_conversation(app: Quart) -> tuple[QuartClient, str]:
         answer = await store.add_message(conversation_id, "assistant", f"Answer *{i}* " + "é" * 400, status=COMPLETE,
                                          html=f"<p>RENDERED {i}</p>", model="demo")
         if i == 60:
-            await store.hide_messages([answer.id])
+            await store.db.rows("UPDATE messages SET hidden = 1 WHERE id = ?", (answer.id,))  # a replaced answer
     return client, conversation_id
 
 

@@ -179,7 +179,7 @@ async def test_each_failure_past_the_free_ones_doubles_the_wait(app: Quart) -> N
             await quota.take_sign_in_attempt("address:203.0.113.9", store)
         waits.append(refused.value.retry_after)
         # The wait is over (as if that long had passed): one more attempt, one more failure.
-        await store._db.execute("UPDATE sign_in_failures SET last_at = last_at - ?", (refused.value.retry_after,))
+        await store.db.rows("UPDATE sign_in_failures SET last_at = last_at - ?", (refused.value.retry_after,))
         await quota.take_sign_in_attempt("address:203.0.113.9", store)
     assert [round(w / 60) for w in waits] == [1, 2, 4, 8]
     await quota.take_sign_in_attempt("address:198.51.100.7", store)  # another address is not affected

@@ -208,7 +208,7 @@ async def test_a_budget_refuses_at_its_limit_not_before_until_midnight_utc(store
 async def test_the_sign_in_wait_never_grows_past_a_day(store: Store) -> None:
     quota = _quota(login_rate_limit="2/hour")
     await quota.take_sign_in_attempt("address:203.0.113.9", store)
-    await store._db.execute("UPDATE sign_in_failures SET failures = 60")  # 2**58 hours, were it not capped
+    await store.db.rows("UPDATE sign_in_failures SET failures = 60")  # 2**58 hours, were it not capped
     with pytest.raises(OverLimit) as refused:
         await quota.take_sign_in_attempt("address:203.0.113.9", store)
     assert DAY - 5 <= refused.value.retry_after <= DAY
@@ -242,7 +242,7 @@ async def test_the_heartbeat_keeps_this_processs_answers_alive_and_outlives_a_fa
     _, answer = await store.add_turn(conversation.id, model="m", question="hi")
     slot = await quota.check_send("alice", "203.0.113.9", store)
     slot.message_id = answer.id
-    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00'")
+    await store.db.rows("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00'")
     beating = asyncio.ensure_future(quota.keep_alive(store))
     try:
         await asyncio.sleep(0.2)  # several beats, each longer than the whole silence limit after the claim

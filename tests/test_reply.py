@@ -317,7 +317,7 @@ async def test_only_answers_silent_for_too_long_are_settled_as_stopped(store: St
     question = await store.add_message("c1", "user", "q", status="complete")
     abandoned = await store.add_message("c1", "assistant", "Half **an", status="streaming")
     live = await store.add_message("c1", "assistant", "still going", status="streaming")
-    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id IN (?, ?)",
+    await store.db.rows("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id IN (?, ?)",
                             (question.id, abandoned.id))
     messages = await store.messages("c1")
     settled = await settle_abandoned(store, messages, silent_for=60)

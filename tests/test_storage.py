@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from chatapp.migrations import MIGRATIONS
+from chatapp.db.migrations import MIGRATIONS
 from chatapp.storage import AlreadySent, ConversationGone, Final, StillWriting, Store
 
 
@@ -21,7 +21,7 @@ async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     async with aiosqlite.connect(tmp_path / "db.sqlite") as db:
         rows = await (await db.execute("SELECT name FROM migrations")).fetchall()
         mode = await (await db.execute("PRAGMA journal_mode")).fetchone()
-    assert [name for (name,) in rows] == [name for name, _ in MIGRATIONS]
+    assert [name for (name,) in rows] == [m.name for m in MIGRATIONS]
     assert mode[0] == "wal"
 
 
@@ -89,7 +89,7 @@ async def test_workers_starting_together_migrate_once(tmp_path: Path) -> None:
     stores = await asyncio.gather(*(Store.open(tmp_path / "db.sqlite") for _ in range(4)))
     async with aiosqlite.connect(tmp_path / "db.sqlite") as db:
         rows = await (await db.execute("SELECT name FROM migrations")).fetchall()
-    assert sorted(name for (name,) in rows) == sorted(name for name, _ in MIGRATIONS)
+    assert sorted(name for (name,) in rows) == sorted(m.name for m in MIGRATIONS)
     keys = {await store.setting("secret_key", lambda: str(id(object()))) for store in stores}
     assert len(keys) == 1  # every worker signs with the same generated key
     for store in stores:
@@ -136,10 +136,10 @@ async def test_stream_places_are_claimed_atomically_across_workers(tmp_path: Pat
 
 async def test_the_usage_ledger_starts_from_the_answers_already_kept(tmp_path: Path) -> None:
     async with aiosqlite.connect(tmp_path / "db.sqlite") as db:  # a database from before the ledger
-        for _, script in MIGRATIONS[:4]:
+        for script in (m.sqlite for m in MIGRATIONS[:4]):
             await db.executescript(script)
         await db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        await db.executemany("INSERT INTO migrations VALUES (?, '2026-11-01')", [(n,) for n, _ in MIGRATIONS[:4]])
+        await db.executemany("INSERT INTO migrations VALUES (?, '2026-11-01')", [(m.name,) for m in MIGRATIONS[:4]])
         await db.execute("INSERT INTO conversations VALUES ('c1', 'alice', '', '2026-11-30', '2026-11-30', "
                          "NULL, NULL, NULL, NULL)")
         for day, tokens in [("2026-11-30T10:00:00.000+00:00", 7), ("2026-12-01T09:00:00.000+00:00", 20),
@@ -159,8 +159,8 @@ async def test_answers_kept_alive_hold_their_places_and_stay_busy(store: Store) 
     answer = await store.add_message("c1", "assistant", "", status="streaming")
     assert await store.claim_stream("live", "alice", most=2, silent_for=60)
     assert await store.claim_stream("dead", "alice", most=2, silent_for=60)
-    await store._db.execute("UPDATE streams SET seen_at = seen_at - 100")
-    await store._db.execute("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00'")
+    await store.db.rows("UPDATE streams SET seen_at = seen_at - 100")
+    await store.db.rows("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00'")
     # A model thinking, or a reader that stopped reading: no text moves, the process still writes.
     await store.keep_alive(["live"], [answer.id], silent_for=60)
     assert (await store.message(answer.id)).updated_at > "2026"  # not settled as abandoned
@@ -175,12 +175,12 @@ async def test_a_turn_is_written_whole_or_not_at_all(store: Store) -> None:
     before = await store.messages("c1")
     # The disk fills up as the new answer is stored: after the old turn was hidden and the edited
     # question written, in the same transaction.
-    await store._db.execute("CREATE TRIGGER disk_full BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
+    await store.db.rows("CREATE TRIGGER disk_full BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
         await store.add_turn("c1", model="m", question="edited question", replacing=tuple(m.id for m in before))
     assert await store.messages("c1") == before  # nothing hidden, nothing added
-    await store._db.execute("DROP TRIGGER disk_full")
+    await store.db.rows("DROP TRIGGER disk_full")
     user, answer = await store.add_turn("c1", model="m", question="edited question",
                                         replacing=tuple(m.id for m in before))
     assert [m.id for m in await store.messages("c1")] == [user.id, answer.id] and answer.status == "streaming"
@@ -194,12 +194,12 @@ async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at
     question = await store.add_message("c1", "user", "question", status="complete")
     old = await store.add_message("c1", "assistant", "old answer", status="complete")
     _, new = await store.add_turn("c1", model="m", replacing=(old.id,), version_of=old.id)
-    await store._db.execute("CREATE TRIGGER disk_full BEFORE UPDATE OF hidden ON messages "
+    await store.db.rows("CREATE TRIGGER disk_full BEFORE UPDATE OF hidden ON messages "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
         await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert (await store.message(new.id)).status == "streaming" and (await store.message(old.id)).hidden
-    await store._db.execute("DROP TRIGGER disk_full")
+    await store.db.rows("DROP TRIGGER disk_full")
     await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert [m.id for m in await store.messages("c1")] == [question.id, old.id, new.id]
     assert [(await store.message(i)).versions for i in (old.id, new.id)] == [1, 1]

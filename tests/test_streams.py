@@ -222,7 +222,7 @@ async def test_the_page_still_ends_with_an_error_when_the_answer_cannot_be_saved
         client: QuartClient, app: Quart, caplog: pytest.LogCaptureFixture) -> None:
     action, csrf = await open_chat(client)
     # The disk fails just as the answer is saved (a real failure of the database, not a stand-in).
-    await app.extensions["store"]._db.execute(
+    await app.extensions["store"].db.rows(
         "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON messages WHEN NEW.status != 'streaming' "
         "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     response = await client.post(action, form={"message": "hi", "csrf_token": csrf})

@@ -59,12 +59,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     async def _open_resources() -> None:
         logs.redact_handlers(config)  # again, for the handlers set up since create_app
         _raise_open_files_limit(2 * config.max_streams + 100)
-        store = app.extensions["store"] = await Store.open(config.database)
+        store = app.extensions["store"] = await Store.open(config.database, pool_size=config.database_pool)
         if not config.secret_key:
             # Kept in the database, so that every worker signs sessions with the same key.
             app.config["SECRET_KEY"] = await store.setting("secret_key", lambda: secrets.token_hex(32))
             logs.redact_handlers(config, app.config["SECRET_KEY"])
-            log.warning("SECRET_KEY is not set: using a random one kept in the database %s.", config.database)
+            log.warning("SECRET_KEY is not set: using a random one kept in the database %s.", store.db.where)
         provider = make_provider(
             api_key=config.openai_api_key,
             base_url=config.openai_base_url,
