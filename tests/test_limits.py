@@ -217,6 +217,7 @@ async def test_the_theme_switch_goes_back_to_this_site_only(client: QuartClient,
     assert response.status_code == 303 and response.headers["Location"] == "/"
 
 
+@pytest.mark.sqlite_only
 async def test_a_new_database_file_is_readable_by_its_owner_only(app: Quart, tmp_path: Path) -> None:
     for name in ("chat.db", "chat.db-wal", "chat.db-shm"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name

@@ -13,9 +13,7 @@ import asyncpg
 import pytest
 
 from tests.support import postgres
-from tests.support.postgres import PostgresServer, postgres_server, postgres_url
-
-__all__ = ["postgres_server", "postgres_url"]  # the fixtures, for this module's tests
+from tests.support.postgres import PostgresServer
 
 
 async def _user_tables(url: str) -> list[str]:

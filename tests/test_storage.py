@@ -1,9 +1,10 @@
-"""Storage on a real SQLite file: migrations recorded once, ownership, message lifecycle."""
+"""The store on a real database, each test on a SQLite file and on PostgreSQL: migrations recorded
+once, ownership, the message lifecycle, transactions whole or not at all, places claimed
+atomically across workers."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -12,31 +13,35 @@ import pytest
 
 from chatapp.db.migrations import MIGRATIONS
 from chatapp.storage import AlreadySent, ConversationGone, Final, StillWriting, Store
+from tests.support.faults import fail_writes, stop_failing_writes
 
 
-async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
-    assert await store.migrate() == []  # already applied by open()
+async def test_migrations_are_applied_once_and_recorded(blank_database: str) -> None:
+    store = await Store.open(blank_database, migrate=False)
+    assert await store.db.applied_migrations() == []
+    assert await store.migrate() == [m.name for m in MIGRATIONS]
+    assert await store.migrate() == []
+    assert await store.db.applied_migrations() == [m.name for m in MIGRATIONS]
     await store.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    await (await Store.open(tmp_path / "db.sqlite")).close()
     async with aiosqlite.connect(tmp_path / "db.sqlite") as db:
-        rows = await (await db.execute("SELECT name FROM migrations")).fetchall()
         mode = await (await db.execute("PRAGMA journal_mode")).fetchone()
-    assert [name for (name,) in rows] == [m.name for m in MIGRATIONS]
     assert mode[0] == "wal"
 
 
-async def test_conversations_belong_to_their_owner(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_conversations_belong_to_their_owner(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     assert (await store.conversation("c1", "alice")).id == "c1"
     assert await store.conversation("c1", "mallory") is None
     assert (await store.newest_conversation("alice")).id == "c1"
     assert await store.newest_conversation("mallory") is None
-    await store.close()
 
 
-async def test_message_lifecycle(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_message_lifecycle(store: Store) -> None:
     await store.create_conversation("c1", "alice", "")
     answer = await store.add_message("c1", "assistant", "", status="streaming", model="m")
     await store.save_partial(answer.id, "half")
@@ -46,12 +51,11 @@ async def test_message_lifecycle(tmp_path: Path) -> None:
     # A late partial save cannot overwrite a finished answer.
     await store.save_partial(answer.id, "stale")
     assert (await store.message(answer.id)).content == "whole"
-    await store.close()
 
 
-async def test_a_resent_form_never_undoes_another_write(tmp_path: Path) -> None:
+async def test_a_resent_form_never_undoes_another_write(database: str) -> None:
     """The connection is shared: a refused duplicate must not roll back anyone else's work."""
-    store = await Store.open(tmp_path / "db.sqlite")
+    store = await Store.open(database)
     await store.create_conversation("c1", "alice", "")
     await store.add_message("c1", "user", "question", status="complete", send_token="t1")
     answer = await store.add_message("c1", "assistant", "", status="streaming")
@@ -69,7 +73,7 @@ async def test_a_resent_form_never_undoes_another_write(tmp_path: Path) -> None:
         store.finish_message(answer.id, Final(content="kept", html="<p>kept</p>", status="complete")), duplicate(),
     )
     await store.close()
-    reopened = await Store.open(tmp_path / "db.sqlite")
+    reopened = await Store.open(database)
     messages = await reopened.messages("c1")
     assert [m.content for m in messages if m.role == "user"].count("question") == 1
     assert sum(m.content.startswith("other") for m in messages) == 5
@@ -77,19 +81,17 @@ async def test_a_resent_form_never_undoes_another_write(tmp_path: Path) -> None:
     await reopened.close()
 
 
-async def test_two_first_messages_racing_create_one_conversation(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+async def test_two_first_messages_racing_create_one_conversation(store: Store) -> None:
     first, second = await asyncio.gather(*(store.create_conversation("c1", "alice", "") for _ in range(2)))
     assert first == second and first.id == "c1"
     assert await store.create_conversation("c1", "mallory", "") is None
-    await store.close()
 
 
-async def test_workers_starting_together_migrate_once(tmp_path: Path) -> None:
-    stores = await asyncio.gather(*(Store.open(tmp_path / "db.sqlite") for _ in range(4)))
-    async with aiosqlite.connect(tmp_path / "db.sqlite") as db:
-        rows = await (await db.execute("SELECT name FROM migrations")).fetchall()
-    assert sorted(name for (name,) in rows) == sorted(m.name for m in MIGRATIONS)
+async def test_workers_starting_together_migrate_once(blank_database: str) -> None:
+    stores = await asyncio.gather(*(Store.open(blank_database, migrate=False) for _ in range(4)))
+    applied = await asyncio.gather(*(store.migrate() for store in stores))
+    assert sorted(name for names in applied for name in names) == sorted(m.name for m in MIGRATIONS)
+    assert await stores[0].db.applied_migrations() == [m.name for m in MIGRATIONS]
     keys = {await store.setting("secret_key", lambda: str(id(object()))) for store in stores}
     assert len(keys) == 1  # every worker signs with the same generated key
     for store in stores:
@@ -120,8 +122,8 @@ async def test_an_answer_whose_conversation_was_deleted_is_still_charged(store: 
     assert await store.claim_stream("s2", "alice", most=1, silent_for=60)  # the place was given back
 
 
-async def test_stream_places_are_claimed_atomically_across_workers(tmp_path: Path) -> None:
-    workers = [await Store.open(tmp_path / "db.sqlite") for _ in range(2)]
+async def test_stream_places_are_claimed_atomically_across_workers(database: str) -> None:
+    workers = [await Store.open(database) for _ in range(2)]
     claims = await asyncio.gather(*(worker.claim_stream(f"{n}-{i}", "alice", most=2, silent_for=60)
                                     for n, worker in enumerate(workers) for i in range(10)))
     assert sum(claims) == 2
@@ -134,6 +136,7 @@ async def test_stream_places_are_claimed_atomically_across_workers(tmp_path: Pat
         await worker.close()
 
 
+@pytest.mark.sqlite_only  # the ledger came after the first PostgreSQL migration
 async def test_the_usage_ledger_starts_from_the_answers_already_kept(tmp_path: Path) -> None:
     async with aiosqlite.connect(tmp_path / "db.sqlite") as db:  # a database from before the ledger
         for script in (m.sqlite for m in MIGRATIONS[:4]):
@@ -175,12 +178,11 @@ async def test_a_turn_is_written_whole_or_not_at_all(store: Store) -> None:
     before = await store.messages("c1")
     # The disk fills up as the new answer is stored: after the old turn was hidden and the edited
     # question written, in the same transaction.
-    await store.db.rows("CREATE TRIGGER disk_full BEFORE INSERT ON messages WHEN NEW.role = 'assistant' "
-                            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+    await fail_writes(store, "BEFORE INSERT ON messages", when="NEW.role = 'assistant'")
+    with pytest.raises(Exception, match="disk is full"):
         await store.add_turn("c1", model="m", question="edited question", replacing=tuple(m.id for m in before))
     assert await store.messages("c1") == before  # nothing hidden, nothing added
-    await store.db.rows("DROP TRIGGER disk_full")
+    await stop_failing_writes(store)
     user, answer = await store.add_turn("c1", model="m", question="edited question",
                                         replacing=tuple(m.id for m in before))
     assert [m.id for m in await store.messages("c1")] == [user.id, answer.id] and answer.status == "streaming"
@@ -194,12 +196,11 @@ async def test_an_answer_and_the_one_it_brings_back_are_saved_together_or_not_at
     question = await store.add_message("c1", "user", "question", status="complete")
     old = await store.add_message("c1", "assistant", "old answer", status="complete")
     _, new = await store.add_turn("c1", model="m", replacing=(old.id,), version_of=old.id)
-    await store.db.rows("CREATE TRIGGER disk_full BEFORE UPDATE OF hidden ON messages "
-                            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-    with pytest.raises(sqlite3.IntegrityError, match="disk is full"):
+    await fail_writes(store, "BEFORE UPDATE OF hidden ON messages")
+    with pytest.raises(Exception, match="disk is full"):
         await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert (await store.message(new.id)).status == "streaming" and (await store.message(old.id)).hidden
-    await store.db.rows("DROP TRIGGER disk_full")
+    await stop_failing_writes(store)
     await store.finish_message(new.id, Final(content="", html="", status="error", error="failed"), restore=[old.id])
     assert [m.id for m in await store.messages("c1")] == [question.id, old.id, new.id]
     assert [(await store.message(i)).versions for i in (old.id, new.id)] == [1, 1]

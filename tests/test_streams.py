@@ -19,6 +19,7 @@ from chatapp.rendering import Shown, StreamingMarkdown, StreamStep
 from chatapp.web import streams
 from tests.conftest import app_settings, open_chat, parse_sse, soup
 from tests.support import HTMX
+from tests.support.faults import fail_writes
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support import hostile_checks
 from tests.support.hostile_checks import fragment_violations, partials, tail_violations
@@ -222,9 +223,7 @@ async def test_the_page_still_ends_with_an_error_when_the_answer_cannot_be_saved
         client: QuartClient, app: Quart, caplog: pytest.LogCaptureFixture) -> None:
     action, csrf = await open_chat(client)
     # The disk fails just as the answer is saved (a real failure of the database, not a stand-in).
-    await app.extensions["store"].db.rows(
-        "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON messages WHEN NEW.status != 'streaming' "
-        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    await fail_writes(app.extensions["store"], "BEFORE UPDATE OF status ON messages", when="NEW.status != 'streaming'")
     response = await client.post(action, form={"message": "hi", "csrf_token": csrf})
     assert response.status_code == 200
     body = (await response.get_data()).decode()
