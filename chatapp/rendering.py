@@ -16,8 +16,9 @@ from markdown.extensions.fenced_code import FencedBlockPreprocessor
 from markdown.postprocessors import Postprocessor
 from markdown.preprocessors import Preprocessor
 from markupsafe import Markup
+from pygments.formatters.html import HtmlFormatter
 
-from .sanitize import clean
+from .sanitize import LANGUAGE_CLASS, clean
 
 # Python-Markdown's link matching takes time quadratic in the `[` of one paragraph: a few thousand of
 # them hold the event loop for long, which hostile model output must not be able to buy
@@ -57,12 +58,29 @@ def _language_only(attrs: Iterable[tuple[str, str]]) -> tuple[str, list[str], di
     return "", [v for k, v in attrs if k == "."][:1], {}
 
 
+class _CodeFormatter(HtmlFormatter):
+    """Pygments' HTML, with the fence's language as `<code class="language-…">` (for the block's
+    header bar); none for a fence without one (CodeHilite calls that "text") or an odd one."""
+
+    def __init__(self, lang_str: str = "", **options: Any) -> None:
+        super().__init__(**options)
+        lang_str = lang_str.lower()
+        self._code = f'<code class="{lang_str}">' \
+            if LANGUAGE_CLASS.fullmatch(lang_str) and lang_str != "language-text" else "<code>"
+
+    def _wrap_code(self, inner: Iterable[tuple[int, str]]) -> Iterable[tuple[int, str]]:
+        yield 0, self._code
+        yield from inner
+        yield 0, "</code>"
+
+
 def _make_markdown() -> tuple[markdown.Markdown, _Capture]:
     md = markdown.Markdown(
         extensions=["fenced_code", "tables", "codehilite", "sane_lists"],
         extension_configs={
             "tables": {"use_align_attribute": True},
-            "codehilite": {"css_class": "highlight", "guess_lang": False, "noclasses": False},
+            "codehilite": {"css_class": "highlight", "guess_lang": False, "noclasses": False,
+                           "pygments_formatter": _CodeFormatter},
         },
     )
     # Raw HTML off: `<script>` in model text is shown as text, never parsed as markup.

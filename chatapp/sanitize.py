@@ -5,6 +5,7 @@ that knows it: moving to another sanitizer such as nh3 means rewriting this file
 with tests/test_rendering.py and tests/test_hostile.py pinning the result.
 """
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,13 +34,17 @@ ALLOWED_ATTRIBUTES: dict[str, list[str] | Callable[[str, str, str], bool]] = {
 }
 # Class names Pygments/codehilite emit; _SafetyFilter drops every other one.
 PYGMENTS_CLASSES = frozenset(STANDARD_TYPES.values()) | {"highlight", "hll"}
+# A code block's language (rendering writes it on the block's <code>), for its header bar: kept on
+# <code> only, one of them, and only a short lowercase token.
+LANGUAGE_CLASS = re.compile(r"language-[a-z0-9+#-]{1,30}")
 LINK_PREFIXES = ("http:", "https:", "mailto:")
 LINK_REL = "nofollow noopener noreferrer"
 _HREF, _SRC, _ALT, _CLASS, _REL = ((None, n) for n in ("href", "src", "alt", "class", "rel"))
 
 
 class _SafetyFilter(Filter):
-    """Runs after bleach's sanitizer: link policy, no images, Pygments classes only."""
+    """Runs after bleach's sanitizer: link policy, no images, Pygments classes only (and a
+    language on <code>)."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         links: list[bool] = []  # one entry per open <a>: was it kept?
@@ -67,7 +72,10 @@ class _SafetyFilter(Filter):
                     yield {"type": "Characters", "data": alt}
             else:
                 if kind == "StartTag" and _CLASS in token["data"]:
-                    kept = [c for c in token["data"][_CLASS].split() if c in PYGMENTS_CLASSES]
+                    classes = token["data"][_CLASS].split()
+                    kept = [c for c in classes if c in PYGMENTS_CLASSES]
+                    if name == "code":
+                        kept += [c for c in classes if LANGUAGE_CLASS.fullmatch(c)][:1]
                     if kept:
                         token["data"][_CLASS] = " ".join(kept)
                     else:

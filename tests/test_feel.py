@@ -240,3 +240,37 @@ def test_a_live_count_near_the_length_limit(new_page: NewPage, make_live_server)
     page.locator("#composer-error [data-role=error]").wait_for()
     assert "120 characters long" in page.locator("#composer-error").text_content()
     assert page.locator(BOX).input_value() == "😀" * 120  # kept in the box
+
+
+# A code block's header: the bar's own text ("Code", or blank), and the language label on its <code>
+# (the class, shown with "language-" clipped off): its text, and what of it the clipping hides.
+HEADER = """block => {
+  const bar = getComputedStyle(block, "::before").content;
+  const code = block.querySelector("code");
+  const label = getComputedStyle(code, "::before");
+  if (label.content === "none") return [bar, null, 0];
+  const probe = document.createElement("span");
+  probe.style.font = label.font;
+  probe.textContent = "language-";
+  document.body.append(probe);
+  const hidden = -parseFloat(label.textIndent) - probe.getBoundingClientRect().width;
+  probe.remove();
+  return [bar, label.content, Math.round(hidden * 10) / 10];
+}"""
+
+
+def test_a_code_blocks_header_names_its_language_while_it_streams_and_after(
+        new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI) -> None:
+    code = [f"print({i})\n" for i in range(60)]
+    fake_upstream.script(Reply(tokens=["Here:\n\n", "```python\n", *code, "```\n\n", "```\n", "plain\n", "```\n"],
+                               delay=0.05))
+    page = new_page(**DESKTOP)
+    page.goto(live_server.url + "/")
+    send(page, "Some code")
+    live = page.locator(f"{ANSWER}[aria-busy=true] .tail div.highlight")
+    _wait_until(lambda: live.count() == 1 and "print(3)" in (live.text_content() or ""))
+    python = ['"\xa0"', '"language-python"', 0]  # "Code" gives way; exactly "language-" is clipped off
+    assert live.evaluate(HEADER) == python  # the open block, before its fence closes
+    blocks = page.locator(f"{ANSWER}[data-status=complete] div.highlight")
+    blocks.first.wait_for(timeout=20_000)
+    assert [b.evaluate(HEADER) for b in blocks.all()] == [python, ['"Code"', None, 0]]  # none given: "Code"

@@ -10,7 +10,8 @@ from markupsafe import Markup, escape
 
 from chatapp import rendering
 from chatapp.rendering import StreamingMarkdown, StreamStep, render_markdown
-from chatapp.sanitize import ALLOWED_TAGS, LINK_REL, PYGMENTS_CLASSES
+from chatapp.sanitize import ALLOWED_TAGS, LINK_REL, PYGMENTS_CLASSES, clean
+from tests.support.hostile_checks import fragment_violations
 
 SAFE_HREF = ("http:", "https:", "mailto:")
 EMITTED_TAGS = ALLOWED_TAGS - {"img"}
@@ -48,7 +49,9 @@ def _assert_inert(html):
                 assert value.lower().startswith(SAFE_HREF), value
                 assert attrs["rel"] == LINK_REL
             if name == "class":
-                assert set(value.split()) <= PYGMENTS_CLASSES, value
+                language = [c for c in value.split() if tag == "code" and c.startswith("language-")]
+                assert set(value.split()) - set(language) <= PYGMENTS_CLASSES, value
+                assert len(language) <= 1 and all(c[9:].isascii() and len(c) <= 39 for c in language), value
     assert "<hx-" not in str(html).lower().replace("&lt;", "")
     return tree
 
@@ -151,6 +154,48 @@ def test_code_is_highlighted_with_classes_only():
 def test_user_classes_on_fences_are_dropped():
     tree = _assert_inert(render_markdown("``` { .python .evil #x }\nx = 1\n```"))
     assert tree.tags("div") == [{"class": "highlight"}]
+    assert tree.tags("code") == [{"class": "language-python"}]  # the first class is the language
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [("```python\nx = 1\n```", "language-python"), ("```C++\nx;\n```", "language-c++"),
+     ("~~~ .js\nx\n~~~", "language-js"), ("```f#\nx\n```", "language-f#"),
+     ("```nosuchlang\nx\n```", "language-nosuchlang"),  # unknown to Pygments: shown as plain text
+     ("```python\nx = 1", "language-python"),  # still open
+     ("```\nx\n```", None), ("```text\nx\n```", None), ("    x = 1\n", None),
+     ("```" + "a" * 31 + "\nx\n```", None), ("```py.x\nx\n```", None), ('```{ .x"onclick=y }\nx\n```', None)],
+)
+def test_a_code_block_keeps_its_language_for_its_header(text, language):
+    tree = _assert_inert(render_markdown(text))
+    assert tree.tags("code") == [{"class": language} if language else {}]
+    assert tree.tags("div") == [{"class": "highlight"}] and tree.tags("pre") == [{}]
+
+
+@pytest.mark.parametrize(
+    ("html", "kept"),
+    [('<code class="language-python">x</code>', '<code class="language-python">x</code>'),
+     ('<code class="language-python language-js">x</code>', '<code class="language-python">x</code>'),
+     ("<code class='language-x\" onclick=y'>x</code>", "<code>x</code>"),
+     ('<code class="language-x&quot; onclick=y">x</code>', "<code>x</code>"),
+     ('<code class="language-py&#32;evil">x</code>', "<code>x</code>"),
+     ('<code class="language-' + "a" * 200 + '">x</code>', "<code>x</code>"),
+     ('<code class="language-">x</code>', "<code>x</code>"), ('<code class="LANGUAGE-PY">x</code>', "<code>x</code>"),
+     ('<code class="hljs evil">x</code>', "<code>x</code>"),
+     ('<pre class="language-py">x</pre>', "<pre>x</pre>"), ('<span class="language-py">x</span>', "<span>x</span>"),
+     ('<div class="highlight language-py">x</div>', '<div class="highlight">x</div>')],
+)
+def test_the_sanitizer_keeps_one_strict_language_class_on_code_only(html, kept):
+    assert clean(html) == kept
+
+
+def test_the_hostile_checks_allow_one_strict_language_on_code_only():
+    assert fragment_violations('<pre><code class="language-c++">x</code></pre>') == []
+    for html in ('<code class="language-py language-js">x</code>', '<code class="language-' + "a" * 200 + '">x</code>',
+                 '<code class="language-x&quot;">x</code>', '<code class="hljs evil">x</code>',
+                 '<div class="language-py">x</div>', '<span class="language-py">x</span>',
+                 '<code class="language-">x</code>', '<code class="language-Py">x</code>'):
+        assert fragment_violations(html), html
 
 
 def test_table_uses_align_attribute():
@@ -337,7 +382,7 @@ def test_allowlist_is_pinned():
     html = render_markdown("3. [a](https://x.example)\n\n| h |\n|:-:|\n| c |\n\n```py\nx\n```")
     attrs = {(tag, name) for tag, attrs in _Tree(str(html)).elements for name in attrs}
     assert attrs == {("ol", "start"), ("a", "href"), ("a", "rel"), ("th", "align"),
-                     ("td", "align"), ("div", "class"), ("span", "class")}
+                     ("td", "align"), ("div", "class"), ("span", "class"), ("code", "class")}
 
 
 def test_a_paragraph_with_too_many_brackets_is_shown_not_parsed():
@@ -367,6 +412,7 @@ def test_an_open_code_fence_shows_as_a_code_block_before_it_closes():
     tree = _live("Intro.\n\n", "```python\n", "import os\n", "print(os.s", "ep)")
     assert [t for t, _ in tree.elements] == ["div", "pre", "span", "code"]
     assert tree.tags("div") == [{"class": "highlight"}]  # the frame the finished block will have
+    assert tree.tags("code") == [{"class": "language-python"}]  # its header names the language already
     assert _text(tree) == "import os\nprint(os.sep)"  # no fence, no language word, no highlighting yet
 
 
