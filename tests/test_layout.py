@@ -144,6 +144,31 @@ def test_on_a_phone_the_menu_button_opens_the_conversation_list_without_javascri
     assert not desktop.locator("details.conversations-menu > summary").is_visible()
 
 
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_on_a_phone_the_menu_button_shares_the_top_bar_and_the_title_bar_follows_it(
+        new_page: NewPage, live_server: LiveServer, fake_upstream: FakeOpenAI, javascript: bool) -> None:
+    page = new_page(**PHONE, java_script_enabled=javascript)
+    page.goto(live_server.url + "/")
+    if javascript:
+        submit(page, "A first conversation")
+        finished(page)
+    else:
+        send(page, "A first conversation", javascript=False)
+        page.goto(page.url.removesuffix("/messages"))
+    menu = page.locator("details.conversations-menu > summary").bounding_box()
+    top = page.locator("header.topbar").bounding_box()
+    brand = page.locator("header.topbar .brand").bounding_box()
+    title = page.locator("#conversation-bar .title").bounding_box()
+    assert top["y"] <= menu["y"] and menu["y"] + menu["height"] <= top["y"] + top["height"], "in the top bar's row"
+    assert menu["x"] + menu["width"] <= brand["x"] and brand["y"] < menu["y"] + menu["height"]
+    assert top["y"] + top["height"] <= title["y"] < top["y"] + top["height"] + 24, "no row between the bars"
+    page.click("details.conversations-menu > summary")
+    entry = page.locator("#conversation-list > li > a").first
+    assert entry.is_visible() and entry.text_content() == "A first conversation"
+    page.click("details.conversations-menu > summary")
+    assert not entry.is_visible()
+
+
 def test_the_example_questions_post_without_javascript(new_page: NewPage, live_server: LiveServer,
                                                        fake_upstream: FakeOpenAI) -> None:
     page = new_page(**PHONE, **NO_JS)
