@@ -6,6 +6,8 @@
   PORT binds 0.0.0.0:$PORT instead of the file's `bind` (Render, Heroku and the Docker image), and
   WEB_CONCURRENCY sets the number of worker processes instead of the file's `workers`.
 - `chatapp migrate` brings the database's schema up to date, says what it applied, and stops.
+- `chatapp copy-db FROM TO` copies one database's history into another (a SQLite file into
+  PostgreSQL), resumable, and compares the counts at the end.
 
 `--help` and `--version` read no setting and start nothing.
 """
@@ -17,6 +19,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +29,7 @@ from hypercorn.run import run
 
 from . import config_from_environment
 from . import db as database
+from .db import copy as copying
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +61,16 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
                     "say which, and stop. `serve` does the same at start-up.",
     )
     migrate.set_defaults(command=_migrate)
+    copy_db = commands.add_parser(
+        "copy-db", help="copy a database into another (a SQLite file into PostgreSQL), checked by counts",
+        description="Copy conversations, messages (with their ids), token usage, the signing key and "
+                    "signed-in sessions from FROM into TO, which is migrated first; FROM must be at the same "
+                    "migration step. Run it again after an interruption: it goes on, and never duplicates. "
+                    "It ends by comparing the two: status 0 if they hold the same, 1 if not.",
+    )
+    copy_db.add_argument("source", metavar="FROM", help="the database to copy: a SQLite file or a postgresql:// URL")
+    copy_db.add_argument("target", metavar="TO", help="the database to copy into (created or migrated as needed)")
+    copy_db.set_defaults(command=_copy_db)
     return parser, set(commands.choices)
 
 
@@ -131,6 +145,66 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"applied {name}")
     print(f"{database.redacted(location)}: up to date; {len(applied)} applied now, {len(now)} in all")
     return 0
+
+
+def _copy_db(args: argparse.Namespace) -> int:
+    source, target = args.source, args.target
+    started = time.monotonic()
+    shown: dict[str, float] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        # A line a second per table, and its last one.
+        if done == total or time.monotonic() - shown.get(table, 0) >= 1:
+            shown[table] = time.monotonic()
+            print(f"{table}: {done:,} / {total:,}", flush=True)
+
+    async def copy_and_compare() -> tuple[list[str], list[copying.Check]]:
+        copying.check_locations(source, target)
+        from_db = await database.connect(source, pool_size=2)
+        try:
+            to_db = await database.connect(target, pool_size=2)
+            try:
+                print(f"copying {from_db.where} into {to_db.where}", flush=True)
+                left_out = await copying.copy(from_db, to_db, progress=progress)
+                return left_out, await copying.compare(from_db, to_db)
+            finally:
+                await to_db.close()
+        finally:
+            await from_db.close()
+
+    try:
+        left_out, checks = asyncio.run(copy_and_compare())
+    except KeyboardInterrupt:  # each batch is one transaction: what was written stays whole
+        print("chatapp: copy interrupted; run the same command again to go on", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line, whatever it is: a refusal, a server that refuses
+        print(f"chatapp: cannot copy {database.redacted(source)} into {database.redacted(target)}: "
+              f"{_reason(error)}", file=sys.stderr)
+        return 1
+    if left_out:
+        print(f"not copied: {', '.join(left_out)} (short-lived state, which starts afresh)")
+    _print_figures(checks)
+    if differing := [check.label.strip() for check in checks if not check.equal]:
+        print(f"chatapp: TO differs from FROM ({', '.join(differing)}): if FROM was written to during the copy, "
+              "run copy-db again; if TO held data of its own, copy into an empty database", file=sys.stderr)
+        return 1
+    print(f"\ncopied and checked in {time.monotonic() - started:.1f} s: TO holds what FROM does. "
+          f"Point chatapp at it: CHATAPP_DATABASE_URL={database.redacted(target)}")
+    return 0
+
+
+def _print_figures(checks: list[copying.Check]) -> None:
+    """A table: each figure in FROM and in TO, marked where they differ."""
+    rows = [(check.label, _figure(check.source), _figure(check.target), "" if check.equal else "  differs")
+            for check in checks]
+    widths = [max(len(row[i]) for row in [("", "FROM", "TO"), *rows]) for i in range(3)]
+    print()
+    for label, theirs, ours, mark in [("", "FROM", "TO", ""), *rows]:
+        print(f"{label:<{widths[0]}}  {theirs:>{widths[1]}}  {ours:>{widths[2]}}{mark}")
+
+
+def _figure(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "none" if value is None else str(value)
 
 
 def _whole_number(name: str, low: int, high: int) -> int | None:

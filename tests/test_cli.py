@@ -53,8 +53,8 @@ def test_help_lists_the_commands_and_touches_nothing(tmp_path: Path, program: li
     result = _chatapp(tmp_path, "--help", program=program, **BAD_SETTING)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: chatapp ")
-    listed = re.findall(r"^ {4}(\w+) +\S", result.stdout, re.MULTILINE)
-    assert listed == ["serve", "migrate"]
+    listed = re.findall(r"^ {4}([\w-]+) +\S", result.stdout, re.MULTILINE)
+    assert listed == ["serve", "migrate", "copy-db"]
     assert result.stderr == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -69,7 +69,7 @@ def test_an_unknown_command_gets_the_usage_and_status_2(tmp_path: Path) -> None:
     result = _chatapp(tmp_path, "frobnicate")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: chatapp ")
-    assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate')")
+    assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate', 'copy-db')")
     assert list(tmp_path.iterdir()) == []
 
 
