@@ -29,6 +29,9 @@ from .storage import Store
 log = logging.getLogger(__name__)
 
 TOO_FAST = "You are sending messages too quickly. Wait a little, then try again."
+# Seconds between two "still alive" marks of this process (storage.WRITER_SILENCE is how long a
+# silence means it died); also how soon a Stop asked on another process reaches this one.
+HEARTBEAT = 0.5
 
 
 class OverLimit(Refused):
@@ -91,19 +94,34 @@ class Quota:
         return ending
 
     async def keep_alive(self, store: Store) -> None:
-        """Runs while the app serves: every third of the silence limit, marks this process's
-        answers as still being written (their places, and their messages, which another page
-        would otherwise settle as abandoned), and frees the places of processes that died."""
-        every = self._config.silence_limit / 3
+        """Runs while the app serves. Twice a second, says this process is alive (so that its
+        answers are not taken for abandoned ones, and a killed process's are, at once) and stops
+        the answers someone asked to stop on another process. Every third of the silence limit,
+        marks its answers as still being written (their places, and their messages), and frees
+        the places of processes that died."""
+        last_kept = time.monotonic()
         while True:
-            await asyncio.sleep(every)
-            live = [slot for slot in self.slots if slot.claimed]
+            await asyncio.sleep(min(HEARTBEAT, self._config.silence_limit / 3))
             try:
-                await store.keep_alive([slot.id for slot in live],
-                                       [slot.message_id for slot in live if slot.message_id is not None],
-                                       silent_for=self._config.silence_limit)
+                self.stop_answers(await store.heartbeat())
+                if time.monotonic() - last_kept >= self._config.silence_limit / 3:
+                    last_kept = time.monotonic()
+                    live = [slot for slot in self.slots if slot.claimed]
+                    await store.keep_alive([slot.id for slot in live],
+                                           [slot.message_id for slot in live if slot.message_id is not None],
+                                           silent_for=self._config.silence_limit)
             except Exception:  # a busy or failing database: try again next time, keep running
                 log.exception("could not mark the answers being written as alive")
+
+    def stop_answers(self, message_ids: list[int]) -> bool:
+        """End the answers with these ids that this process is writing, as a client leaving
+        would (each saves what it has, as stopped); whether there was one."""
+        stopping = {slot.message_id: slot.task for slot in self.slots if slot.message_id in message_ids}
+        for message_id, task in stopping.items():
+            log.info("stopping an answer on request message_id=%s", message_id)
+            if task is not None:
+                task.cancel()
+        return bool(stopping)
 
     async def stop_answers_in(self, conversation_id: str, owner: str, timeout: float = 5.0) -> None:
         """End the answers this process is writing in the conversation, and wait (a little) until

@@ -38,6 +38,7 @@ YIELD_EVERY = 16
 
 UNEXPECTED = "Something went wrong on our side while answering. Please try again."
 INTERRUPTED = "The server restarted before this answer was complete. Please ask again."
+ABANDONED = "The server writing this answer stopped before it was complete. Please ask again."
 
 
 @dataclass(frozen=True)
@@ -137,22 +138,54 @@ def retry_notice(retrying: Retrying) -> str:
 
 
 async def settle_abandoned(store: Store, messages: list[Message], *, silent_for: float) -> list[Message]:
-    """Answers still marked `streaming` but silent for longer than any live stream can be (the
-    process died, or the response never started) are saved as stopped, so they show as cut off
-    and can be tried again instead of looking busy forever."""
+    """Answers still marked `streaming` whose process stopped saying it is alive (killed, its host
+    lost), or silent for longer than any live stream can be (the response never started), are
+    saved as interrupted with their text so far, so they show as cut off and can be tried again
+    instead of looking busy forever. Any process does it, the first to show one."""
     settled = []
     cutoff = datetime.now(UTC) - timedelta(seconds=silent_for)
     for message in messages:
-        if message.busy and datetime.fromisoformat(message.updated_at) < cutoff:
+        if message.busy and (datetime.fromisoformat(message.updated_at) < cutoff
+                             or (message.writer is not None and await store.writer_gone(message.writer))):
             log.info("settling an abandoned answer message_id=%s", message.id)
             reasoning_html = str(render_markdown(message.reasoning)) if message.reasoning else None
             message = await store.finish_message(message.id, Final(
                 content=message.content, html=str(render_markdown(message.content)), status=STOPPED,
-                reasoning=message.reasoning, reasoning_html=reasoning_html,
+                error=ABANDONED, reasoning=message.reasoning, reasoning_html=reasoning_html,
                 thinking_seconds=message.thinking_seconds, finish_reason=message.finish_reason,
             )) or message
         settled.append(message)
     return settled
+
+
+class PartialSaver:
+    """Writes an answer's text so far while it streams: at most once a second, and at the latest
+    a second after its last piece (a model pausing to think must not leave its last words unsaved
+    for a reload on another replica). One write at a time, so an older text never lands after a
+    newer one."""
+
+    def __init__(self, store: Store, message_id: int, answer: Answer):
+        self._store, self._message_id, self._answer = store, message_id, answer
+        self._saved_at = time.monotonic()
+        self._pending: asyncio.Task | None = None
+        self.gone = False  # the answer is no longer being written: its conversation was deleted
+
+    def changed(self) -> None:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.ensure_future(self._save_in(self._saved_at + SAVE_EVERY_SECONDS - time.monotonic()))
+
+    async def _save_in(self, delay: float) -> None:
+        await asyncio.sleep(max(delay, 0))
+        try:
+            self.gone = not await self._store.save_partial(self._message_id, self._answer.text.text,
+                                                           self._answer.reasoning.text)
+        except Exception:  # a busy or failing database: the final save will try again
+            log.exception("could not save the answer so far message_id=%s", self._message_id)
+        self._saved_at = time.monotonic()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 async def stream_reply(
@@ -170,8 +203,8 @@ async def stream_reply(
     answer = Answer()
     status, error, usage, error_kind = STOPPED, None, None, None
     stream_id = slot.id if slot is not None and slot.claimed else None
-    deleted = False  # the conversation was deleted while the answer was written
-    started = saved_at = time.monotonic()
+    saver = PartialSaver(store, turn.assistant.id, answer)
+    started = time.monotonic()
     pieces_read = 0
     metrics.ACTIVE_STREAMS.inc()
     try:
@@ -193,6 +226,10 @@ async def stream_reply(
                 if isinstance(piece, Ending):
                     answer.ending = piece.reason
                     continue
+                if saver.gone:  # deleted by another process (this one's answers are stopped first)
+                    log.info("answer no longer being written (its conversation was deleted) "
+                             "request_id=%s message_id=%s", request_id, turn.assistant.id)
+                    break
                 pieces_read += 1
                 for event in answer.feed(piece):
                     yield event
@@ -200,15 +237,8 @@ async def stream_reply(
                     # Let other streams run: with the upstream's bytes already buffered, reading
                     # does not wait, and one stream that fell behind could hold the event loop.
                     await asyncio.sleep(0)
-                if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-                    deleted = not await store.save_partial(turn.assistant.id, answer.text.text,
-                                                           answer.reasoning.text)
-                    if deleted:  # by another process (this one's answers are stopped first)
-                        log.info("answer no longer being written (its conversation was deleted) "
-                                 "request_id=%s message_id=%s", request_id, turn.assistant.id)
-                        break
-                    saved_at = time.monotonic()
-        status = STOPPED if deleted else COMPLETE
+                saver.changed()
+        status = STOPPED if saver.gone else COMPLETE
     except LLMError as failure:
         status, error, error_kind = ERROR, f"{failure.user_message} (request id {request_id})", failure.kind
         log.warning(
@@ -219,6 +249,7 @@ async def stream_reply(
         status, error = ERROR, f"{UNEXPECTED} (request id {request_id})"
         log.exception("reply failed request_id=%s message_id=%s", request_id, turn.assistant.id)
     finally:
+        saver.close()
         metrics.ACTIVE_STREAMS.dec()
         if usage is None and status == ERROR and answer.first_piece_at is None:
             usage = Usage(0, 0)  # refused or unreachable before any text: the model did no work

@@ -26,6 +26,9 @@ from . import db as database
 from .db import Database, Many, MissingParent, Row, Statement, Transaction, as_dict, first
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
+# A process silent this long (seconds) is gone: it says it is alive every second (`heartbeat`),
+# and a busy event loop or a slow database can delay that by a few.
+WRITER_SILENCE = 5.0
 
 T = TypeVar("T")
 
@@ -74,6 +77,7 @@ class Message:
     thinking_seconds: float | None = None  # from its first thought to its first word of answer
     finish_reason: str | None = None  # as the model server said: "stop", "length", "content_filter"
     version_of: int | None = None  # the first answer to the same question, once there are several
+    writer: str | None = None  # the process writing it, while it is written (Store.writer)
     version: int = 1  # this answer's place among its question's answers, oldest first
     versions: int = 1
 
@@ -113,6 +117,9 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         self._finishing: set[asyncio.Task] = set()
+        # This process, among those that write answers to the same database (workers, replicas):
+        # it says it is alive (`heartbeat`), and its answers and places carry its name.
+        self.writer = secrets.token_hex(8)
 
     async def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         return await self.db.rows(sql, parameters)
@@ -169,15 +176,19 @@ class Store:
     async def claim_stream(self, stream_id: str, owner: str, *, most: int, silent_for: float) -> bool:
         """Take one of this owner's `most` places for answers being written, if one is free: the
         count and the claim are one transaction. Places not kept alive (`keep_alive`) for
-        `silent_for` seconds were abandoned (a process that died) and are free again."""
+        `silent_for` seconds, or whose process has stopped saying it is alive (`heartbeat`), were
+        abandoned (a process that died) and are free again."""
         now = time.time()
 
         def claim() -> Transaction[bool]:
-            yield Statement("DELETE FROM streams WHERE owner = ? AND seen_at < ?", (owner, now - silent_for))
+            yield Statement("DELETE FROM streams WHERE owner = ? AND (seen_at < ? OR writer IN "
+                            "(SELECT id FROM writers WHERE seen_at < ?))",
+                            (owner, now - silent_for, now - WRITER_SILENCE))
             [(taken,)] = yield Statement("SELECT COUNT(*) FROM streams WHERE owner = ?", (owner,))
             if taken >= most:
                 return False
-            yield Statement("INSERT INTO streams (id, owner, seen_at) VALUES (?, ?, ?)", (stream_id, owner, now))
+            yield Statement("INSERT INTO streams (id, owner, seen_at, writer) VALUES (?, ?, ?, ?)",
+                            (stream_id, owner, now, self.writer))
             return True
 
         return await self.db.transaction(claim(), lock=f"streams {owner}")
@@ -363,7 +374,8 @@ class Store:
         moves the conversation's updated_at, which orders the side list.)"""
         now = _now()
         try:
-            row = await self._row(_ADD_MESSAGE, (conversation_id, role, content, html, status, model, send_token, now, now))
+            row = await self._row(_ADD_MESSAGE, (conversation_id, role, content, html, status, model, send_token,
+                                                 self.writer if status == STREAMING else None, now, now))
         except MissingParent:
             raise ConversationGone(conversation_id) from None
         if row is None:
@@ -396,11 +408,11 @@ class Store:
             user = None
             if question is not None:
                 user = first((yield Statement(_ADD_MESSAGE, (conversation_id, "user", question, None, COMPLETE, None,
-                                                             send_token, now, now))))
+                                                             send_token, None, now, now))))
                 if user is None:
                     raise AlreadySent(send_token)
             [answer] = yield Statement(_ADD_MESSAGE, (conversation_id, "assistant", "", None, STREAMING, model,
-                                                      None, now, now))
+                                                      None, self.writer, now, now))
             if version_of is not None:  # the first answer to the question names the versions
                 yield Statement("UPDATE messages SET version_of = COALESCE(version_of, id) "
                                 "WHERE id = ? AND conversation_id = ?", (version_of, conversation_id))
@@ -457,6 +469,35 @@ class Store:
 
         await self.db.transaction(touch())
 
+    async def heartbeat(self) -> list[int]:
+        """Say that this process is alive (every second or so, while it serves), and learn which
+        of its answers someone asked to stop (`ask_stop`, on any process)."""
+        now = time.time()
+
+        def beat() -> Transaction[list[int]]:
+            yield Statement("INSERT INTO writers (id, seen_at) VALUES (?, ?) "
+                            "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at", (self.writer, now))
+            if random.random() < 0.001:  # now and then, forget the processes long gone
+                yield Statement("DELETE FROM writers WHERE seen_at < ?", (now - 86400,))
+            stops = yield Statement("SELECT id FROM messages WHERE writer = ? AND stop_asked = 1 "
+                                    "AND status = 'streaming'", (self.writer,))
+            return [row["id"] for row in stops]
+
+        return await self.db.transaction(beat())
+
+    async def ask_stop(self, conversation_id: str, message_id: int) -> bool:
+        """Ask the process writing this answer to stop it (it reads this with its next heartbeat);
+        False if the answer is not being written."""
+        return bool(await self._rows(
+            "UPDATE messages SET stop_asked = 1 WHERE id = ? AND conversation_id = ? AND status = 'streaming' "
+            "RETURNING id", (message_id, conversation_id)))
+
+    async def writer_gone(self, writer: str) -> bool:
+        """Whether the process that was writing an answer has stopped saying it is alive (killed,
+        or its host lost): then nobody will finish the answer."""
+        row = await self._row("SELECT seen_at FROM writers WHERE id = ?", (writer,))
+        return row is None or row["seen_at"] < time.time() - WRITER_SILENCE
+
     async def finish_message(self, message_id: int, final: Final, *, owner: str | None = None,
                              stream_id: str | None = None, restore: Sequence[int] = ()) -> Message | None:
         """Save an answer's final state, charge its tokens to `owner` in the usage ledger, give
@@ -475,8 +516,8 @@ class Store:
         def finish() -> Transaction[Row | None]:
             values = dataclasses.asdict(final)
             updated = yield Statement(
-                f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ? "
-                "WHERE id = ? RETURNING id",
+                f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ?, "
+                "stop_asked = 0 WHERE id = ? RETURNING id",
                 (*values.values(), _now(), message_id),
             )
             if owner is not None and tokens:
@@ -507,8 +548,8 @@ _MESSAGE = (
     "WHERE v.version_of = m.version_of) END AS versions"
 )
 _ADD_MESSAGE = (
-    "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, created_at, "
-    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"
+    "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, writer, created_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"
 )
 
 
@@ -519,7 +560,7 @@ def _hashed(session_id: str) -> str:
 
 def _message(row: Row) -> Message:
     values = as_dict(row)
-    del values["send_token"]
+    del values["send_token"], values["stop_asked"]
     values["hidden"] = bool(values["hidden"])
     # Stored HTML was produced by rendering.render_markdown (or escaped by a template) and is
     # only ever written by finish_message, so it is marked safe again as it comes back.

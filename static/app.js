@@ -75,6 +75,10 @@
     streaming = null;
     document.body.classList.remove("streaming");
     addCodeCopyButtons();
+    // A stream cut off before its last frame (its server went away, or the answer was stopped
+    // from another tab): the saved answer replaces the live one once the server has settled it.
+    const live = messages.querySelector("article[data-role=assistant][aria-busy=true]");
+    if (live) htmx.ajax("GET", `${here}/messages/${live.id.slice(4)}`, { target: live, swap: "outerHTML" });
   });
 
   // The server took the message and the answer is streaming: empty the box for the next one
@@ -85,15 +89,23 @@
     box.focus();
   });
 
-  // Stop: end the request. The server sees the connection close, closes its request to the model
-  // and saves the answer so far as stopped; then the saved answer replaces the live one.
+  // Stop: end the request, and say so (a proxy may be slow to pass the close on to the server
+  // that writes the answer). That server closes its request to the model and saves the answer so
+  // far as stopped; then the saved answer replaces the live one.
   stop.addEventListener("click", () => {
     if (!streaming) return;
     const live = messages.querySelector("article[data-role=assistant][aria-busy=true]");
-    htmx.trigger(streaming, "htmx:abort");
+    const stopping = streaming;
+    streaming = null; // the stream's end must not fetch the answer a second time
+    htmx.trigger(stopping, "htmx:abort");
+    document.body.classList.remove("streaming");
     if (live) {
-      // The server answers once the answer is saved (it waits a moment for that).
-      htmx.ajax("GET", `${here}/messages/${live.id.slice(4)}`, { target: live, swap: "outerHTML" });
+      const answer = `${here}/messages/${live.id.slice(4)}`;
+      const token = form.elements.csrf_token.value;
+      const asked = { method: "POST", headers: { "HX-Request": "true" }, body: new URLSearchParams({ csrf_token: token }) };
+      fetch(`${answer}/stop`, asked)
+        // Then the saved answer (the server answers once it is saved: it waits a moment for that).
+        .finally(() => htmx.ajax("GET", answer, { target: live, swap: "outerHTML" }));
     }
     box.focus();
   });

@@ -164,6 +164,30 @@ def test_without_javascript_a_conversation_can_be_renamed_and_deleted(new_page: 
     assert page.locator("nav.sidebar a").count() == 0
 
 
+def test_stop_from_another_tab_ends_the_answer_in_both(new_page: NewPage, live_server: LiveServer,
+                                                       fake_upstream: FakeOpenAI) -> None:
+    """A second tab (or the phone) finds the answer being written, with a Stop of its own that
+    reaches the process writing it; the first tab's stream is cut, and it shows the saved answer."""
+    fake_upstream.script(Reply(tokens=[f"word{i} " for i in range(600)], delay=0.02))
+    first = new_page()
+    first.goto(live_server.url + "/")
+    send(first, "Write a lot")
+    answer = first.locator("article[data-role=assistant]").last
+    _wait_until(lambda: len(answer.locator(".tail").text_content() or "") > 40)
+    second = first.context.new_page()
+    second.goto(first.url.split("#")[0].removesuffix("/messages"))
+    busy = second.locator("article[data-role=assistant][aria-busy=true]")
+    _wait_until(lambda: "word1" in (busy.text_content() or ""))  # saved each second, and followed
+    stopped_at = time.monotonic()
+    busy.locator("form.stop-form button").click()
+    assert fake_upstream.wait_for_disconnect(timeout=2)
+    assert fake_upstream.disconnects[-1] - stopped_at < 1.0
+    second.wait_for_selector("article[data-role=assistant][data-status=stopped]", timeout=5000)
+    first.wait_for_selector("article[data-role=assistant][data-status=stopped]", timeout=5000)
+    assert "word1" in first.locator("article[data-role=assistant]").last.text_content()
+    assert first.locator("article[data-role=assistant][aria-busy=true]").count() == 0
+
+
 def test_a_reload_mid_answer_shows_the_text_so_far_and_how_it_ended(new_page: NewPage, live_server: LiveServer,
                                                                   fake_upstream: FakeOpenAI) -> None:
     fake_upstream.script(Reply(tokens=[f"part{i} " for i in range(300)], delay=0.02))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -46,6 +47,7 @@ class Scripted:
             if self.hold is not None:
                 await self.hold.wait()
             for piece in self.after:
+                await asyncio.sleep(0.02)  # spaced, as a model's pieces are
                 yield piece
             if self.then is not None:
                 raise self.then
@@ -279,7 +281,7 @@ async def test_the_text_so_far_is_kept_while_it_streams_and_a_deleted_conversati
     hold.set()
     rest = [await waiting] + [item async for item in events]
     final = rest[-1]
-    assert (final.status, final.content) == ("stopped", "So far never")  # it stops at the next save
+    assert (final.status, final.content) == ("stopped", "So far never")  # it stops once a save finds it gone
     assert provider.closed and not any(isinstance(e, StreamStep) and "saved" in e.tail for e in rest)
     assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") > 0  # and its tokens count
 
@@ -312,18 +314,24 @@ async def test_a_regeneration_that_gives_nothing_brings_the_old_answer_back(stor
 
 # --- answers left streaming -------------------------------------------------------------------------
 
-async def test_only_answers_silent_for_too_long_are_settled_as_stopped(store: Store) -> None:
+async def test_only_answers_silent_for_too_long_or_whose_writer_died_are_settled(store: Store) -> None:
+    await store.heartbeat()  # this process is alive
     await store.create_conversation("c1", "alice", "")
     question = await store.add_message("c1", "user", "q", status="complete")
     abandoned = await store.add_message("c1", "assistant", "Half **an", status="streaming")
     live = await store.add_message("c1", "assistant", "still going", status="streaming")
+    orphan = await store.add_message("c1", "assistant", "Its process was killed", status="streaming")
     await store.db.rows("UPDATE messages SET updated_at = '2000-01-01T00:00:00.000+00:00' WHERE id IN (?, ?)",
-                            (question.id, abandoned.id))
+                        (question.id, abandoned.id))
+    await store.db.rows("UPDATE messages SET writer = 'killed' WHERE id = ?", (orphan.id,))
+    await store.db.rows("INSERT INTO writers (id, seen_at) VALUES ('killed', ?)", (time.time() - 10,))
     messages = await store.messages("c1")
     settled = await settle_abandoned(store, messages, silent_for=60)
 
-    assert [m.id for m in settled] == [question.id, abandoned.id, live.id]  # in order, one for one
+    assert [m.id for m in settled] == [question.id, abandoned.id, live.id, orphan.id]  # in order, one for one
     assert settled[0] == messages[0] and settled[2] == messages[2]  # the finished one and the live one
+    assert (settled[3].status, settled[3].content) == ("stopped", "Its process was killed")  # at once
+    assert "stopped before it was complete" in settled[3].error
     assert (settled[1].status, settled[1].content) == ("stopped", "Half **an")
     assert str(settled[1].html) == str(render_markdown("Half **an"))  # shown rendered, as any answer
     assert (await store.message(abandoned.id)).status == "stopped"

@@ -182,4 +182,21 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE messages ADD COLUMN version_of BIGINT;
         CREATE INDEX messages_by_version ON messages (version_of) WHERE version_of IS NOT NULL;
         """),
+    Migration("0008_writers_and_stops", sqlite="""
+        -- Every process that writes answers (a worker, a replica) says it is alive, every second:
+        -- an answer whose writer went silent (a replica killed) is settled as interrupted by
+        -- whichever process shows it next, and its place is free again.
+        CREATE TABLE writers (id TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+        ALTER TABLE messages ADD COLUMN writer TEXT;
+        ALTER TABLE streams ADD COLUMN writer TEXT;
+        -- Stop, asked on any replica: the answer's writer reads it within a second and stops.
+        ALTER TABLE messages ADD COLUMN stop_asked INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX messages_stop_asked ON messages (writer) WHERE stop_asked = 1;
+        """, postgresql="""
+        CREATE TABLE writers (id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL);
+        ALTER TABLE messages ADD COLUMN writer TEXT;
+        ALTER TABLE streams ADD COLUMN writer TEXT;
+        ALTER TABLE messages ADD COLUMN stop_asked INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX messages_stop_asked ON messages (writer) WHERE stop_asked = 1;
+        """),
 ]

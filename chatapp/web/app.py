@@ -60,6 +60,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         logs.redact_handlers(config)  # again, for the handlers set up since create_app
         _raise_open_files_limit(2 * config.max_streams + 100)
         store = app.extensions["store"] = await Store.open(config.database, pool_size=config.database_pool)
+        await store.heartbeat()  # alive before the first answer: no page takes this process's for dead
         if not config.secret_key:
             # Kept in the database, so that every worker signs sessions with the same key.
             app.config["SECRET_KEY"] = await store.setting("secret_key", lambda: secrets.token_hex(32))

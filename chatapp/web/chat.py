@@ -68,16 +68,38 @@ async def message(conversation_id: str, message_id: int) -> Response | str:
     """One message as a fragment: after a stop, or for an answer a page load found streaming, the
     page fetches it (this waits up to 3 s for it to finish; a busy answer keeps asking)."""
     _, conversation = await _find(conversation_id)
+    return await _once_saved(conversation, message_id)
+
+
+@bp.post("/c/<conversation_id>/messages/<message_id:message_id>/stop")
+async def stop(conversation_id: str, message_id: int) -> AnyResponse | str:
+    """Stop an answer, whichever process writes it: this one stops it at once, another within a
+    second (it reads the request with its heartbeat). The answer so far is kept, as stopped.
+    (The page's own Stop also closes its stream, which stops the answer the same way.)"""
+    await read_trusted_form()
+    _, conversation = await _find(conversation_id)
+    if conversation is None:
+        return await error_response(404)
+    if await current.store().ask_stop(conversation.id, message_id):
+        current.quota().stop_answers([message_id])
+    if not is_htmx():
+        return redirect(url_for("chat.show", conversation_id=conversation.id) + f"#msg-{public_id(message_id)}", 303)
+    return await _once_saved(conversation, message_id)
+
+
+async def _once_saved(conversation: Conversation | None, message_id: int) -> Response | str:
+    """The message as a fragment, once it is saved (waiting up to 3 s; a busy answer's fragment
+    asks again by itself)."""
     shown = await _visible_message(conversation, message_id)
     for _ in range(30):
         if shown is None or not shown.busy:
             break
         await asyncio.sleep(0.1)
         shown = await _visible_message(conversation, message_id)
-    if shown is None:
+    if shown is None or conversation is None:
         return await error_response(404)
     (shown,) = await settle_abandoned(current.store(), [shown], silent_for=current.config().silence_limit)
-    newest, _ = await current.store().page_of_messages(conversation_id, before=None, size=2)
+    newest, _ = await current.store().page_of_messages(conversation.id, before=None, size=2)
     return await render_template("_message.html", message=shown, last=shown.id in page.last_ids(newest), poll=True)
 
 
