@@ -6,8 +6,10 @@ that names the setting, instead of failing later in the middle of someone's conv
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -66,6 +68,9 @@ class Config:
     models: tuple[str, ...] = ()
     metrics_token: str | None = None
     log_format: str = "text"
+    # This replica's name in metrics and readiness answers: its host name (a container's id, a
+    # pod's name) unless set.
+    replica: str = dataclasses.field(default_factory=socket.gethostname)
 
     @property
     def silence_limit(self) -> float:
@@ -205,6 +210,19 @@ def _database(value: str) -> object:
     return value
 
 
+_REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+
+
+def _replica(value: str) -> object:
+    value = value.strip()
+    if not value:
+        return UNSET
+    if not _REPLICA.fullmatch(value):
+        raise ValueError("must be a name of at most 100 letters, digits, dots, dashes, underscores or colons, "
+                         "such as chatapp-1")
+    return value
+
+
 # environment variable → (Config field, parser)
 SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "OPENAI_API_KEY": ("openai_api_key", _text),
@@ -241,6 +259,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_MODELS": ("models", _models),
     "CHATAPP_METRICS_TOKEN": ("metrics_token", _text),
     "CHATAPP_LOG_FORMAT": ("log_format", _log_format),
+    "CHATAPP_REPLICA": ("replica", _replica),
 }
 
 # A key shorter than this is too easy to guess for signing cookies on a public server.

@@ -3,14 +3,21 @@
 With several workers, each process keeps its own numbers; prometheus_client's multiprocess mode
 adds them up when PROMETHEUS_MULTIPROC_DIR is set (the `chatapp` command sets it for workers > 1).
 Per answer, not per token: an answer's tokens are counted once, when it ends.
+
+Every series carries `replica="<CHATAPP_REPLICA>"` (the host name by default): behind a load
+balancer several replicas answer /metrics, and their series must not be mistaken for one another's.
+prometheus_client has no constant labels, so the label is added as the metrics are written out.
 """
 
 from __future__ import annotations
 
 import os
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -18,6 +25,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 REQUESTS = Counter("chatapp_http_requests_total", "HTTP requests answered, by route and status.",
                    ["route", "status"])
@@ -51,10 +60,26 @@ def answer_ended(*, status: str, first_token: float | None, duration: float, tok
         DISCONNECTS.inc()
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus's text format, summed over all workers where there are several."""
+def exposition(replica: str) -> tuple[bytes, str]:
+    """The metrics in Prometheus's text format, summed over this replica's workers where there are
+    several, each series labelled with the replica's name."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        source: Collector = multiprocess.MultiProcessCollector(None)
+    else:
+        source = REGISTRY
+    registry = CollectorRegistry()
+    registry.register(_Labelled(source, replica=replica))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Labelled(Collector):
+    """Another collector's metrics, with the same labels added to every sample."""
+
+    def __init__(self, source: Collector, **labels: str) -> None:
+        self._source, self._labels = source, labels
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [sample._replace(labels={**sample.labels, **self._labels}) for sample in family.samples]
+            yield labelled

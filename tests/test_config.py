@@ -122,3 +122,15 @@ def test_the_database_is_ours_first_then_the_platforms_and_an_empty_line_is_unse
             load_config({"CHATAPP_DATABASE_URL": wrong})
         assert str(refused.value).startswith("CHATAPP_DATABASE_URL must ") and "hunter2" not in str(refused.value)
     assert "hunter2" not in repr(load_config({"CHATAPP_DATABASE_URL": url}))
+
+
+def test_the_replica_is_named_by_its_setting_else_by_its_host() -> None:
+    import socket
+
+    assert load_config({}).replica == socket.gethostname()
+    assert load_config({"CHATAPP_REPLICA": ""}).replica == socket.gethostname()  # an empty line from .env.example
+    assert load_config({"CHATAPP_REPLICA": " app-2 "}).replica == "app-2"
+    # A label value and a log field: no quotes, spaces or line breaks that could forge either.
+    for wrong in ('app"} 1', "app 2", "app\n2", "-app", "a" * 101):
+        with pytest.raises(ConfigError, match="^CHATAPP_REPLICA must be a name"):
+            load_config({"CHATAPP_REPLICA": wrong})
