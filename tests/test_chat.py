@@ -404,3 +404,20 @@ async def test_a_regenerated_answer_keeps_the_old_one_a_switch_away(app: Quart, 
     wrong = await alice.post(pager["action"], form={"to": "sideways"}, headers={**HTMX, "X-CSRF-Token": csrf})
     assert wrong.status_code == 400 and "previous or the next" in (await wrong.get_data(as_text=True))
     assert "New answer." in (await (await alice.get(conversation)).get_data(as_text=True))
+
+
+async def test_nul_characters_never_reach_the_database(app: Quart, client: QuartClient, fake_upstream: FakeOpenAI) -> None:
+    """PostgreSQL cannot store NUL in text: from the model it becomes U+FFFD, from a form nothing."""
+    fake_upstream.script(Reply(tokens=["before\x00", "after"], reasoning=["thinking\x00"]))
+    action, csrf = await open_chat(client)
+    answer = await send(client, action, csrf, "hello\x00 there")
+    assert answer.status_code == 200 and answer.final["data-status"] == "complete"
+    messages = await _store(app).messages(action.split("/")[2])
+    assert [m.content for m in messages] == ["hello there", "before\ufffdafter"]
+    assert messages[1].reasoning == "thinking\ufffd"
+    settings = await client.post(action.removesuffix("/messages") + "/settings",
+                                 form={"csrf_token": csrf, "title": "A\x00B", "system_prompt": "Be\x00 brief"})
+    assert settings.status_code == 303
+    [row] = await _store(app).db.rows("SELECT title, system_prompt FROM conversations WHERE id = ?",
+                                      (messages[0].conversation_id,))
+    assert (row["title"], row["system_prompt"]) == ("AB", "Be brief")

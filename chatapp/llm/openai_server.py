@@ -218,6 +218,7 @@ class OpenAIProvider:
         return LLMError(kind, self._message(kind, started), self._scrub(detail), retry_after(error))
 
     def _scrub(self, text: str) -> str:
+        text = text.replace("\x00", "\ufffd")  # as in answers (Chunks.read): kept in the log and the database
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
 
@@ -273,6 +274,12 @@ class Chunks:
             raise LLMError("malformed", MESSAGES["malformed"], self._scrub(f"reasoning is not text: {chunk!r}"))
         if not thought and not content:
             return []
+        # NUL means nothing in text, and PostgreSQL cannot store it: the replacement character
+        # shows where the server sent one.
+        if content and "\x00" in content:
+            content = content.replace("\x00", "\ufffd")
+        if thought and "\x00" in thought:
+            thought = thought.replace("\x00", "\ufffd")
         self.alive = True
         if content and not thought and self._inline is None:  # the usual chunk: a piece of the answer
             return [content]

@@ -9,6 +9,7 @@ from quart import Blueprint, Response, redirect, render_template, url_for
 from . import current, visitor
 from .. import export
 from .ids import message_ids
+from .forms import normalize
 from .http import AnyResponse, error_response, read_trusted_form
 
 bp = Blueprint("conversations", __name__)
@@ -24,8 +25,8 @@ async def update(conversation_id: str) -> AnyResponse:
     if conversation is None:
         return await error_response(404)
     # A blank title keeps the one it has (a new chat's bar shows the field empty until a reload).
-    title = " ".join((form.get("title") or "").split())[:200] or conversation.title or "New chat"
-    prompt = (form.get("system_prompt") or "").strip()[:4000] or None
+    title = " ".join(normalize(form.get("title")).split())[:200] or conversation.title or "New chat"
+    prompt = normalize(form.get("system_prompt")).strip()[:4000] or None
     await current.store().update_conversation(conversation_id, visitor.owner(), title=title, system_prompt=prompt)
     return redirect(url_for("chat.show", conversation_id=conversation_id), 303)
 
