@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from quart import Quart, Response
 from quart.testing import QuartClient
 
 from chatapp import create_app
+from chatapp.web.assets import COMMENTS
 from tests.conftest import app_settings
 
 GZIP = {"Accept-Encoding": "gzip"}
@@ -40,7 +42,8 @@ def client(app: Quart) -> QuartClient:
 
 
 def _css(app: Quart) -> bytes:
-    return (Path(app.static_folder) / "app.css").read_bytes()
+    """app.css as it is served: without its comments."""
+    return COMMENTS["app.css"].sub(b"", (Path(app.static_folder) / "app.css").read_bytes())
 
 
 async def _css_url(app: Quart) -> str:
@@ -81,7 +84,8 @@ async def test_only_the_current_version_is_immutable(app: Quart, client: QuartCl
 
 async def test_the_linked_version_is_the_files_content_hash(app: Quart) -> None:
     url = await _css_url(app)
-    assert url == f"/static/app.css?v={hashlib.sha256(_css(app)).hexdigest()[:12]}"
+    source = (Path(app.static_folder) / "app.css").read_bytes()  # what is shipped is made from it
+    assert url == f"/static/app.css?v={hashlib.sha256(source).hexdigest()[:12]}"
 
 
 @pytest.mark.parametrize(("size", "in_thread"), [(64 * 1024 - 1, False), (64 * 1024, True), (3_000_000, True)])
@@ -101,3 +105,15 @@ async def test_large_bodies_are_compressed_off_the_loop(client: QuartClient, mon
     assert len(body) == size and body.startswith(b"line 0\nline 1\n")
     assert len(threads) == 1
     assert (threads[0] is not threading.main_thread()) == in_thread
+
+
+@pytest.mark.parametrize(("filename", "comment"), [("app.css", rb"/\*"), ("app.js", rb"(?m)^[ \t]*//")])
+async def test_app_css_and_js_ship_without_their_comments(client: QuartClient, filename: str, comment: bytes) -> None:
+    source = (Path(__file__).resolve().parent.parent / "static" / filename).read_bytes()
+    assert re.search(comment, source)  # the source has them, for its readers
+    for headers in ({}, GZIP):  # the same body, compressed or not
+        response = await client.get(f"/static/{filename}", headers=headers)
+        body = await response.get_data()
+        body = gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body
+        assert response.status_code == 200 and not re.search(comment, body)
+        assert len(body) < len(source) * 0.9 and b"htmx" in body if filename == "app.js" else b"--fg" in body

@@ -228,7 +228,8 @@ async def test_in_production_readiness_keeps_its_reasons_for_the_token_holder(ma
     app = await make_app(fake_model=False, production=True, secret_key="x" * 32,
                          openai_base_url="http://127.0.0.1:9/v1")  # nothing listens there
     body = await (await app.test_client().get("/readyz")).get_json()
-    assert body == {"ready": False, "database": "ok", "model": "error"}
+    kind = app.extensions["store"].db.dialect
+    assert body == {"ready": False, "database": "ok", "database_kind": kind, "model": "error"}
     assert any("CHATAPP_METRICS_TOKEN is not set" in r.getMessage() for r in caplog.records)
 
 

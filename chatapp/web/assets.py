@@ -13,6 +13,7 @@ import asyncio
 import gzip
 import hashlib
 import posixpath
+import re
 from pathlib import Path
 
 from quart import Quart, Response, request, url_for
@@ -25,6 +26,10 @@ MIN_SIZE = 1024  # smaller bodies are not worth the CPU
 # than a trip to a thread, a long page slowly enough that every other request on the loop would
 # wait (no bench times it alone; bench/long_conversation.py shows how big a long page gets).
 OFF_LOOP_SIZE = 64 * 1024
+# Comments are for the people who read the source, not for every browser that loads the page: the
+# shipped app.css and app.js leave them out. (In JS, whole-line comments only: those can be cut
+# without parsing it.)
+COMMENTS = {"app.css": re.compile(rb"/\*.*?\*/\n?", re.S), "app.js": re.compile(rb"^[ \t]*//.*\n", re.M)}
 
 
 class StaticFiles:
@@ -36,12 +41,18 @@ class StaticFiles:
         self.folder = folder
         self.versions: dict[str, str] = {}
         self.gzipped: dict[str, bytes] = {}
+        self.shipped: dict[str, bytes] = {}  # without their comments (COMMENTS)
 
     def version(self, filename: str) -> str:
         if filename not in self.versions:
             content = (self.folder / filename).read_bytes()
             self.versions[filename] = hashlib.sha256(content).hexdigest()[:12]
         return self.versions[filename]
+
+    def without_comments(self, filename: str, content: bytes) -> bytes:
+        if filename not in self.shipped:
+            self.shipped[filename] = COMMENTS[filename].sub(b"", content)
+        return self.shipped[filename]
 
 
 def install(app: Quart) -> None:
@@ -59,6 +70,8 @@ def install(app: Quart) -> None:
         filename = _static_file(response)
         if filename and request.args.get("v") == files.version(filename):
             response.headers["Cache-Control"] = f"public, max-age={YEAR}, immutable"
+        if filename in COMMENTS:
+            response.set_data(files.without_comments(filename, await response.get_data(as_text=False)))
         if _compressible(response):
             # Whatever its `v`, a static URL serves the file on disk: one gzipped body per file.
             body = files.gzipped.get(filename) if filename else None
