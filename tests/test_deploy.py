@@ -21,8 +21,11 @@ import sys
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypercorn.config import Config as HypercornConfig
@@ -184,7 +187,8 @@ def test_the_guide_shows_that_command_and_every_deployment_file() -> None:
     guide = GUIDE.read_text(encoding="utf-8")
     code = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", guide, re.DOTALL))
     assert _procfile_command() in code, "docs/deploy.md never shows the start command in a code block"
-    for name in ("Procfile", "render.yaml", "Dockerfile", "deploy/nginx.conf", "hypercorn.toml"):
+    for name in ("Procfile", "render.yaml", "Dockerfile", "deploy/nginx.conf", "hypercorn.toml", "deploy/compose.yaml",
+                 "deploy/kubernetes.yaml", "deploy/render-postgres.yaml"):
         assert name in guide
     assert "docker build" in code and "docker run" in code and "-v " in code
 
@@ -207,6 +211,182 @@ def test_render_blueprint_has_the_production_settings() -> None:
     mount = _render_value("mountPath")
     database = re.search(r"key: CHATAPP_DATABASE\s+value: (\S+)", text)
     assert database and database.group(1).startswith(mount.rstrip("/") + "/")
+
+
+# --- several replicas: deploy/compose.yaml, deploy/kubernetes.yaml, deploy/render-postgres.yaml ---
+
+_KEY = re.compile(r'([A-Za-z0-9_./-]+):(?: (.*))?')
+
+
+def _uncommented(line: str) -> str:
+    quote = None
+    for at, char in enumerate(line):
+        if char in "\"'" and quote in (None, char):
+            quote = None if quote else char
+        elif char == "#" and quote is None and (at == 0 or line[at - 1] == " "):
+            return line[:at]
+    return line
+
+
+def _plain_yaml(text: str) -> Any:
+    """The YAML the deployment files keep to, read without a YAML library: block mappings and
+    lists, scalars (plain, or quoted), and lists in JSON form. Anything else is refused, so that
+    a file that grows anchors or block scalars fails here rather than being read wrongly."""
+    lines = [(len(line) - len(line.lstrip(" ")), line.strip()) for line in map(_uncommented, text.splitlines())
+             if line.strip()]
+    value, end = _yaml_block(lines, 0)
+    assert end == len(lines), f"not plain block YAML near {lines[end][1]!r}"
+    return value
+
+
+def _yaml_block(lines: list[tuple[int, str]], at: int) -> tuple[Any, int]:
+    indent = lines[at][0]
+    if lines[at][1].startswith("- "):
+        items = []
+        while at < len(lines) and lines[at][0] == indent and lines[at][1].startswith("- "):
+            item = lines[at][1][2:].strip()
+            if _KEY.fullmatch(item):  # a mapping that starts on the dash's line
+                lines[at] = (indent + 2, item)
+                value, at = _yaml_block(lines, at)
+            else:
+                value, at = _yaml_scalar(item), at + 1
+            items.append(value)
+        return items, at
+    mapping: dict[str, Any] = {}
+    while at < len(lines) and lines[at][0] == indent:
+        match = _KEY.fullmatch(lines[at][1])
+        assert match, f"not plain block YAML: {lines[at][1]!r}"
+        key, rest = match.groups()
+        assert key not in mapping, f"{key} twice"
+        if rest:
+            mapping[key], at = _yaml_scalar(rest), at + 1
+        elif at + 1 < len(lines) and lines[at + 1][0] > indent:
+            mapping[key], at = _yaml_block(lines, at + 1)
+        else:
+            mapping[key], at = None, at + 1
+    return mapping, at
+
+
+def _yaml_scalar(text: str) -> Any:
+    assert text[0] not in "&*|>{!%@`", f"not plain block YAML: {text!r}"
+    if text[0] in '["':
+        return json.loads(text)
+    if text[0] == "'":
+        assert text.endswith("'")
+        return text[1:-1].replace("''", "'")
+    return text
+
+
+def _documents(name: str) -> list[Any]:
+    """The YAML documents of a deployment file (separated by `---` lines)."""
+    parts = re.split(r"^---$", _read(name), flags=re.MULTILINE)
+    return [_plain_yaml(part) for part in parts if any(map(str.strip, map(_uncommented, part.splitlines())))]
+
+
+# Names the environment may hold besides the app's settings: `chatapp` reads PORT and WEB_CONCURRENCY.
+_COMMAND_SETTINGS = {"PORT", "WEB_CONCURRENCY"}
+
+
+def _are_settings(names: Iterable[str]) -> None:
+    from chatapp.config import SETTINGS
+
+    unknown = set(names) - set(SETTINGS) - _COMMAND_SETTINGS
+    assert not unknown, f"not settings of the app: {sorted(unknown)}"
+
+
+def test_the_plain_yaml_reader_reads_what_the_files_hold() -> None:
+    text = ('a: 1 # note\nb:\n  - "x # y"\n  - k: v\n    l: \'it\'\'s\'\nc: ["p", "q"]\nd:\n  e: f:g\n')
+    assert _plain_yaml(text) == {"a": "1", "b": ["x # y", {"k": "v", "l": "it's"}], "c": ["p", "q"], "d": {"e": "f:g"}}
+    for refused in ("a: &x 1\n", "a: |\n  b\n", "a: {b: c}\n"):
+        with pytest.raises(AssertionError):
+            _plain_yaml(refused)
+
+
+def test_compose_runs_replicas_on_one_postgresql_behind_nginx() -> None:
+    services = _documents("deploy/compose.yaml")[0]["services"]
+    replicas = {name: service for name, service in services.items()
+                if "CHATAPP_REPLICA" in (service.get("environment") or {})}
+    assert len(replicas) >= 2
+    assert sorted(service["environment"]["CHATAPP_REPLICA"] for service in replicas.values()) == sorted(replicas)
+
+    # One database for all: the postgres service's, its password from deploy/.env, never written here.
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:15"
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    url = urlsplit(services["migrate"]["environment"]["CHATAPP_DATABASE_URL"])
+    assert (url.scheme, url.hostname, url.path) == ("postgresql", "postgres", "/" + postgres["environment"]["POSTGRES_DB"])
+    assert url.username == postgres["environment"]["POSTGRES_USER"] and url.password == "${POSTGRES_PASSWORD}"
+
+    # The replicas are one another's copies, built from the Dockerfile, with their secrets in deploy/.env.
+    first, *others = replicas.values()
+    for service in replicas.values():
+        alike = {**service, "environment": {**service["environment"], "CHATAPP_REPLICA": ""}}
+        assert alike == {**first, "environment": {**first["environment"], "CHATAPP_REPLICA": ""}}
+    for service in [services["migrate"], *replicas.values()]:
+        assert service["build"] == ".." and service["image"] == "chatapp" and service["env_file"] == ".env"
+        assert service["environment"]["CHATAPP_DATABASE_URL"] == url.geturl()
+        _are_settings(service["environment"])
+    assert ".env" in _read(".gitignore").split()
+
+    # Migrations once, after the database is up and before any replica starts.
+    assert services["migrate"]["command"] == ["chatapp", "migrate"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["restart"] == "no"
+    for service in replicas.values():
+        assert service["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+        assert "/readyz" in " ".join(service["healthcheck"]["test"])
+        assert int(service["stop_grace_period"].removesuffix("s")) > 25  # the app's graceful_timeout
+
+    # nginx: deploy/nginx.conf as shipped, its upstream made of the replicas, and the one proxy they trust.
+    nginx = services["nginx"]
+    assert "./nginx.conf:/etc/chatapp/nginx.conf:ro" in nginx["volumes"]
+    script = nginx["command"][-1]
+    replaced = re.search(r"'s/(server 127\.0\.0\.1:8000;)/([^/]+)/'", script)
+    assert replaced and replaced.group(1) in _read("deploy/nginx.conf")
+    assert re.findall(r"server (\S+):8000;", replaced.group(2)) == list(replicas)
+    assert set(nginx["depends_on"]) == set(replicas)
+    address = nginx["networks"]["default"]["ipv4_address"]
+    (subnet,) = [entry["subnet"] for entry in _documents("deploy/compose.yaml")[0]["networks"]["default"]["ipam"]["config"]]
+    assert ip_address(address) in ip_network(subnet)
+    for service in replicas.values():
+        assert parse_networks(service["environment"]["CHATAPP_TRUSTED_PROXIES"]) == parse_networks(address)
+        assert service["environment"]["CHATAPP_HTTPS"] == "true" and "ports" not in service  # only through nginx
+
+
+def test_kubernetes_example_probes_migrates_and_keeps_secrets_in_a_secret() -> None:
+    documents = {document["kind"]: document for document in _documents("deploy/kubernetes.yaml")}
+    assert set(documents) == {"Job", "Deployment", "Service"}
+    (migrate,) = documents["Job"]["spec"]["template"]["spec"]["containers"]
+    pod = documents["Deployment"]["spec"]["template"]
+    (app,) = pod["spec"]["containers"]
+    assert migrate["command"] == ["chatapp", "migrate"] and migrate["image"] == app["image"]
+    assert migrate["envFrom"] == app["envFrom"] == [{"secretRef": {"name": "chatapp"}}]
+    _are_settings(variable["name"] for variable in app["env"])
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "8000"}
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "8000"}
+    assert int(pod["spec"]["terminationGracePeriodSeconds"]) > 25
+    assert int(documents["Deployment"]["spec"]["replicas"]) >= 2
+    service = documents["Service"]["spec"]
+    assert service["selector"] == pod["metadata"]["labels"] == documents["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert service["ports"][0]["targetPort"] == app["ports"][0]["containerPort"] == "8000"
+
+
+def test_render_postgresql_blueprint_runs_several_instances_on_its_database() -> None:
+    blueprint = _documents("deploy/render-postgres.yaml")[0]
+    (database,) = blueprint["databases"]
+    (service,) = blueprint["services"]
+    assert database["postgresMajorVersion"] == "15" and database["ipAllowList"] == []
+    assert int(service["numInstances"]) >= 2 and "disk" not in service
+    assert service["startCommand"] == _procfile_command() and service["preDeployCommand"] == "chatapp migrate"
+    variables = {variable["key"]: variable for variable in service["envVars"]}
+    assert variables["CHATAPP_DATABASE_URL"]["fromDatabase"] == {"name": database["name"], "property": "connectionString"}
+    assert variables["SECRET_KEY"] == {"key": "SECRET_KEY", "generateValue": "true"}
+    assert variables["OPENAI_API_KEY"] == {"key": "OPENAI_API_KEY", "sync": "false"}
+    _are_settings(set(variables) - {"PYTHON_VERSION"})
+    # The rest as in render.yaml, the single instance on SQLite.
+    for key in ("PYTHON_VERSION", "CHATAPP_ENV", "CHATAPP_HTTPS", "CHATAPP_TRUSTED_PROXIES"):
+        assert re.search(rf"key: {key}\s+value: \"?{re.escape(variables[key]['value'])}\"?\s", _read("render.yaml")), key
+    assert service["buildCommand"] == _render_value("buildCommand")
 
 
 # --- the Dockerfile ---------------------------------------------------------------------------
