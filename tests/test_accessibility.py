@@ -47,6 +47,11 @@ def test_every_state_of_the_chat_page_has_no_violations(new_page: NewPage, live_
     page.locator("article[data-role=assistant][aria-busy=false]").wait_for(timeout=20_000)
     assert violations(page) == [], "finished"
 
+    fake_upstream.script(Reply(tokens=["A second ", "answer."]))
+    page.click("article[data-role=assistant] button[form=regenerate-form]")
+    page.locator("article[data-role=assistant] form.versions").wait_for()
+    assert violations(page) == [], "regenerated: two answers to switch between"
+
     fake_upstream.script(Reply(status=500))
     send(page, "And now an error")
     page.locator("article[data-role=assistant] [data-role=error]").wait_for()
@@ -54,6 +59,13 @@ def test_every_state_of_the_chat_page_has_no_violations(new_page: NewPage, live_
     page.reload()
     page.click("details.conversation-settings summary")
     assert violations(page) == [], "reloaded, with the settings open"
+
+    fake_upstream.script(Reply(tokens=["slow "] * 200, delay=0.05))
+    send(page, "A long one")
+    page.locator("article[data-role=assistant][aria-busy=true]").wait_for()
+    page.reload()  # found being written: followed, with a Stop of its own
+    page.locator("article[data-role=assistant][aria-busy=true] form.stop-form").wait_for()
+    assert violations(page) == [], "reloaded mid-answer"
 
 
 def test_the_page_without_javascript_has_no_violations(new_page: NewPage, live_server: LiveServer,
