@@ -49,13 +49,17 @@ class AddRequestId(logging.Filter):
 
 class JsonLines(logging.Formatter):
     """One JSON object per line, for log collectors. Hypercorn's access line gives its fields as
-    keys (OneLine took them from the access-log atoms) and a short message, not the text line."""
+    keys (OneLine took them from the access-log atoms) and a short message, not the text line.
+    Each line names the replica (CHATAPP_REPLICA) that wrote it, for logs gathered from several."""
+
+    replica = "-"  # set by configure()
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname,
             "logger": record.name,
+            "replica": JsonLines.replica,
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
@@ -202,6 +206,7 @@ class RedactSecrets(logging.Filter):
 def configure(config: Config) -> None:
     """Our own lines on stderr, beside Hypercorn's (which has its own handlers), each with the
     request id that error messages show people. In JSON, Hypercorn's lines are JSON too."""
+    JsonLines.replica = config.replica
     log = logging.getLogger("chatapp")
     handler = next((h for h in log.handlers if getattr(h, "chatapp", False)), None)
     if handler is None:

@@ -148,7 +148,7 @@ def test_an_access_line_in_json_has_its_fields_as_keys_each_escaped_and_redacted
     }
     response = {"status": 404, "headers": [(b"X-Request-ID", b"abc123def456"), (b"Content-Length", b"9")]}
     entry = _json_access_line(scope, response)
-    assert entry.pop("time")
+    assert entry.pop("time") and entry.pop("replica")
     assert entry == {
         "level": "INFO", "logger": "hypercorn.access", "request_id": "abc123def456",
         "message": 'GET /c/x" 200\\n\\u2028 404', "client": "10.0.0.1:5000", "forwarded_for": '1.2.3.4, "x\\r',
@@ -176,7 +176,7 @@ def test_in_json_a_librarys_warning_that_no_handler_takes_is_json_too() -> None:
 
     code = (
         "import logging; from chatapp import logs; from chatapp.config import load_config; "
-        f"logs.configure(load_config({{}}, log_format='json', secret_key={SECRET!r})); "
+        f"logs.configure(load_config({{}}, log_format='json', secret_key={SECRET!r}, replica='app-2')); "
         f"logging.getLogger('asyncio').warning('task %s lost\\n%s', {SECRET!r}, {FORGED!r})"
     )
     result = subprocess.run([sys.executable, "-c", code], env=clean_environment(), capture_output=True, text=True,
@@ -185,3 +185,4 @@ def test_in_json_a_librarys_warning_that_no_handler_takes_is_json_too() -> None:
     entry = json.loads(line)
     assert (entry["logger"], entry["level"]) == ("asyncio", "WARNING")
     assert entry["message"] == f"task {REDACTED} lost\\n{FORGED}"
+    assert entry["replica"] == "app-2"  # which replica wrote it, in logs gathered from several
