@@ -1,9 +1,11 @@
-"""A bounded load test: N conversations streaming at once through ONE Hypercorn worker, loopback only.
+"""A bounded load test: N conversations streaming at once through ONE Hypercorn worker (or a few,
+--workers), loopback only, on SQLite or on PostgreSQL (--database).
 
     python bench/load.py 200
     python bench/load.py 1000 [--tokens 200] [--reasoning 0] [--delay 0.01] [--disconnect-share 0.1]
                               [--disconnect-after 50] [--deadline 120] [--fake process|thread]
                               [--ramp 0] [--repeat 1] [--backlog N] [--fake-backlog 4096]
+                              [--database sqlite|postgresql] [--workers 1]
                               [--env NAME=VALUE] [--json] [--profile FILE]
 
 What it does, in order, and every step is bounded:
@@ -13,9 +15,14 @@ What it does, in order, and every step is bounded:
     bench/fake_server.py, which prints its port; `--fake thread` runs it in a thread of this process.
     Every answer is TOKENS word tokens, DELAY seconds apart, a paragraph break every 25 tokens.
  3. Starts the real app under Hypercorn with one worker (tests/support/live_server.py) on 127.0.0.1, with a
-    fresh SQLite file, rate limits off, CHATAPP_MAX_RETRIES=0, CHATAPP_MAX_STREAMS=max(5000, N) and
-    CHATAPP_MAX_STREAMS_PER_SESSION=100. `--backlog` passes Hypercorn's --backlog (default 100).
- 4. Warms up with 3 conversations (templates compiled, modules imported), not counted.
+    fresh database, rate limits off, CHATAPP_MAX_RETRIES=0, CHATAPP_MAX_STREAMS=max(5000, N) and
+    CHATAPP_MAX_STREAMS_PER_SESSION=100. `--backlog` passes Hypercorn's --backlog (default 100);
+    `--workers 2` runs two workers on the one socket, as WEB_CONCURRENCY=2 does (each with its own
+    metrics, summed, as `chatapp` sets it up). The database: a fresh SQLite file (the default), or,
+    with `--database postgresql`, a throwaway PostgreSQL server started for the run
+    (tests/support/postgres.py: on its Unix socket, fsync off) and a fresh database on it, given to
+    the app as CHATAPP_DATABASE_URL with the app's default pool; stopped and removed at the end.
+ 4. Warms up with 3 conversations per worker (templates compiled, modules imported), not counted.
  5. Sets up N clients, each its own httpx2 client (its own cookie jar: its own session): GET /
     (following the redirect), reads the composer form's action and csrf_token.
  6. Load phase: all N POST one message at once (htmx headers), or spread over RAMP seconds, and read
@@ -25,9 +32,10 @@ What it does, in order, and every step is bounded:
     app worker's RSS and open fds and the open-stream count every 0.1 s (bench/lib/sampling.py),
     and a task times GET /healthz every 0.5 s (a stand-in for the app's event-loop lag; it runs on
     this process's loop, so a busy client adds to it).
- 7. Checks the database (read-only): every conversation has its user message, and its answer is
-    `complete` with the full text (or `stopped`, a prefix, for the clients that left); none is left
-    `streaming` (it waits up to 5 s for the last saves).
+ 7. Checks the database, reading it through the app's own chatapp.db (either database): every
+    conversation has its user message, and its answer is `complete` with the full text (or `stopped`,
+    a prefix, for the clients that left); none is left `streaming` (it waits up to 5 s for the last
+    saves).
  8. Prints a table (and, with --json, one last line `JSON {...}`, keyed as bench/direct.py's), stops
     the app (and its worker) and the fake server. Exit status 0 only with 0 errors and nothing lost.
 
@@ -36,10 +44,12 @@ still streaming are cancelled and counted as errors, and the report is printed f
 A watchdog kills the app, its worker and the fake server, then exits, 30 s after the deadline, if
 anything hangs.
 
-Measured on the Hypercorn *worker* process (Hypercorn with --workers 1 runs the app in a child of
-the process LiveServer starts; the parent only supervises): CPU seconds (utime+stime from
-/proc/<pid>/stat, all threads, aiosqlite's included) over the load phase per 1,000 tokens delivered;
-RSS (VmRSS) at peak concurrency minus RSS before the load phase, per open stream.
+Measured on the Hypercorn *worker* processes (Hypercorn runs the app in children of the process
+LiveServer starts; the parent only supervises), summed over the workers: CPU seconds (utime+stime
+from /proc/<pid>/stat, all threads, SQLite's thread included) over the load phase per 1,000 tokens
+delivered; RSS (VmRSS) at peak concurrency minus RSS before the load phase, per open stream. On
+PostgreSQL the server's own CPU (its postmaster and backends, from /proc) is not the app's: it is
+reported on a line of its own, per 1,000 tokens too.
 
 Why the fake server runs in its own process (the default): the load client and the fake server are
 both busy Python event loops. In one process they share one GIL and, together, at most one core.
@@ -64,7 +74,6 @@ import os
 import re
 import resource
 import signal
-import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -82,12 +91,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fake_server import reply_tokens  # noqa: E402
 from bench.lib.fakes import FakeProcess, FakeThread  # noqa: E402
+from bench.lib.database import BenchDatabase, add_database_option, bench_database  # noqa: E402
 from bench.lib.options import add_stream_options  # noqa: E402
 from bench.lib.page import composer_form  # noqa: E402
-from bench.lib.processes import BenchServer, kill_orphan, raise_fd_limit, start_watchdog, worker_pid  # noqa: E402
+from bench.lib.processes import BenchServer, kill_orphan, raise_fd_limit, start_watchdog, worker_pids  # noqa: E402
 from bench.lib.procfs import cpu_seconds, fd_limit, listen_drops, status_kb  # noqa: E402
 from bench.lib.sampling import Samples, watching  # noqa: E402
 from bench.lib.table import percentile, print_json, print_table  # noqa: E402
+from chatapp import db as database  # noqa: E402
 from tests.support.live_server import app_environment  # noqa: E402
 
 FINAL = re.compile(rb'data-status="(\w+)" aria-busy="false"')
@@ -226,10 +237,11 @@ async def probe_health(load: Load, samples: Samples) -> None:
 
 
 async def warm_up(base_url: str, args: argparse.Namespace) -> None:
-    load = Load(base_url, argparse.Namespace(**{**vars(args), "ramp": 0, "conversations": 3, "repeat": 1}))
+    count = 3 * args.workers  # at once: the workers take their connections as they come
+    load = Load(base_url, argparse.Namespace(**{**vars(args), "ramp": 0, "conversations": count, "repeat": 1}))
     load.waves[0].set()
-    results = [Result(i, False, f"warm-up {i}") for i in range(3)]
-    await asyncio.gather(*(load.conversation(r, asyncio.Semaphore(3), [0]) for r in results))
+    results = [Result(i, False, f"warm-up {i}") for i in range(count)]
+    await asyncio.gather(*(load.conversation(r, asyncio.Semaphore(count), [0]) for r in results))
     failed = [r.reason for r in results if r.outcome != "complete"]
     if failed:
         raise RuntimeError(f"warm-up failed: {failed}")
@@ -256,7 +268,8 @@ def profiling(pid: int, output: str | None) -> Iterator[None]:
             spy.wait()
 
 
-async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: float) -> dict:
+async def run_load(base_url: str, pids: list[int], args: argparse.Namespace, db: BenchDatabase,
+                   deadline: float) -> dict:
     load = Load(base_url, args)
     every = round(1 / args.disconnect_share) if args.disconnect_share > 0 else 0
     n = args.conversations
@@ -273,20 +286,24 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: 
             while ready[0] < len(results):
                 await asyncio.sleep(0.05)
             figures["setup_seconds"] = time.perf_counter() - setup_started
-            samples.rss_before_kb = status_kb(pid, "VmRSS")
-            cpu_before, usage_before = cpu_seconds(pid), resource.getrusage(resource.RUSAGE_SELF)
+            samples.rss_before_kb = sum(status_kb(pid, "VmRSS") for pid in pids)
+            cpu_before, usage_before = [cpu_seconds(pid) for pid in pids], resource.getrusage(resource.RUSAGE_SELF)
+            server_before = db.server_cpu()
             figures["fake_before"] = args.fake_stats()
             drops_before = listen_drops()
             health = asyncio.create_task(probe_health(load, samples))
             started = time.perf_counter()
             try:
-                with watching(pid, lambda: load.open_streams, samples), profiling(pid, args.profile):
+                with watching(pids, lambda: load.open_streams, samples), profiling(pids[0], args.profile):
                     for wave, event in enumerate(load.waves):
                         event.set()
                         await asyncio.gather(*tasks[wave * n:(wave + 1) * n])
             finally:
                 figures["load_seconds"] = time.perf_counter() - started
-                figures["app_cpu"] = cpu_seconds(pid) - cpu_before
+                figures["worker_cpu"] = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before)]
+                figures["app_cpu"] = sum(figures["worker_cpu"])
+                if server_before is not None:
+                    figures["db_server_cpu"] = (db.server_cpu() or 0.0) - server_before
                 figures["listen_drops"] = {k: v - drops_before[k] for k, v in listen_drops().items()}
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 figures["client_cpu"] = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
@@ -303,22 +320,32 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace, deadline: 
 
 # --- the database check ---------------------------------------------------------------------
 
-def check_database(db: Path, results: list[Result], full_text: str, wait: float = 5.0) -> tuple[int, list[str]]:
-    """(conversations checked, problems): run while the app still serves, read-only."""
+async def stored_messages(location: str, ids: list[str], wait: float) -> dict[str, list[tuple]]:
+    """Every message by conversation, as (role, content, status), read through the app's own
+    database layer (SQLite or PostgreSQL alike), once no answer of `ids` is still `streaming` or
+    `wait` seconds have passed. It only reads."""
+    deadline = time.monotonic() + wait
+    db = await database.connect(location, pool_size=1)
+    try:
+        while ids:  # the last answers are saved after their streams close: give them a moment
+            counted = await db.rows(f"SELECT COUNT(*) FROM messages WHERE status = 'streaming' AND conversation_id "
+                                    f"IN ({','.join('?' * len(ids))})", ids)
+            if not counted[0][0] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        rows: dict[str, list[tuple]] = {}
+        for row in await db.rows("SELECT conversation_id, role, content, status FROM messages ORDER BY id"):
+            rows.setdefault(row[0], []).append(tuple(row)[1:])
+        return rows
+    finally:
+        await db.close()
+
+
+def check_database(location: str, results: list[Result], full_text: str, wait: float = 5.0) -> tuple[int, list[str]]:
+    """(conversations checked, problems): run while the app still serves, reading only."""
     ids = [r.conversation_id for r in results if r.conversation_id and r.reason != "not started"]
     posted = [r for r in results if r.conversation_id]
-    deadline = time.monotonic() + wait
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
-        while True:  # the last answers are saved after their streams close: give them a moment
-            streaming = connection.execute(
-                f"SELECT COUNT(*) FROM messages WHERE status = 'streaming' AND conversation_id IN "
-                f"({','.join('?' * len(ids))})", ids).fetchone()[0] if ids else 0
-            if not streaming or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        rows: dict[str, list[tuple]] = {}
-        for row in connection.execute("SELECT conversation_id, role, content, status FROM messages ORDER BY id"):
-            rows.setdefault(row[0], []).append(row[1:])
+    rows = asyncio.run(stored_messages(location, ids, wait))
     problems = []
     for result in posted:
         messages = rows.get(result.conversation_id, [])
@@ -363,6 +390,7 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
     load_seconds = figures.get("load_seconds", nan)
     app_cpu = figures.get("app_cpu", nan)
     per_stream = (samples.rss_at_peak_open_kb - samples.rss_before_kb) / samples.peak_open if samples.peak_open else nan
+    server_cpu = figures.get("db_server_cpu")
     summary = {
         "streams": args.conversations, "repeat": args.repeat, "completed": len(complete), "errors": len(errors),
         "ttft_p50_ms": statistics.median(ttft) * ms if ttft else nan, "ttft_p99_ms": percentile(ttft, .99) * ms,
@@ -370,6 +398,9 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         "tokens": tokens, "cpu_s": app_cpu, "cpu_ms_per_1000_tokens": app_cpu / tokens * 1000 * ms if tokens else nan,
         "mem_per_stream_kib": per_stream, "wall_s": load_seconds,
         "disconnected": len(left), "lost": len(problems), "healthz_p99_ms": percentile(samples.health, .99) * ms,
+        "database": args.database, "workers": args.workers,
+        "db_server_cpu_s": server_cpu if server_cpu is not None else nan,
+        "db_server_cpu_ms_per_1000_tokens": server_cpu / tokens * 1000 * ms if server_cpu is not None and tokens else nan,
     }
     rows = [
         ("conversations", f"{len(results)}  ({len(results) - sum(r.leaves for r in results)} to finish, "
@@ -391,7 +422,9 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
                                       f"(max {max(gaps, default=float('nan')) * ms:.0f})"),
         ("tokens delivered", f"{tokens:,}  ({tokens / load_seconds:,.0f}/s"
                              + (", reasoning included)" if args.reasoning else ")")),
-        ("app CPU over the load phase", f"{app_cpu:.1f} s  ({app_cpu / load_seconds:.0%} of one core)"),
+        ("app CPU over the load phase", f"{app_cpu:.1f} s  ({app_cpu / load_seconds:.0%} of one core)"
+                                        + (", by worker " + " / ".join(f"{cpu:.1f}" for cpu in figures["worker_cpu"])
+                                           if len(figures.get("worker_cpu", [])) > 1 else "")),
         ("app CPU per 1,000 tokens", f"{summary['cpu_ms_per_1000_tokens']:.0f} ms"),
         ("app RSS before / at peak", f"{samples.rss_before_kb / 1024:.1f} / {samples.rss_at_peak_open_kb / 1024:.1f} MiB "
                                      f"(max {samples.peak_rss_kb / 1024:.1f})"),
@@ -405,6 +438,10 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         ("load client CPU", f"{figures.get('client_cpu', float('nan')):.1f} s"
                             + (" (fake server's thread included)" if args.fake == "thread" else "")),
     ]
+    if server_cpu is not None:
+        rows.append(("PostgreSQL server CPU (not the app's)",
+                     f"{server_cpu:.1f} s, {summary['db_server_cpu_ms_per_1000_tokens']:.0f} ms per 1,000 tokens "
+                     "(its postmaster and backends)"))
     before = figures.get("fake_before") or {}
     if fake.get("cpu_seconds") is not None and before.get("cpu_seconds") is not None:
         rows.append(("fake server CPU", f"{fake['cpu_seconds'] - before['cpu_seconds']:.1f} s"))
@@ -417,7 +454,9 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
                                                "app and fake together"))
     rows.append(("load average (1 min) at start", f"{info['loadavg']:.2f} on {os.cpu_count()} CPUs"))
     waves = f", {args.repeat} times one after another" if args.repeat > 1 else ""
-    print_table(f"chatapp load test: {args.conversations} concurrent streams{waves}, one Hypercorn worker, loopback",
+    workers = "one Hypercorn worker" if args.workers == 1 else f"{args.workers} Hypercorn workers"
+    print_table(f"chatapp load test: {args.conversations} concurrent streams{waves}, {workers}, "
+                f"{info['database']}, loopback",
                 rows, errors, args.deadline if figures.get("deadline_hit") else None)
     for problem in problems[:10]:
         print(f"  lost: {problem}")
@@ -445,8 +484,10 @@ def print_app_log(log_path: Path) -> None:
 # --- main -----------------------------------------------------------------------------------
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Bounded load test of chatapp on one Hypercorn worker.")
+    parser = argparse.ArgumentParser(description="Bounded load test of chatapp on one Hypercorn worker (or --workers).")
     add_stream_options(parser, "conversations", starts="POSTs")
+    add_database_option(parser)
+    parser.add_argument("--workers", type=int, default=1, help="Hypercorn workers, as WEB_CONCURRENCY (1)")
     parser.add_argument("--reasoning", type=int, default=0,
                         help="reasoning tokens before each answer, as reasoning_content (0)")
     parser.add_argument("--disconnect-share", type=float, default=0.1, help="share of clients that leave (0.1)")
@@ -471,38 +512,52 @@ def main() -> int:
     args.fake_stats = fake.stats
     server = None
     ok = False
-    with tempfile.TemporaryDirectory(prefix="chatapp-load-") as tmp:
-        db, log_path = Path(tmp) / "load.db", Path(tmp) / "server.log"
-        try:
-            extra = {"CHATAPP_MAX_STREAMS_PER_SESSION": "100",
-                     "CHATAPP_MAX_STREAMS": str(max(5000, args.conversations)),
-                     "CHATAPP_MAX_RETRIES": "0"}
-            extra.update(dict(item.split("=", 1) for item in args.env))
-            hypercorn_args = ["--backlog", str(args.backlog)] if args.backlog else []
-            server = BenchServer(app_environment(fake.base_url, db, **extra), log_path, hypercorn_args)
-            pids["master"] = server._process.pid
-            pids["worker"] = pid = worker_pid(server._process.pid)
-            info["app_fd_limit"] = fd_limit(pid)
-            print(f"fd limit: this process {limit[0]}/{limit[1]}, app worker {info['app_fd_limit']}; "
-                  f"app pid {pid} on {server.url}; fake server {fake.base_url}", flush=True)
-            asyncio.run(warm_up(server.url, args))
-            start = f"over {args.ramp:g} s" if args.ramp else "at once"
-            waves = f", in {args.repeat} waves of {args.conversations}" if args.repeat > 1 else ""
-            print(f"setting up {args.conversations * args.repeat} sessions, then all stream {start}{waves} ...",
-                  flush=True)
-            figures = asyncio.run(run_load(server.url, pid, args, deadline))
-            full_text = "".join(reply_tokens(args.tokens, 25))
-            checked, problems = check_database(db, figures["results"], full_text)
-            ok, summary = report(args, figures, fake.stats(), checked, problems, info)
-            print_app_log(log_path)
-            if args.json:
-                print_json(summary)
-        finally:
-            if server is not None:
-                server.stop()
-                kill_orphan(pids.get("worker"))
-            fake.stop()
-            timer.cancel()
+    try:
+        with (tempfile.TemporaryDirectory(prefix="chatapp-load-") as tmp,
+              bench_database(args.database, Path(tmp)) as db):
+            log_path = Path(tmp) / "server.log"
+            info["database"] = db.name
+            pids["postgresql"] = db.server_pid
+            try:
+                extra = {"CHATAPP_MAX_STREAMS_PER_SESSION": "100",
+                         "CHATAPP_MAX_STREAMS": str(max(5000, args.conversations)),
+                         "CHATAPP_MAX_RETRIES": "0"}
+                if args.workers > 1:  # as `chatapp` does for WEB_CONCURRENCY > 1: /metrics sums the workers
+                    (Path(tmp) / "metrics").mkdir()
+                    extra["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tmp) / "metrics")
+                extra.update(dict(item.split("=", 1) for item in args.env))
+                hypercorn_args = ["--backlog", str(args.backlog)] if args.backlog else []
+                environment = db.app_environment(app_environment(fake.base_url, Path(db.location), **extra))
+                server = BenchServer(environment, log_path, hypercorn_args, workers=args.workers)
+                pids["master"] = server._process.pid
+                workers = worker_pids(server._process.pid, args.workers)
+                for number, pid in enumerate(workers):
+                    pids[f"worker {number + 1}"] = pid
+                info["app_fd_limit"] = fd_limit(workers[0])
+                print(f"fd limit: this process {limit[0]}/{limit[1]}, app worker {info['app_fd_limit']}; "
+                      f"app pid {', '.join(map(str, workers))} on {server.url} ({db.name}); fake server {fake.base_url}",
+                      flush=True)
+                asyncio.run(warm_up(server.url, args))
+                start = f"over {args.ramp:g} s" if args.ramp else "at once"
+                waves = f", in {args.repeat} waves of {args.conversations}" if args.repeat > 1 else ""
+                print(f"setting up {args.conversations * args.repeat} sessions, then all stream {start}{waves} ...",
+                      flush=True)
+                figures = asyncio.run(run_load(server.url, workers, args, db, deadline))
+                full_text = "".join(reply_tokens(args.tokens, 25))
+                checked, problems = check_database(db.location, figures["results"], full_text)
+                ok, summary = report(args, figures, fake.stats(), checked, problems, info)
+                print_app_log(log_path)
+                if args.json:
+                    print_json(summary)
+            finally:
+                if server is not None:
+                    server.stop()
+                    for name, pid in pids.items():
+                        if name.startswith("worker"):
+                            kill_orphan(pid)
+    finally:
+        fake.stop()
+        timer.cancel()
     return 0 if ok else 1
 
 

@@ -7,13 +7,19 @@ measured alone, to set the app's own figure (bench/load.py, "memory per open str
       (chatapp.llm.OpenAIProvider: the openai SDK on its aiohttp transport), in this process;
       RSS per open stream.
 
-    python bench/memory_floor.py [N]          (default 500)
+    python bench/memory_floor.py [N] [--app]     (default 500)
 
-Bounded (each half streams for a few seconds), loopback only; everything it starts, it stops.
+With --app, the app's own figure beside it: bench/load.py N --disconnect-share 0 (one Hypercorn
+worker, SQLite, all N streams at once, every one to the end), its memory per open stream, the
+difference from the floor (a) + (b) in KiB, and the bar: at most the floor + 16 KiB.
+
+Bounded (each half streams for a few seconds, the app's run has its deadline and a timeout),
+loopback only; everything it starts, it stops.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import subprocess
 import sys
@@ -28,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.lib.fakes import FakeProcess  # noqa: E402
 from bench.lib.processes import worker_pid  # noqa: E402
 from bench.lib.procfs import status_kb  # noqa: E402
+from bench.lib.runs import run_json  # noqa: E402
 from chatapp.llm import OpenAIProvider  # noqa: E402
 from tests.support.live_server import free_port  # noqa: E402
 
@@ -108,18 +115,41 @@ async def reading(streams: int, base_url: str) -> float:
     return (at_peak[0] - before) / streams
 
 
+BAR_KIB = 16  # the app may add this much to the floor, per open stream
+
+
 def main() -> None:
-    streams = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    parser = argparse.ArgumentParser(description="Memory per open stream before the app does anything.")
+    parser.add_argument("streams", type=int, nargs="?", default=500)
+    parser.add_argument("--app", action="store_true", help="and the app's own figure beside it (bench/load.py N)")
+    args = parser.parse_args()
+    streams = args.streams
     fake = FakeProcess(60, 0.1, 4096)
     try:
         read_kib = asyncio.run(reading(streams, fake.base_url))
     finally:
         fake.stop()
     serve_kib = asyncio.run(serving(streams))
+    floor = serve_kib + read_kib
     print(f"memory per open stream, {streams} streams at once (RSS growth / streams)")
     print(f"  (a) serving: bare Quart + Hypercorn SSE endpoint       {serve_kib:6.1f} KiB")
     print(f"  (b) reading: the openai SDK (aiohttp) via the provider {read_kib:6.1f} KiB")
-    print(f"  (a) + (b): a relay doing nothing else                  {serve_kib + read_kib:6.1f} KiB")
+    print(f"  (a) + (b): a relay doing nothing else                  {floor:6.1f} KiB")
+    if not args.app:
+        return
+    figures = run_json(["bench/load.py", str(streams), "--disconnect-share", "0", "--deadline", "120", "--json"],
+                       200, "memory_floor")
+    app = figures.get("mem_per_stream_kib") if figures else None
+    if app is None:
+        print(f"  the app (bench/load.py {streams}, one worker, SQLite): no figure (see stderr)")
+        print(f"n/a: the app's memory per open stream (bar: ≤ the floor + {BAR_KIB} KiB)")
+        return
+    done = f"{figures['completed']} of {streams} streams completed, {figures['errors']} errors"
+    print(f"  {f'the app: bench/load.py {streams}, one worker, SQLite':<55}{app:6.1f} KiB   ({done})")
+    print(f"  {'the app minus the floor':<55}{app - floor:+6.1f} KiB")
+    verdict = "PASS" if app <= floor + BAR_KIB else "FAIL"
+    print(f"{verdict}: the app's memory per open stream: {app:.1f} KiB, the floor's {floor:.1f} + {app - floor:.1f} KiB "
+          f"(bar: ≤ the floor + {BAR_KIB} KiB)")
 
 
 if __name__ == "__main__":

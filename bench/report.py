@@ -1,10 +1,15 @@
 """Run every benchmark (bounded, loopback only) and write their figures to docs/benchmarks.md.
 
     python bench/report.py          (or: make bench)
+    python bench/report.py --only PostgreSQL "Two workers"
+
+With --only, just the sections whose titles contain one of the words given (case-insensitive),
+printed here; docs/benchmarks.md is left as it is.
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 import sys
@@ -17,13 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
     ("Rendering: streamed token by token vs once (bar: ≤ 2×)", ["bench/render.py"]),
     ("Time to first token added by the app; first-load weight", ["bench/relay.py", "50"]),
-    ("A 1,000-message conversation", ["bench/long_conversation.py", "50"]),
+    ("A 1,000-message conversation on SQLite", ["bench/long_conversation.py", "50"]),
+    ("A 1,000-message conversation on PostgreSQL",
+     ["bench/long_conversation.py", "50", "--database", "postgresql"]),
+    ("50 streams, SQLite vs PostgreSQL: app CPU per 1,000 tokens (bar: PostgreSQL ≤ 1.3× SQLite)",
+     ["bench/relay_table.py", "50", "--databases", "sqlite,postgresql"]),
     ("Stop click to the upstream connection closing", ["bench/stop.py", "10"]),
     ("Hostile inputs", ["bench/hostile_report.py"]),
     ("Relay: 1 to 1,000 concurrent streams on one worker, against the SDK calling the fake server directly",
      ["bench/relay_table.py"]),
+    ("Two workers, each with a core: time to first token added by the app at 200 streams (bar: p99 ≤ 25 ms)",
+     ["bench/relay_table.py", "200", "--workers", "2"]),
     ("Reading the model's stream: CPU per token by HTTP stack", ["bench/read_floor.py", "50"]),
-    ("Memory per open stream before the app does anything", ["bench/memory_floor.py", "500"]),
+    ("Memory per open stream: the floor of the stack, and the app beside it (bar: ≤ the floor + 16 KiB)",
+     ["bench/memory_floor.py", "500", "--app"]),
     ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
     ("Memory kept for strangers' static URLs (bar: < 16 MB for 10,000)", ["bench/static_memory.py", "10000"]),
     ("/healthz while another client loops a 400-message export", ["bench/loop_latency.py", "300"]),
@@ -35,8 +47,14 @@ MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenc
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the benchmarks and write docs/benchmarks.md.")
+    parser.add_argument("--only", nargs="+", metavar="WORD",
+                        help="only the sections whose titles contain one of these, printed, not written")
+    args = parser.parse_args()
+    chosen = [(title, command) for title, command in BENCHES
+              if not args.only or any(word.lower() in title.lower() for word in args.only)]
     sections = []
-    for title, command in BENCHES:
+    for title, command in chosen:
         started = time.monotonic()
         result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if " INFO " not in line and " WARNING " not in line]
@@ -44,7 +62,10 @@ def main() -> None:
         body = "\n".join(lines).strip()
         sections.append(f"## {title}\n\n`python {' '.join(command)}` — {time.monotonic() - started:.0f} s{status}\n\n"
                         + (body + "\n" if command[0] in MARKDOWN else f"```\n{body}\n```\n"))
-        print(f"{title}: done{status}")
+        print(f"{title}: done{status}", flush=True)
+    if args.only:
+        print("\n" + "\n".join(sections))
+        return
     header = (f"# Benchmarks\n\nMade by `make bench` (bench/report.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
               f"Python {platform.python_version()}, {platform.machine()}, "
               f"{len(__import__('os').sched_getaffinity(0))} CPUs. Everything runs on 127.0.0.1 and stops by itself.\n")

@@ -27,17 +27,17 @@ def raise_fd_limit() -> tuple[int, int]:
 
 
 class BenchServer(LiveServer):
-    """LiveServer, with extra Hypercorn arguments (only when some are given)."""
+    """LiveServer, with extra Hypercorn arguments (only when some are given) and `workers` workers."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str]) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str], workers: int = 1) -> None:
         if not hypercorn_args:
-            super().__init__(env, log_path)
+            super().__init__(env, log_path, workers=workers)
             return
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
+            [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
              *hypercorn_args, "chatapp:create_app()"],
             cwd=APP_ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -46,18 +46,31 @@ class BenchServer(LiveServer):
 
 def worker_pid(master: int, timeout: float = 10.0) -> int:
     """The Hypercorn worker: the master's child running multiprocessing's spawn (not its resource tracker)."""
+    return worker_pids(master, 1, timeout)[0]
+
+
+def worker_pids(master: int, count: int, timeout: float = 10.0) -> list[int]:
+    """The master's first `count` Hypercorn workers (multiprocessing's spawn children, not its
+    resource tracker), waiting up to `timeout` for them all; fewer if they did not all start."""
     deadline = time.monotonic() + timeout
+    found: list[int] = []
     while time.monotonic() < deadline:
         try:
             children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         except OSError:
             children = []
+        found = []
         for child in children:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
             if b"resource_tracker" not in cmdline:
-                return int(child)
+                found.append(int(child))
+        if len(found) >= count:
+            return found[:count]
         time.sleep(0.05)
-    return master  # --workers 0 style: the app runs in the master itself
+    return found or [master]  # --workers 0 style: the app runs in the master itself
 
 
 def kill_orphan(pid: int | None) -> None:

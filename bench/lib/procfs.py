@@ -41,3 +41,21 @@ def listen_drops() -> dict[str, int]:
     lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
     values = dict(zip(lines[0][1:], map(int, lines[1][1:])))
     return {key: values.get(key, 0) for key in ("ListenOverflows", "ListenDrops")}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children: those alive (read one by one) and those that
+    ended and were waited for (the parent's cutime and cstime). A PostgreSQL server's CPU is its
+    postmaster's tree: a backend per connection."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += tree_cpu_seconds(int(child))
+        except OSError:
+            pass  # it ended between the two reads
+    return total
