@@ -102,7 +102,8 @@ def test_two_workers_serve_one_conversation(tmp_path: Path, fake_upstream: FakeO
     ] + ["question 7"]
     served_by = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
     assert len(served_by) == 2, "both workers should have answered something"
-    completed = [line for line in metrics.splitlines() if line.startswith('chatapp_answers_total{status="complete"}')]
+    completed = [line for line in metrics.splitlines()
+                 if line.startswith("chatapp_answers_total{") and 'status="complete"' in line]
     assert completed and float(completed[0].split()[-1]) == 8.0  # summed over both workers
 
 
