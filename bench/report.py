@@ -42,6 +42,7 @@ BENCHES = [
     ("A reasoning model thinking for 40 s, in Chromium, with and without JavaScript", ["bench/reasoning.py", "40"]),
     ("50 streams that think first: 200 reasoning tokens, then 200 of answer",
      ["bench/load.py", "50", "--disconnect-share", "0", "--reasoning", "200"]),
+    ("Three replicas behind nginx, 300 conversations, one replica killed mid-run", ["bench/replicas.py", "300"]),
 ]
 MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
 
