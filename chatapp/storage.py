@@ -23,9 +23,10 @@ from typing import Any, TypeVar, overload
 from markupsafe import Markup
 
 from . import db as database
-from .db import Database, Many, MissingParent, Row, Statement, Transaction, as_dict, first
+from .db import Database, Many, MissingParent, Retryable, Row, Statement, Transaction, as_dict, first
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
+TRIES = 4  # runs of a transaction the database gave up for another's (Retryable)
 # A process silent this long (seconds) is gone: it says it is alive every second (`heartbeat`),
 # and a busy event loop or a slow database can delay that by a few.
 WRITER_SILENCE = 5.0
@@ -134,6 +135,18 @@ class Store:
             raise LookupError(f"no row where one was certain: {sql[:60]}")
         return row
 
+    async def _transaction(self, body: Callable[[], Transaction[T]], *, lock: str | None = None) -> T:
+        """Run the transaction that `body()` makes; if the database gave it up for another's sake
+        (Retryable: nothing was written), run it again, a few times, a little later each time."""
+        for attempt in range(TRIES):
+            try:
+                return await self.db.transaction(body(), lock=lock)
+            except Retryable:
+                if attempt == TRIES - 1:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
+
     @classmethod
     async def open(cls, location: str | Path, *, pool_size: int = 10, migrate: bool = True) -> Store:
         """The store on the database at `location` (a PostgreSQL URL, or a SQLite file), with its
@@ -191,7 +204,7 @@ class Store:
                             (stream_id, owner, now, self.writer))
             return True
 
-        return await self.db.transaction(claim(), lock=f"streams {owner}")
+        return await self._transaction(claim, lock=f"streams {owner}")
 
     async def release_stream(self, stream_id: str) -> None:
         await self._rows("DELETE FROM streams WHERE id = ?", (stream_id,))
@@ -237,7 +250,7 @@ class Store:
                 yield Statement("DELETE FROM sign_in_failures WHERE last_at < ?", (forget_before,))
             return 0.0
 
-        return float(await self.db.transaction(attempt(), lock=f"sign-in {key}"))
+        return float(await self._transaction(attempt, lock=f"sign-in {key}"))
 
     async def sign_in_succeeded(self, key: str, *, forget: bool) -> None:
         """The attempt just taken was right: it is not a failure (and with `forget`, none are)."""
@@ -355,7 +368,7 @@ class Store:
                             (shown, row["version_of"]))
             return shown
 
-        shown = await self.db.transaction(show(), lock=f"versions {conversation_id}")
+        shown = await self._transaction(show, lock=f"versions {conversation_id}")
         return await self.message(shown) if shown is not None else None
 
     async def add_message(
@@ -420,7 +433,7 @@ class Store:
                                            "WHERE id = ?) WHERE id = ? RETURNING *", (version_of, answer["id"]))
             return user, answer
 
-        writing = asyncio.ensure_future(self.db.transaction(write()))
+        writing = asyncio.ensure_future(self._transaction(write))
         try:
             user, answer = await asyncio.shield(writing)
         except MissingParent:
@@ -462,12 +475,14 @@ class Store:
         now = time.time()
 
         def touch() -> Transaction[None]:
-            yield Many("UPDATE streams SET seen_at = ? WHERE id = ?", [(now, i) for i in stream_ids])
+            # Rows in one order, streams before messages, as finish_message takes them too: two
+            # transactions that lock the same rows in opposite orders deadlock on PostgreSQL.
+            yield Many("UPDATE streams SET seen_at = ? WHERE id = ?", [(now, i) for i in sorted(stream_ids)])
             yield Many("UPDATE messages SET updated_at = ? WHERE id = ? AND status = 'streaming'",
-                       [(_now(), i) for i in message_ids])
+                       [(_now(), i) for i in sorted(message_ids)])
             yield Statement("DELETE FROM streams WHERE seen_at < ?", (now - silent_for,))
 
-        await self.db.transaction(touch())
+        await self._transaction(touch)
 
     async def heartbeat(self) -> list[int]:
         """Say that this process is alive (every second or so, while it serves), and learn which
@@ -483,7 +498,7 @@ class Store:
                                     "AND status = 'streaming'", (self.writer,))
             return [row["id"] for row in stops]
 
-        return await self.db.transaction(beat())
+        return await self._transaction(beat)
 
     async def ask_stop(self, conversation_id: str, message_id: int) -> bool:
         """Ask the process writing this answer to stop it (it reads this with its next heartbeat);
@@ -514,6 +529,8 @@ class Store:
         tokens = (final.prompt_tokens or 0) + (final.completion_tokens or 0)
 
         def finish() -> Transaction[Row | None]:
+            if stream_id is not None:  # its place first: keep_alive locks streams before messages
+                yield Statement("DELETE FROM streams WHERE id = ?", (stream_id,))
             values = dataclasses.asdict(final)
             updated = yield Statement(
                 f"UPDATE messages SET {', '.join(f'{name} = ?' for name in values)}, updated_at = ?, "
@@ -526,8 +543,6 @@ class Store:
                     "ON CONFLICT (owner, day) DO UPDATE SET tokens = usage.tokens + excluded.tokens",
                     (owner, datetime.now(UTC).date().isoformat(), tokens),
                 )
-            if stream_id is not None:
-                yield Statement("DELETE FROM streams WHERE id = ?", (stream_id,))
             if not updated:
                 return None
             if restore:
@@ -535,7 +550,7 @@ class Store:
                 yield Statement("UPDATE messages SET version_of = NULL WHERE id = ?", (message_id,))
             return first((yield Statement(f"SELECT {_MESSAGE} FROM messages m WHERE id = ?", (message_id,))))
 
-        row = await self.db.transaction(finish())
+        row = await self._transaction(finish)
         return _message(row) if row is not None else None
 
 

@@ -272,3 +272,46 @@ async def test_versions_do_not_switch_while_one_is_being_written(store: Store) -
     finished = await store.finish_message(second.id, Final(content="two", html="two", status="complete"))
     assert (finished.version, finished.versions) == (2, 2)  # the closing frame shows the switch at once
     assert (await store.show_version("c1", second.id, -1)).id == first.id
+
+
+async def test_keeping_answers_alive_and_finishing_them_at_once_never_deadlock(database: str) -> None:
+    """Two transactions that lock a place and its answer must take them in the same order: on
+    PostgreSQL, opposite orders deadlock (the heartbeat's keep_alive against an answer's save)."""
+    stores = [await Store.open(database) for _ in range(2)]
+    await stores[0].create_conversation("c1", "alice", "")
+    for round_ in range(30):
+        stream = f"s{round_}"
+        assert await stores[0].claim_stream(stream, "alice", most=100, silent_for=60)
+        answer = await stores[0].add_message("c1", "assistant", "", status="streaming")
+        await asyncio.gather(
+            stores[0].keep_alive([stream], [answer.id], silent_for=60),
+            stores[1].finish_message(answer.id, Final(content="done", html="<p>done</p>", status="complete"),
+                                     stream_id=stream),
+            stores[0].keep_alive([stream], [answer.id], silent_for=60),
+        )
+        assert (await stores[0].message(answer.id)).status == "complete"
+    for store in stores:
+        await store.close()
+
+
+async def test_a_transaction_the_database_gave_up_is_run_again(store: Store) -> None:
+    """Retryable (a deadlock's victim, a lock held too long) means nothing was written: the store
+    runs the transaction again, from the start."""
+    from chatapp.db import Retryable
+
+    real, given_up = store.db.transaction, []
+
+    async def gives_up_once(body, *, lock=None):  # the database's answer, the first time
+        if not given_up:
+            given_up.append(lock)
+            body.close()
+            raise Retryable("deadlock detected")
+        return await real(body, lock=lock)
+
+    store.db.transaction = gives_up_once  # type: ignore[method-assign]
+    try:
+        assert await store.claim_stream("s1", "alice", most=1, silent_for=60)
+    finally:
+        store.db.transaction = real  # type: ignore[method-assign]
+    assert given_up == ["streams alice"]
+    assert not await store.claim_stream("s2", "alice", most=1, silent_for=60)  # claimed once, not twice

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Database, Many, MissingParent, Row, Statement, Transaction, as_dict, first, redacted
+from .base import Database, Many, MissingParent, Retryable, Row, Statement, Transaction, as_dict, first, redacted
 
-__all__ = ["Database", "Many", "MissingParent", "Row", "Statement", "Transaction", "as_dict", "connect", "first",
+__all__ = ["Database", "Many", "MissingParent", "Retryable", "Row", "Statement", "Transaction", "as_dict", "connect", "first",
            "is_postgresql", "redacted", "sqlite_path"]
 
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")

@@ -47,6 +47,11 @@ class Many:
 Transaction = Generator[Statement | Many, list[Row], T]
 
 
+class Retryable(Exception):
+    """The database gave this transaction up for another's sake (a deadlock, a write conflict, a
+    lock held too long): nothing of it was written, and running it again will do."""
+
+
 class MissingParent(Exception):
     """A row names one that is not there (a foreign key): its conversation was deleted."""
 

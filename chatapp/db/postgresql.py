@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .base import Many, MissingParent, Row, Transaction, redacted
+from .base import Many, MissingParent, Retryable, Row, Transaction, redacted
 from .migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -59,6 +59,8 @@ class PostgreSQL:
                 return await _drive(connection, body)
         except asyncpg.ForeignKeyViolationError as error:
             raise MissingParent(str(error)) from None
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as error:
+            raise Retryable(str(error)) from None
         finally:
             body.close()
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .base import Many, MissingParent, Row, Transaction
+from .base import Many, MissingParent, Retryable, Row, Transaction
 from .migrations import MIGRATIONS
 
 T = TypeVar("T")
@@ -79,6 +79,10 @@ class SQLite:
             return await self._db._execute(run, self._db._conn)
         except sqlite3.IntegrityError as error:
             raise _missing_parent_or(error) from None
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error):  # another process held the file past the busy timeout
+                raise Retryable(str(error)) from None
+            raise
 
     async def check_writable(self) -> None:
         # One trip to the database thread: the connection is shared, and any statement of another
