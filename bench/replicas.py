@@ -247,7 +247,14 @@ def report(args: argparse.Namespace, replicas: Replicas, browsers: list[Browser]
         print(f"  {replica.name}{mark}: {served[replica.address]} / {posts[replica.address]}")
     print(f"  nginx alone (no replica answered): {served[None]}")
     after_out = sum(v for k, v in kinds.items() if k.startswith("nginx") and "after" in k)
-    return (outcomes["error"] == 0 and not never_finished and cut_elsewhere == 0 and not problems and not streaming
+    # The bar forbids 5xx after nginx has taken the replica out. A request already sent to it as it
+    # died gets nginx's 502 (nginx retries only what it could not send): counted, shown, allowed.
+    in_flight = sum(v for k, v in kinds.items() if k.startswith("nginx") and "in flight" in k)
+    other_errors = outcomes["error"] - min(errors["POST answered 502"], in_flight)
+    if in_flight:
+        print(f"  ({in_flight} requests in flight to the replica as it died got nginx's 502: the bar allows them, "
+              "and their questions, if stored, are settled as interrupted like the cut answers)")
+    return (other_errors == 0 and not never_finished and cut_elsewhere == 0 and not problems and not streaming
             and len(settled_right) + len(finished) == len(cut) and after_out == 0 and not any(k.startswith("app") for k in kinds))
 
 

@@ -159,14 +159,14 @@ async def settle_abandoned(store: Store, messages: list[Message], *, silent_for:
 
 
 class PartialSaver:
-    """Writes an answer's text so far while it streams: at most once a second, and at the latest
-    a second after its last piece (a model pausing to think must not leave its last words unsaved
-    for a reload on another replica). One write at a time, so an older text never lands after a
-    newer one."""
+    """Writes an answer's text so far while it streams: its first piece at once, then at most once
+    a second, and at the latest a second after its last piece (a model pausing to think must not
+    leave its last words unsaved for a reload on another replica, nor a replica killed lose a
+    young answer whole). One write at a time, so an older text never lands after a newer one."""
 
     def __init__(self, store: Store, message_id: int, answer: Answer):
         self._store, self._message_id, self._answer = store, message_id, answer
-        self._saved_at = time.monotonic()
+        self._saved_at = time.monotonic() - SAVE_EVERY_SECONDS  # the first piece is saved at once
         self._pending: asyncio.Task | None = None
         self.gone = False  # the answer is no longer being written: its conversation was deleted
 
