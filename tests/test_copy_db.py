@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
 from chatapp import db as database
+from chatapp.accounts import Accounts
 from chatapp.db import copy as copying
 from chatapp.db.migrations import MIGRATIONS
+from chatapp.passwords import Passwords
 from chatapp.storage import COMPLETE, ERROR, STOPPED, Final, Store
 
 from .support.live_server import clean_environment
@@ -36,6 +39,13 @@ async def _fill(location: Path) -> None:
     try:
         await store.setting("secret_key", lambda: "the-generated-signing-key")
         await store.add_session(SESSION)
+        # A person, signed in by the session, who invited another and made a reset link.
+        accounts = Accounts(store.db, Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)))
+        alice = await accounts.create_person("Alice", "correct horse battery", admin=True)
+        await accounts.attach_session(SESSION, alice.id)
+        await accounts.redeem_invitation(await accounts.create_invitation(alice.id), "Bob", "correct horse battery")
+        await accounts.create_reset(alice.id, alice.id)
+        await accounts.record("invite", actor=alice.id, address="192.0.2.1")
         for number in range(8):
             owner = OWNERS[number % 2]
             conversation = f"conversation-{number}"
@@ -89,6 +99,7 @@ async def _copy(source: Path | str, target: str, **options: object) -> list[copy
 async def _contents(location: Path | str) -> dict[str, object]:
     """Everything the app can read, through the store."""
     store = await Store.open(location, migrate=False)
+    accounts = Accounts(store.db)
     try:
         [(largest,)] = await store.db.rows("SELECT MAX(id) FROM messages")
         conversations = {owner: await store.conversations(owner) for owner in OWNERS}
@@ -99,6 +110,9 @@ async def _contents(location: Path | str) -> dict[str, object]:
             "usage": {owner: await store.tokens_used_on(datetime.now(UTC).date(), owner) for owner in OWNERS},
             "secret key": await store.setting("secret_key", lambda: "a new key"),
             "session": await store.session_alive(SESSION, lifetime=LIFETIME),
+            "signed in": await accounts.session_person(SESSION),
+            "people": await accounts.people(),
+            "audit": await accounts.audit_log(),
             "largest id": largest,
         }
     finally:
@@ -111,7 +125,8 @@ async def test_a_copy_reads_the_same_through_the_store(source: Path, blank_datab
 
     assert all(check.equal for check in checks), checks
     assert [check.label for check in checks if not check.label.startswith(" ")] == [
-        "settings", "sessions", "usage", "conversations", "messages"]
+        "settings", "people", "sessions", "usage", "conversations", "messages", "invitations", "password_resets",
+        "audit_log"]
     after = await _contents(blank_database)
     assert after == before
     # What the test relies on is there: versions, hidden ones, the long answer, the one being written.
@@ -122,6 +137,8 @@ async def test_a_copy_reads_the_same_through_the_store(source: Path, blank_datab
     assert [message.status for message in messages][-1] == "streaming"
     assert before["conversations"]["bob"][0].id == "conversation-3"  # type: ignore[index]
     assert before["session"] is True and before["secret key"] == "the-generated-signing-key"
+    assert before["signed in"].name == "Alice"  # type: ignore[attr-defined]
+    assert [usage.person.name for usage in before["people"]] == ["Alice", "Bob"]  # type: ignore[attr-defined]
 
     store = await Store.open(blank_database)
     try:  # the next message's id comes after the copied ones

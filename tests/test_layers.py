@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAPH = modules()
 WEB_FRAMEWORK = {"quart", "werkzeug", "hypercorn"}
 # An import name that differs from its distribution's name.
-DISTRIBUTION = {"dotenv": "python-dotenv", "prometheus_client": "prometheus-client"}
+DISTRIBUTION = {"dotenv": "python-dotenv", "prometheus_client": "prometheus-client", "argon2": "argon2-cffi"}
 
 
 def test_the_graph_is_read_from_the_source() -> None:

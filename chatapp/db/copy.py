@@ -2,8 +2,9 @@
 that matters: a team's SQLite file into PostgreSQL, to run on several hosts).
 
 What lasts is copied: conversations, messages (with their ids, so that links stay valid), the usage
-ledger, settings (the generated signing key) and signed-in sessions. Short-lived counters (rate
-windows, streams, sign-in failures) are not: they start afresh.
+ledger, settings (the generated signing key), signed-in sessions, people with their invitation and
+reset links, and the audit log. Short-lived counters (rate windows, streams, sign-in failures) are
+not: they start afresh.
 
 Each table is read in batches of a bounded number of rows, in the order of its primary key, and
 each batch is written in one transaction with an upsert that writes only rows that differ. So a
@@ -33,19 +34,24 @@ class Table:
     checks: tuple[tuple[str, str], ...] = ()  # (label, aggregate) compared besides the count
 
 
-# In the order of their references: a message names its conversation.
+# In the order of their references: a message names its conversation; a session, an invitation
+# and a reset link name people.
 TABLES = (
     Table("settings", ("name",)),
+    Table("people", ("id",)),
     Table("sessions", ("id",)),
     Table("usage", ("owner", "day"), checks=(("tokens", "COALESCE(SUM(tokens), 0)"),)),
     Table("conversations", ("id",), checks=(("newest", "MAX(updated_at)"),)),
     Table("messages", ("id",), checks=(("largest id", "MAX(id)"),
                                        ("characters", "COALESCE(SUM(LENGTH(content) + LENGTH(reasoning)), 0)"))),
+    Table("invitations", ("token_hash",)),
+    Table("password_resets", ("token_hash",)),
+    Table("audit_log", ("id",)),
 )
 # Short-lived state, which starts afresh: rate windows, answers being written, sign-in back-off, and
 # the processes writing answers. (tests/test_copy_db.py checks that every table is one or the other.)
 NOT_COPIED = ("rate_limits", "streams", "sign_in_failures", "writers")
-CONVERSATIONS = TABLES[3]
+CONVERSATIONS = next(table for table in TABLES if table.name == "conversations")
 
 # What copy() reports after each batch: the table, its rows read so far, and its rows in all.
 Progress = Callable[[str, int, int], None]

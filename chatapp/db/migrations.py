@@ -199,4 +199,115 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE messages ADD COLUMN stop_asked INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX messages_stop_asked ON messages (writer) WHERE stop_asked = 1;
         """),
+    Migration("0009_people", sqlite="""
+        -- People (accounts): local ones, with a password (argon2id), and those that a trusted proxy
+        -- or an OpenID provider names: their `subject` (the header's value; the issuer and `sub`),
+        -- unique per source. Names are unique whatever their case: name_key is the name casefolded.
+        -- A person's conversations and usage are owned by 'person:' || id. daily_tokens NULL: the
+        -- operator's default budget. People are disabled, never deleted.
+        CREATE TABLE people (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            password_hash TEXT,
+            source TEXT NOT NULL CHECK (source IN ('local', 'header', 'oidc')),
+            subject TEXT,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            disabled_at TEXT,
+            daily_tokens INTEGER,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT,
+            CHECK ((source = 'local') = (password_hash IS NOT NULL)),
+            CHECK ((source = 'local') = (subject IS NULL))
+        );
+        CREATE UNIQUE INDEX people_by_name_key ON people (name_key);
+        CREATE UNIQUE INDEX people_by_subject ON people (source, subject) WHERE subject IS NOT NULL;
+        -- Links an admin makes, kept by a hash of their token only: an invitation to join, a
+        -- password reset. Each is used once, before it expires (Unix time).
+        CREATE TABLE invitations (
+            token_hash TEXT PRIMARY KEY,
+            created_by TEXT REFERENCES people (id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            makes_admin INTEGER NOT NULL DEFAULT 0,
+            used_at TEXT,
+            used_by TEXT REFERENCES people (id) ON DELETE SET NULL
+        );
+        CREATE TABLE password_resets (
+            token_hash TEXT PRIMARY KEY,
+            person TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            created_by TEXT REFERENCES people (id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at TEXT
+        );
+        CREATE INDEX password_resets_by_person ON password_resets (person);
+        -- Sign-ins, failed attempts and admin actions, newest first (at: Unix time, which orders
+        -- entries a millisecond apart). The actor is a person's id, or NULL (the command line, or
+        -- an attempt by nobody known).
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            target TEXT,
+            address TEXT,
+            detail TEXT
+        );
+        CREATE INDEX audit_log_by_time ON audit_log (at, id);
+        -- The person a session signs in (NULL: a passphrase or anonymous session), so that signing
+        -- out everywhere, and disabling a person, end every session of theirs.
+        ALTER TABLE sessions ADD COLUMN person TEXT REFERENCES people (id) ON DELETE CASCADE;
+        CREATE INDEX sessions_by_person ON sessions (person) WHERE person IS NOT NULL;
+        """, postgresql="""
+        CREATE TABLE people (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL,
+            display_name TEXT NOT NULL,
+            password_hash TEXT,
+            source TEXT NOT NULL CHECK (source IN ('local', 'header', 'oidc')),
+            subject TEXT,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            disabled_at TEXT,
+            daily_tokens BIGINT,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT,
+            CHECK ((source = 'local') = (password_hash IS NOT NULL)),
+            CHECK ((source = 'local') = (subject IS NULL))
+        );
+        CREATE UNIQUE INDEX people_by_name_key ON people (name_key);
+        CREATE UNIQUE INDEX people_by_subject ON people (source, subject) WHERE subject IS NOT NULL;
+        CREATE TABLE invitations (
+            token_hash TEXT PRIMARY KEY,
+            created_by TEXT REFERENCES people (id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            makes_admin INTEGER NOT NULL DEFAULT 0,
+            used_at TEXT,
+            used_by TEXT REFERENCES people (id) ON DELETE SET NULL
+        );
+        CREATE TABLE password_resets (
+            token_hash TEXT PRIMARY KEY,
+            person TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            created_by TEXT REFERENCES people (id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            used_at TEXT
+        );
+        CREATE INDEX password_resets_by_person ON password_resets (person);
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            target TEXT,
+            address TEXT,
+            detail TEXT
+        );
+        CREATE INDEX audit_log_by_time ON audit_log (at, id);
+        ALTER TABLE sessions ADD COLUMN person TEXT REFERENCES people (id) ON DELETE CASCADE;
+        CREATE INDEX sessions_by_person ON sessions (person) WHERE person IS NOT NULL;
+        """),
 ]
