@@ -8,6 +8,8 @@
 - `chatapp migrate` brings the database's schema up to date, says what it applied, and stops.
 - `chatapp copy-db FROM TO` copies one database's history into another (a SQLite file into
   PostgreSQL), resumable, and compares the counts at the end.
+- `chatapp create-admin [--name NAME]` creates an admin with a password (the first one, who then
+  invites the others), asking for both; a script gives --name and the password on standard input.
 
 `--help` and `--version` read no setting and start nothing.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 import tempfile
@@ -29,7 +32,9 @@ from hypercorn.run import run
 
 from . import config_from_environment
 from . import db as database
+from .accounts import Accounts, Person, Refused, name_problem
 from .db import copy as copying
+from .passwords import MIN_LENGTH, problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +76,15 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     copy_db.add_argument("source", metavar="FROM", help="the database to copy: a SQLite file or a postgresql:// URL")
     copy_db.add_argument("target", metavar="TO", help="the database to copy into (created or migrated as needed)")
     copy_db.set_defaults(command=_copy_db)
+    create_admin = commands.add_parser(
+        "create-admin", help="create an admin with a password, who can then invite the others",
+        description="Create a person who is an admin, with a password, in the configured database (migrated "
+                    "first). Asks for the name (unless --name gives it) and the password, twice; when standard "
+                    f"input is not a terminal, the password is its first line. A password needs {MIN_LENGTH} "
+                    "characters or more.",
+    )
+    create_admin.add_argument("--name", help="the admin's name, which signs them in (any case)")
+    create_admin.set_defaults(command=_create_admin)
     return parser, set(commands.choices)
 
 
@@ -144,6 +158,44 @@ def _migrate(args: argparse.Namespace) -> int:
     for name in applied:
         print(f"applied {name}")
     print(f"{database.redacted(location)}: up to date; {len(applied)} applied now, {len(now)} in all")
+    return 0
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    location = config_from_environment().database
+    typed = sys.stdin.isatty()
+    if args.name is None and not typed:
+        print("chatapp: create-admin needs --name when standard input is not a terminal", file=sys.stderr)
+        return 2
+    name = args.name if args.name is not None else input("name: ")
+    password = getpass.getpass("password: ") if typed else sys.stdin.readline().rstrip("\r\n")
+    if trouble := name_problem(name) or problem(password, name):
+        print(f"chatapp: cannot create {name.strip()!r}: {trouble}", file=sys.stderr)
+        return 1
+    if typed and getpass.getpass("the same password again: ") != password:
+        print("chatapp: the two passwords differ; nothing was created", file=sys.stderr)
+        return 1
+
+    async def create() -> Person:
+        db = await database.connect(location)
+        try:
+            await db.migrate()
+            people = Accounts(db)
+            person = await people.create_person(name, password, admin=True)
+            await people.record("create admin", target=person.name, detail="chatapp create-admin")
+            return person
+        finally:
+            await db.close()
+
+    try:
+        person = asyncio.run(create())
+    except Refused as refusal:  # the name is taken
+        print(f"chatapp: cannot create {name.strip()!r}: {refusal}", file=sys.stderr)
+        return 1
+    except Exception as error:  # one line, whatever it is: a missing folder, a server that refuses
+        print(f"chatapp: cannot create the admin in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
+        return 1
+    print(f"created {person.name!r}, an admin, in {database.redacted(location)}")
     return 0
 
 

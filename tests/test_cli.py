@@ -5,9 +5,13 @@ in test_deploy.py."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import os
+import pty
 import re
+import select
 import sqlite3
 import subprocess
 import sys
@@ -19,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from chatapp.logs import REDACTED
+from chatapp import db as database
+from chatapp.accounts import Accounts
 from chatapp.db.migrations import MIGRATIONS
+from chatapp.logs import REDACTED
 
 from .support.live_server import CANARY_KEY, clean_environment, free_port, stop
 
@@ -53,8 +59,8 @@ def test_help_lists_the_commands_and_touches_nothing(tmp_path: Path, program: li
     result = _chatapp(tmp_path, "--help", program=program, **BAD_SETTING)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: chatapp ")
-    listed = re.findall(r"^ {4}([\w-]+) +\S", result.stdout, re.MULTILINE)
-    assert listed == ["serve", "migrate", "copy-db"]
+    listed = re.findall(r"^ {4}([\w-]+)", result.stdout, re.MULTILINE)  # a long name has its help below
+    assert listed == ["serve", "migrate", "copy-db", "create-admin"]
     assert result.stderr == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -69,7 +75,8 @@ def test_an_unknown_command_gets_the_usage_and_status_2(tmp_path: Path) -> None:
     result = _chatapp(tmp_path, "frobnicate")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: chatapp ")
-    assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate', 'copy-db')")
+    assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate', 'copy-db', "
+                                              "'create-admin')")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -99,10 +106,119 @@ def test_migrate_says_in_one_line_when_the_database_cannot_be_opened(tmp_path: P
     assert result.stderr.splitlines() == [f"chatapp: cannot migrate the database {database}: No such file or directory"]
 
 
+# --- create-admin -------------------------------------------------------------------------------
+
+PASSWORD = "correct horse battery"
+
+
+def _create_admin(cwd: Path, *args: str, password: str = PASSWORD, **env: str) -> subprocess.CompletedProcess[str]:
+    """`chatapp create-admin` as a script runs it: the password on standard input."""
+    return subprocess.run([sys.executable, "-m", "chatapp", "create-admin", *args], input=f"{password}\n",
+                          cwd=cwd, env={**clean_environment(), **env}, capture_output=True, text=True, timeout=60)
+
+
+async def _admins(location: str) -> tuple[list[tuple[str, bool, bool]], list[str]]:
+    """Each person's name, whether an admin, and whether PASSWORD signs them in; the audit's actions."""
+    db = await database.connect(location)
+    try:
+        accounts = Accounts(db)
+        people = [(p.person.name, p.person.is_admin, await accounts.check_password(p.person.name, PASSWORD) is not None)
+                  for p in await accounts.people()]
+        return people, [entry.action for entry in (await accounts.audit_log())[0]]
+    finally:
+        await db.close()
+
+
+def test_create_admin_makes_an_admin_in_a_new_database_and_says_so(tmp_path: Path) -> None:
+    result = _create_admin(tmp_path, "--name", "Ada")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == ["created 'Ada', an admin, in chatapp.db"]
+    assert [name for name, _ in _applied(tmp_path / "chatapp.db")] == sorted(MIGRATION_NAMES)  # migrated first
+    assert asyncio.run(_admins(str(tmp_path / "chatapp.db"))) == ([("Ada", True, True)], ["create admin"])
+
+    again = _create_admin(tmp_path, "--name", "ADA", password="another good password")
+    assert (again.returncode, again.stdout) == (1, "")
+    assert again.stderr.splitlines() == ["chatapp: cannot create 'ADA': That name is taken."]
+
+
+def _on_a_terminal(cwd: Path, answers: list[str], **env: str) -> tuple[int, str]:
+    """`chatapp create-admin` run on a terminal (a pseudo-terminal), typing each answer after its
+    prompt: the exit status, and all that the terminal showed."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child, whose controlling terminal is the pseudo-terminal
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "chatapp", "create-admin"], {**clean_environment(), **env})
+    shown, deadline = b"", time.monotonic() + 30
+
+    def read() -> bytes:
+        assert time.monotonic() < deadline and select.select([terminal], [], [], deadline - time.monotonic())[0], shown
+        try:
+            return os.read(terminal, 1024)
+        except OSError:  # the child has ended, and its terminal with it
+            return b""
+
+    try:
+        for answer in answers:
+            asked = len(shown)
+            while not shown[asked:].endswith(b": "):  # the prompt, after the echo of the last answer
+                shown += read()
+            os.write(terminal, answer.encode() + b"\n")
+        while more := read():
+            shown += more
+    finally:
+        os.close(terminal)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode().replace("\r\n", "\n")
+
+
+def test_create_admin_asks_on_a_terminal_and_hides_the_password(tmp_path: Path) -> None:
+    status, shown = _on_a_terminal(tmp_path, ["Grace", PASSWORD, "a different password"])
+    assert status == 1 and shown.splitlines()[-1] == "chatapp: the two passwords differ; nothing was created"
+    assert list(tmp_path.iterdir()) == []
+
+    status, shown = _on_a_terminal(tmp_path, ["Grace", PASSWORD, PASSWORD])
+    assert status == 0, shown
+    assert PASSWORD not in shown  # not echoed
+    assert [line.strip() for line in shown.splitlines()] == [
+        "name: Grace", "password:", "the same password again:", "created 'Grace', an admin, in chatapp.db"]
+    assert asyncio.run(_admins(str(tmp_path / "chatapp.db"))) == ([("Grace", True, True)], ["create admin"])
+
+
+def test_create_admin_works_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    result = _create_admin(tmp_path, "--name", "ada", CHATAPP_DATABASE_URL=postgres_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"created 'ada', an admin, in {database.redacted(postgres_url)}\n"
+    assert asyncio.run(_admins(postgres_url)) == ([("ada", True, True)], ["create admin"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "password", "status", "line"), [
+    (["--name", "ada"], "", 1, "chatapp: cannot create 'ada': The password is empty."),
+    (["--name", "ada"], "short", 1, "chatapp: cannot create 'ada': A password needs at least 12 characters."),
+    (["--name", "ada lovelace 1815"], "ADA LOVELACE 1815", 1,
+     "chatapp: cannot create 'ada lovelace 1815': A password cannot be the name it signs in."),
+    (["--name", " "], PASSWORD, 1, "chatapp: cannot create '': The name is empty."),
+    ([], PASSWORD, 2, "chatapp: create-admin needs --name when standard input is not a terminal"),
+])
+def test_create_admin_refuses_in_one_line_and_makes_nothing(tmp_path: Path, args: list[str], password: str,
+                                                             status: int, line: str) -> None:
+    result = _create_admin(tmp_path, *args, password=password)
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (status, [line], "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_admin_says_in_one_line_when_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    location = tmp_path / "no-such-folder" / "chat.db"
+    result = _create_admin(tmp_path, "--name", "ada", CHATAPP_DATABASE=str(location))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"chatapp: cannot create the admin in {location}: No such file or directory"]
+
+
 # --- configuration errors: one line, status 2, before anything starts ---------------------------
 
 
-@pytest.mark.parametrize("args", [[], ["serve"], ["hypercorn.toml"], ["migrate"]])
+@pytest.mark.parametrize("args", [[], ["serve"], ["hypercorn.toml"], ["migrate"], ["create-admin", "--name", "ada"]])
 def test_a_bad_setting_stops_every_command_with_one_line(tmp_path: Path, args: list[str]) -> None:
     result = _chatapp(tmp_path, *args, **BAD_SETTING)
     assert (result.returncode, result.stderr.splitlines(), result.stdout) == (2, [BAD_SETTING_LINE], "")
