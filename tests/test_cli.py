@@ -304,7 +304,7 @@ def test_json_logs_make_every_line_json_hypercorns_included(tmp_path: Path, how:
             "User-Agent": HOSTILE_AGENT, "X-Forwarded-For": '1.2.3.4" "x'}))
 
     out, err = _serve(command, port, tmp_path, ask, PORT=str(port), CHATAPP_LOG_FORMAT="json",
-                      SECRET_KEY=SECRET_KEY, CHATAPP_DATABASE=str(tmp_path / "chat.db"))
+                      SECRET_KEY=SECRET_KEY, CHATAPP_DATABASE=str(tmp_path / "chat.db"), CHATAPP_REPLICA="cli-test-1")
 
     lines = [json.loads(line) for line in (out + err).splitlines()]  # splitlines also breaks at \x85
     assert all({"time", "level", "logger", "request_id", "message"} <= line.keys() for line in lines)
@@ -315,7 +315,7 @@ def test_json_logs_make_every_line_json_hypercorns_included(tmp_path: Path, how:
     assert access[health.headers["X-Request-ID"]] | {"time": "", "client": "", "seconds": 0} == {
         "time": "", "level": "INFO", "logger": "hypercorn.access", "request_id": health.headers["X-Request-ID"],
         "message": "GET /healthz 200", "client": "", "forwarded_for": None, "method": "GET", "path": "/healthz",
-        "status": 200, "bytes": 3, "seconds": 0, "user_agent": None,
+        "status": 200, "bytes": 3, "seconds": 0, "user_agent": None, "replica": "cli-test-1",
     }
     line = access[hostile.headers["X-Request-ID"]]
     assert (line["path"], line["status"], line["message"]) == ('/x\\n"y', 404, 'GET /x\\n"y 404')
