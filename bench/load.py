@@ -6,7 +6,7 @@
                               [--disconnect-after 50] [--deadline 120] [--fake process|thread]
                               [--ramp 0] [--repeat 1] [--backlog N] [--fake-backlog 4096]
                               [--database sqlite|postgresql] [--workers 1]
-                              [--env NAME=VALUE] [--json] [--profile FILE]
+                              [--env NAME=VALUE] [--json] [--profile FILE] [--floor]
 
 What it does, in order, and every step is bounded:
  1. Raises this process's open-file limit (RLIMIT_NOFILE) to the hard limit, before starting any
@@ -38,6 +38,11 @@ What it does, in order, and every step is bounded:
     saves).
  8. Prints a table (and, with --json, one last line `JSON {...}`, keyed as bench/direct.py's), stops
     the app (and its worker) and the fake server. Exit status 0 only with 0 errors and nothing lost.
+
+With --floor, the same clients and figures against bench/floor_app.py instead of the app: the
+least a Quart app under Hypercorn must do to relay the model's answer as SSE through chatapp's own
+provider (no session, no database, no templates); step 7 is skipped. The app's figures minus the
+floor's are what the app adds (bench/ttft_floor.py sets them side by side).
 
 A global deadline (--deadline, default 120 s) bounds the whole run: when it passes, the clients
 still streaming are cancelled and counted as errors, and the report is printed for what finished.
@@ -398,7 +403,7 @@ def report(args: argparse.Namespace, figures: dict, fake: dict, db_checked: int,
         "tokens": tokens, "cpu_s": app_cpu, "cpu_ms_per_1000_tokens": app_cpu / tokens * 1000 * ms if tokens else nan,
         "mem_per_stream_kib": per_stream, "wall_s": load_seconds,
         "disconnected": len(left), "lost": len(problems), "healthz_p99_ms": percentile(samples.health, .99) * ms,
-        "database": args.database, "workers": args.workers,
+        "database": args.database, "workers": args.workers, "floor": args.floor,
         "db_server_cpu_s": server_cpu if server_cpu is not None else nan,
         "db_server_cpu_ms_per_1000_tokens": server_cpu / tokens * 1000 * ms if server_cpu is not None and tokens else nan,
     }
@@ -498,6 +503,8 @@ def main() -> int:
     parser.add_argument("--fake-backlog", type=int, default=4096, help="the fake server's listen backlog (4096)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra app setting")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the app worker in the load phase, into FILE")
+    parser.add_argument("--floor", action="store_true",
+                        help="the floor of the stack instead of the app: bench/floor_app.py (no database checked)")
     args = parser.parse_args()
     deadline = time.monotonic() + args.deadline
 
@@ -516,7 +523,7 @@ def main() -> int:
         with (tempfile.TemporaryDirectory(prefix="chatapp-load-") as tmp,
               bench_database(args.database, Path(tmp)) as db):
             log_path = Path(tmp) / "server.log"
-            info["database"] = db.name
+            info["database"] = "the floor (bench/floor_app.py): no app, no database" if args.floor else db.name
             pids["postgresql"] = db.server_pid
             try:
                 extra = {"CHATAPP_MAX_STREAMS_PER_SESSION": "100",
@@ -528,7 +535,8 @@ def main() -> int:
                 extra.update(dict(item.split("=", 1) for item in args.env))
                 hypercorn_args = ["--backlog", str(args.backlog)] if args.backlog else []
                 environment = db.app_environment(app_environment(fake.base_url, Path(db.location), **extra))
-                server = BenchServer(environment, log_path, hypercorn_args, workers=args.workers)
+                server = BenchServer(environment, log_path, hypercorn_args, workers=args.workers,
+                                     app="bench.floor_app:create_app()" if args.floor else "chatapp:create_app()")
                 pids["master"] = server._process.pid
                 workers = worker_pids(server._process.pid, args.workers)
                 for number, pid in enumerate(workers):
@@ -544,7 +552,7 @@ def main() -> int:
                       flush=True)
                 figures = asyncio.run(run_load(server.url, workers, args, db, deadline))
                 full_text = "".join(reply_tokens(args.tokens, 25))
-                checked, problems = check_database(db.location, figures["results"], full_text)
+                checked, problems = (0, []) if args.floor else check_database(db.location, figures["results"], full_text)
                 ok, summary = report(args, figures, fake.stats(), checked, problems, info)
                 print_app_log(log_path)
                 if args.json:

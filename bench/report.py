@@ -33,9 +33,14 @@ BENCHES = [
      ["bench/relay_table.py"]),
     ("Two workers, each with a core: time to first token added by the app at 200 streams (bar: p99 ≤ 25 ms)",
      ["bench/relay_table.py", "200", "--workers", "2"]),
+    ("Two workers, 200 starts at once: the app beside the floor of the stack (bench/floor_app.py); "
+     "time to first token and CPU per stream start (bar proposed: p99 ≤ the floor's + 25 ms)",
+     ["bench/ttft_floor.py", "200"]),
     ("Reading the model's stream: CPU per token by HTTP stack", ["bench/read_floor.py", "50"]),
     ("Memory per open stream: the floor of the stack, and the app beside it (bar: ≤ the floor + 16 KiB)",
      ["bench/memory_floor.py", "500", "--app"]),
+    ("What the app holds per open stream, by who allocated it (tracemalloc, 100 → 500 open streams)",
+     ["bench/stream_memory.py", "100", "500"]),
     ("Profile: where the app's CPU goes at 50 streams", ["bench/profile.py", "50"]),
     ("Memory kept for strangers' static URLs (bar: < 16 MB for 10,000)", ["bench/static_memory.py", "10000"]),
     ("/healthz while another client loops a 400-message export", ["bench/loop_latency.py", "300"]),
@@ -44,7 +49,7 @@ BENCHES = [
      ["bench/load.py", "50", "--disconnect-share", "0", "--reasoning", "200"]),
     ("Three replicas behind nginx, 300 conversations, one replica killed mid-run", ["bench/replicas.py", "300"]),
 ]
-MARKDOWN = {"bench/relay_table.py"}  # prints Markdown (tables) itself: not fenced as text
+MARKDOWN = {"bench/relay_table.py", "bench/ttft_floor.py"}  # prints Markdown (tables) itself: not fenced as text
 
 
 def main() -> None:

@@ -26,11 +26,16 @@ def raise_fd_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-class BenchServer(LiveServer):
-    """LiveServer, with extra Hypercorn arguments (only when some are given) and `workers` workers."""
+APP = "chatapp:create_app()"
 
-    def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str], workers: int = 1) -> None:
-        if not hypercorn_args:
+
+class BenchServer(LiveServer):
+    """LiveServer, with extra Hypercorn arguments (only when some are given), `workers` workers, and
+    another app than chatapp if asked (bench/floor_app.py)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str], workers: int = 1,
+                 app: str = APP) -> None:
+        if not hypercorn_args and app == APP:
             super().__init__(env, log_path, workers=workers)
             return
         self.port = free_port()
@@ -38,7 +43,7 @@ class BenchServer(LiveServer):
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-             *hypercorn_args, "chatapp:create_app()"],
+             *hypercorn_args, app],
             cwd=APP_ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_until_up()

@@ -48,7 +48,9 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
             elif isinstance(item, Notice):
                 yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
             elif item.busy:
-                yield sse.frame(await _opening(turn))
+                opening = sse.frame(await _opening(turn))
+                _forget_earlier(turn)
+                yield opening
             else:
                 yield sse.frame(await _closing(turn, item))
         yield sse.close()
@@ -129,6 +131,13 @@ async def _started(replies: AsyncGenerator[Event, None],
     return from_the_first()
 
 
+def _forget_earlier(turn: Turn) -> None:
+    """The first frame was the last reader of the conversation before this turn (every visible
+    message, its text and its HTML): not kept while the answer streams (memory per open stream,
+    bench/stream_memory.py). What goes to the model is turn.history, apart."""
+    turn.earlier.clear()
+
+
 def _step_partials(target: str, step: StreamStep) -> str:
     """New finished blocks are appended as HTML; the unfinished tail is shown rendered
     (rendering.Shown): a new render replaces it, and text that follows goes in as escaped text at
@@ -194,6 +203,7 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
                 yield f'<p class="notice">{escape(item.text)}</p>'.encode()
             elif item.busy:
                 head, tail = (await page.live_page(turn)).split(page.ANSWER_MARK, 1)
+                _forget_earlier(turn)
                 yield head.encode()
             else:
                 final = item
