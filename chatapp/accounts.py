@@ -10,17 +10,19 @@ the web layer rate-limits, audits what it decides to, and rotates session ids.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import random
 import secrets
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from .db import Database, Row, Statement, Transaction, first
+from .db import Database, Many, Retryable, Row, Statement, Transaction, first
 from .passwords import Passwords, problem
 
 LOCAL, HEADER, OIDC = "local", "header", "oidc"
@@ -28,6 +30,8 @@ NAME_LENGTH = 64
 INVITATION_LIFETIME = 7 * 86400.0
 RESET_LIFETIME = 86400.0
 
+TRIES = 4  # runs of a transaction the database gave up for another's (Retryable), as the store does
+T = TypeVar("T")
 log = logging.getLogger("chatapp.audit")
 
 
@@ -170,6 +174,18 @@ class Accounts:
     async def _row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         return first(await self.db.rows(sql, parameters))
 
+    async def _transaction(self, body: Callable[[], Transaction[T]], *, lock: str | None = None) -> T:
+        """Run the transaction `body()` makes, again if the database gave it up for another's sake
+        (a deadlock: nothing was written), a few times, a little later each time."""
+        for attempt in range(TRIES):
+            try:
+                return await self.db.transaction(body(), lock=lock)
+            except Retryable:
+                if attempt == TRIES - 1:
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
+
     # people
 
     async def create_person(self, name: str, password: str, *, display_name: str | None = None,
@@ -261,7 +277,7 @@ class Accounts:
             return bool((yield Statement("UPDATE people SET is_admin = ? WHERE id = ? RETURNING id",
                                          (int(admin), person_id))))
 
-        return await self.db.transaction(change(), lock="admins")
+        return await self._transaction(change, lock="admins")
 
     def _keep_an_admin(self, person_id: str, refusal: str) -> Transaction[None]:
         """Refuse a change that would leave no enabled admin, in the transaction that makes it
@@ -288,12 +304,15 @@ class Accounts:
                                     "RETURNING id", (_now(), person_id))):
                 return None
             yield Statement("DELETE FROM sessions WHERE person = ?", (person_id,))
-            stopped = yield Statement(
-                "UPDATE messages SET stop_asked = 1 WHERE status = 'streaming' AND conversation_id IN "
-                "(SELECT id FROM conversations WHERE owner = ?) RETURNING id", (owner_key(person_id),))
-            return len(stopped)
+            writing = yield Statement("SELECT id FROM messages WHERE status = 'streaming' AND conversation_id IN "
+                                      "(SELECT id FROM conversations WHERE owner = ?) ORDER BY id",
+                                      (owner_key(person_id),))
+            # One by one, in id order, as the store's writes lock answers: no deadlock with them.
+            yield Many("UPDATE messages SET stop_asked = 1 WHERE id = ? AND status = 'streaming'",
+                       [(row["id"],) for row in writing])
+            return len(writing)
 
-        return await self.db.transaction(disable(), lock="admins")
+        return await self._transaction(disable, lock="admins")
 
     async def enable(self, person_id: str) -> bool:
         return bool(await self.db.rows("UPDATE people SET disabled_at = NULL WHERE id = ? RETURNING id",
@@ -390,7 +409,7 @@ class Accounts:
             yield Statement("UPDATE invitations SET used_by = ? WHERE token_hash = ?", (person["id"], _hashed(token)))
             return person
 
-        return _person(await self.db.transaction(join(), lock=f"link {_hashed(token)}"))
+        return _person(await self._transaction(join, lock=f"link {_hashed(token)}"))
 
     async def create_reset(self, person_id: str, created_by: str | None, *,
                            lifetime: float = RESET_LIFETIME) -> str:
@@ -428,7 +447,7 @@ class Accounts:
             yield Statement("UPDATE people SET password_hash = ? WHERE id = ?", (hashed, person.id))
             yield Statement("DELETE FROM sessions WHERE person = ?", (person.id,))
 
-        await self.db.transaction(reset(), lock=f"link {_hashed(token)}")
+        await self._transaction(reset, lock=f"link {_hashed(token)}")
         return person
 
     # audit

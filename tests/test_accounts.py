@@ -13,12 +13,14 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 
 from chatapp.accounts import (HEADER, LOCAL, OIDC, Accounts, BadName, LastAdmin, LinkNotValid, NameTaken,
                               WeakPassword, oidc_subject, owner_key)
+from chatapp.db import Retryable
 from chatapp.passwords import Passwords
 from chatapp.storage import COMPLETE, Final, Store
 
@@ -213,6 +215,30 @@ async def test_two_admins_disabling_each_other_at_once_leave_one(accounts: Accou
         assert await accounts.admins() == 1
         for person_id in (ada, grace):
             await accounts.enable(person_id)
+
+
+class _GivesUpOnce:
+    """The database, but for its first transaction, which it gives up as for a deadlock."""
+
+    def __init__(self, db: Any) -> None:
+        self.db, self.tries = db, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    async def transaction(self, body: Any, *, lock: str | None = None) -> Any:
+        self.tries += 1
+        if self.tries == 1:
+            body.close()
+            raise Retryable("deadlock detected")
+        return await self.db.transaction(body, lock=lock)
+
+
+async def test_a_transaction_given_up_for_another_runs_again(accounts: Accounts, ada: str) -> None:
+    flaky = _GivesUpOnce(accounts.db)
+    grace = await Accounts(flaky, accounts.passwords).create_person("grace", PASSWORD)
+    assert await Accounts(flaky, accounts.passwords).disable(grace.id) == 0
+    assert flaky.tries == 2 and (await accounts.person(grace.id)).disabled  # type: ignore[union-attr]
 
 
 async def test_disabling_ends_the_persons_sessions_and_stops_their_answers(store: Store, accounts: Accounts,
