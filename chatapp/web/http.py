@@ -104,6 +104,8 @@ def install(app: Quart, *, https: bool) -> None:
     app.url_map.converters["message_id"] = MessageIdConverter
     app.jinja_env.filters["public"] = public_id
     app.jinja_env.filters["thought_for"] = thought_for
+    # For macros imported without context (templates/_partials.html), which Jinja then builds once.
+    app.jinja_env.globals["form_token"] = visitor.csrf_token
     headers = dict(SECURITY_HEADERS)
     if https:  # only when served over HTTPS: HSTS on plain HTTP would lock a site out of itself
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
