@@ -10,10 +10,8 @@ the web layer rate-limits, audits what it decides to, and rotates session ids.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import random
 import secrets
 import time
 import unicodedata
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from .db import Database, Many, Retryable, Row, Statement, Transaction, first
+from .db import Database, Many, Row, Statement, Transaction, first, run_transaction
 from .passwords import Passwords, problem
 
 LOCAL, HEADER, OIDC = "local", "header", "oidc"
@@ -30,7 +28,6 @@ NAME_LENGTH = 64
 INVITATION_LIFETIME = 7 * 86400.0
 RESET_LIFETIME = 86400.0
 
-TRIES = 4  # runs of a transaction the database gave up for another's (Retryable), as the store does
 T = TypeVar("T")
 log = logging.getLogger("chatapp.audit")
 
@@ -175,16 +172,7 @@ class Accounts:
         return first(await self.db.rows(sql, parameters))
 
     async def _transaction(self, body: Callable[[], Transaction[T]], *, lock: str | None = None) -> T:
-        """Run the transaction `body()` makes, again if the database gave it up for another's sake
-        (a deadlock: nothing was written), a few times, a little later each time."""
-        for attempt in range(TRIES):
-            try:
-                return await self.db.transaction(body(), lock=lock)
-            except Retryable:
-                if attempt == TRIES - 1:
-                    raise
-                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
-        raise AssertionError("unreachable")
+        return await run_transaction(self.db, body, lock=lock)
 
     # people
 

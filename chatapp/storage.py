@@ -23,10 +23,9 @@ from typing import Any, TypeVar, overload
 from markupsafe import Markup
 
 from . import db as database
-from .db import Database, Many, MissingParent, Retryable, Row, Statement, Transaction, as_dict, first
+from .db import Database, Many, MissingParent, Row, Statement, Transaction, as_dict, first, run_transaction
 
 STREAMING, COMPLETE, STOPPED, ERROR = "streaming", "complete", "stopped", "error"
-TRIES = 4  # runs of a transaction the database gave up for another's (Retryable)
 # A process silent this long (seconds) is gone: it says it is alive every second (`heartbeat`),
 # and a busy event loop or a slow database can delay that by a few.
 WRITER_SILENCE = 5.0
@@ -136,16 +135,7 @@ class Store:
         return row
 
     async def _transaction(self, body: Callable[[], Transaction[T]], *, lock: str | None = None) -> T:
-        """Run the transaction that `body()` makes; if the database gave it up for another's sake
-        (Retryable: nothing was written), run it again, a few times, a little later each time."""
-        for attempt in range(TRIES):
-            try:
-                return await self.db.transaction(body(), lock=lock)
-            except Retryable:
-                if attempt == TRIES - 1:
-                    raise
-                await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
-        raise AssertionError("unreachable")
+        return await run_transaction(self.db, body, lock=lock)
 
     @classmethod
     async def open(cls, location: str | Path, *, pool_size: int = 10, migrate: bool = True) -> Store:

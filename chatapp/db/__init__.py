@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Database, Many, MissingParent, Retryable, Row, Statement, Transaction, as_dict, first, redacted
+from .base import (Database, Many, MissingParent, Retryable, Row, Statement, Transaction, as_dict, first, redacted,
+                   run_transaction)
 
 __all__ = ["Database", "Many", "MissingParent", "Retryable", "Row", "Statement", "Transaction", "as_dict", "connect", "first",
-           "is_postgresql", "redacted", "sqlite_path"]
+           "is_postgresql", "redacted", "run_transaction", "sqlite_path"]
 
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 

@@ -9,7 +9,9 @@ one pooled connection.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Sequence
+import asyncio
+import random
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -85,6 +87,24 @@ class Database(Protocol):
     async def applied_migrations(self) -> list[str]: ...
 
     async def close(self) -> None: ...
+
+
+# Runs of a transaction the database gave up for another's sake (Retryable).
+TRIES = 4
+
+
+async def run_transaction(db: Database, body: Callable[[], Transaction[T]], *, lock: str | None = None) -> T:
+    """Run the transaction that `body()` makes; if the database gave it up for another's sake
+    (Retryable: nothing was written), run it again, from the start, a few times, a little later
+    each time."""
+    for attempt in range(TRIES):
+        try:
+            return await db.transaction(body(), lock=lock)
+        except Retryable:
+            if attempt == TRIES - 1:
+                raise
+            await asyncio.sleep(0.02 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def first(rows: list[Row]) -> Row | None:
