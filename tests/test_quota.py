@@ -150,7 +150,7 @@ async def test_ending_answers_waits_no_longer_than_its_timeout(store: Store) -> 
             slot.release()
 
     task = asyncio.ensure_future(stubborn())
-    while quota.streaming < 1:
+    while quota.streaming < 1 or not all(slot.claimed for slot in quota.slots):  # its place claimed
         await asyncio.sleep(0.005)
     started = time.monotonic()
     await quota.interrupt_all(timeout=0.05)

@@ -162,7 +162,8 @@ async def test_one_streaming_answer_per_session_and_a_cap_for_the_process(strict
         return (await send(client, *chat)).status_code
 
     running = asyncio.ensure_future(status(first, opened[0]))
-    while strict_app.extensions["quota"].streaming < 1:
+    quota = strict_app.extensions["quota"]
+    while quota.streaming < 1 or not all(slot.claimed for slot in quota.slots):  # its place claimed
         await asyncio.sleep(0.01)
     assert await status(first, opened[0]) == 429  # the same browser, while its answer streams
     running_too = asyncio.ensure_future(status(second, opened[1]))
