@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # A key that must never show up anywhere it is not sent upstream (tests/conftest.py uses it too).
@@ -41,14 +43,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stop(process: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
-    """Stop a server a test started (SIGTERM, then SIGKILL after 40 s) and collect its output."""
+def stop(process: subprocess.Popen[bytes], timeout: float = 40) -> tuple[bytes | None, bytes | None]:
+    """Stop a server a test started (SIGTERM, then SIGKILL after `timeout` seconds) and collect its
+    output."""
     process.terminate()
     try:
-        return process.communicate(timeout=40)
+        return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         return process.communicate()
+
+
+class Started:
+    """A server the tests start and stop (`start()`, `stop()`), also as a with-block."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
 
 
 class LiveServer:

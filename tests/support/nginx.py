@@ -26,11 +26,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from .live_server import ROOT, free_port
+from .live_server import ROOT, Started, free_port
+from .live_server import stop as stop_process
 
 REQUIRE = "CHATAPP_REQUIRE_NGINX"
 SITE = ROOT / "deploy" / "nginx.conf"
@@ -107,7 +107,7 @@ def site(upstreams: list[int], *, https_port: int, http_port: int, cert: Path, k
     return re.sub(r"^\s*listen \[::\]:.*\n", "", text, flags=re.MULTILINE)  # the host may lack IPv6
 
 
-class Nginx:
+class Nginx(Started):
     """nginx (one process, in the foreground) in front of replicas on 127.0.0.1 `upstreams`, with
     its files in `directory`; from start() (or `with`) to stop()."""
 
@@ -124,13 +124,6 @@ class Nginx:
         self.access_log, self.error_log = directory / "access.log", directory / "error.log"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -173,12 +166,7 @@ class Nginx:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        stop_process(process, timeout=30)
 
     @property
     def pid(self) -> int | None:

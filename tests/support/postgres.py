@@ -27,10 +27,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import pytest
+
+from .live_server import Started
 
 REQUIRE = "CHATAPP_REQUIRE_POSTGRES"
 SUPERUSER = "postgres"
@@ -107,7 +108,7 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-class PostgresServer:
+class PostgresServer(Started):
     """A cluster of its own for the length of a `with` block (or from start() to stop()); stop()
     ends only the server it started and removes its directory, also after a start that failed."""
 
@@ -121,13 +122,6 @@ class PostgresServer:
         self._user = server_user()
         self._numbers = itertools.count(1)
 
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     @property
     def data(self) -> Path:

@@ -23,11 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import httpx2
 
-from .live_server import LiveServer, app_environment
+from .live_server import LiveServer, Started, app_environment
 from .nginx import Nginx
 
 SECRET_KEY = "replicas-test-secret-0123456789abcdef01"
@@ -92,7 +91,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-class Replicas:
+class Replicas(Started):
     """`count` replicas on the database at `database_url`, answering with the model server at
     `model_url`, behind nginx; logs and nginx's files in `directory`. `settings` are extra
     environment variables for every replica."""
@@ -110,13 +109,6 @@ class Replicas:
         self.replicas: list[Replica] = []
         self.nginx: Nginx | None = None
 
-    def __enter__(self) -> Replicas:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         # The first migrates the database alone; the others start together (on a shared machine
