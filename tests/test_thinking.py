@@ -26,7 +26,7 @@ from chatapp.llm.wire import EventReader
 FRAGMENTS = ["<think>", "</think>", "<thinking>", "</thinking>", "<", "</", "</th", "<thi", "think", ">",
              "\n", "\n\n", " ", "```", "a", "é", "😊", "x < y > z", "<b>", "\r\n"]
 # Any text but NUL, which the reader replaces (with U+FFFD: tests/test_chat.py follows it to the database).
-texts = st.lists(st.sampled_from(FRAGMENTS) | st.text(st.characters(blacklist_characters="\x00"), max_size=3),
+texts = st.lists(st.sampled_from(FRAGMENTS) | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=3),
                  max_size=12).map("".join)
 
 
