@@ -344,12 +344,18 @@ class Accounts:
                            "ON CONFLICT (id) DO UPDATE SET person = excluded.person",
                            (_hashed(session_id), now, now, person_id))
 
-    async def session_person(self, session_id: str) -> Person | None:
-        """The enabled person this session signs in, if any (the store says whether it is alive)."""
-        row = await self._row(f"SELECT {_PEOPLE_P} FROM sessions s "
+    async def session_person(self, session_id: str, *, lifetime: float) -> Person | None:
+        """The enabled person this session signs in, if it was used within `lifetime` seconds;
+        marks it used (at most once a minute: a write per request would be a write per page view)."""
+        now = time.time()
+        row = await self._row(f"SELECT {_PEOPLE_P}, s.seen_at AS session_seen_at FROM sessions s "
                               "JOIN people p ON p.id = s.person WHERE s.id = ? AND p.disabled_at IS NULL",
                               (_hashed(session_id),))
-        return _person(row) if row else None
+        if row is None or row["session_seen_at"] < now - lifetime:
+            return None
+        if row["session_seen_at"] < now - 60:
+            await self.db.rows("UPDATE sessions SET seen_at = ? WHERE id = ?", (now, _hashed(session_id)))
+        return _person(row)
 
     async def sessions(self, person_id: str) -> list[SessionInfo]:
         rows = await self.db.rows("SELECT id, created_at, seen_at FROM sessions WHERE person = ? "

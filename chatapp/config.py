@@ -55,6 +55,18 @@ class Config:
     # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (proxies.py).
     trusted_proxies: tuple[Network, ...] = ()
     password: str | None = None
+    # Who may use the app and whose conversations are whose (AUTH_MODES); "" until load_config
+    # decides: passphrase when CHATAPP_PASSWORD is set, else none.
+    auth: str = ""
+    # header mode: the request header in which the trusted proxy names the person.
+    auth_header: str = "X-Forwarded-User"
+    # accounts mode: anyone may create an account (else only by an admin's invitation).
+    open_signup: bool = False
+    # oidc mode: the provider's issuer URL and this app's client there.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scopes: str = "openid profile email"
     # Rate limits as "count/period" strings (see parse_rate); None: no limit.
     rate_limit_per_session: str | None = "20/minute"
     rate_limit_per_address: str | None = "60/minute"
@@ -92,7 +104,13 @@ class Config:
         return f"Config({shown})"
 
 
-_SECRETS = {"openai_api_key", "secret_key", "password", "metrics_token", "database"}
+_SECRETS = {"openai_api_key", "secret_key", "password", "metrics_token", "database", "oidc_client_secret"}
+
+# CHATAPP_AUTH: none (anonymous, a browser's conversations are its own), passphrase (one shared
+# passphrase, CHATAPP_PASSWORD), accounts (local accounts), header (a trusted proxy names the
+# person), oidc (OpenID Connect sign-in). In the last three, conversations belong to people.
+AUTH_MODES = ("none", "passphrase", "accounts", "header", "oidc")
+PEOPLE_MODES = ("accounts", "header", "oidc")
 
 
 def _text(value: str) -> str | None:
@@ -193,6 +211,36 @@ def parse_networks(value: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def _auth(value: str) -> object:
+    lowered = value.strip().lower()
+    if not lowered:
+        return UNSET
+    if lowered not in AUTH_MODES:
+        raise ValueError("must be one of " + ", ".join(AUTH_MODES))
+    return lowered
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
+
+
+def _header_name(value: str) -> object:
+    value = value.strip()
+    if not value:
+        return UNSET
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError("must be an HTTP header name such as X-Forwarded-User or Remote-User")
+    return value
+
+
+def _scopes(value: str) -> object:
+    scopes = value.split()
+    if not scopes:
+        return UNSET
+    if "openid" not in scopes:
+        scopes.insert(0, "openid")
+    return " ".join(dict.fromkeys(scopes))
+
+
 # What a parser returns for a value that counts as not set (an empty line copied from .env.example).
 UNSET = object()
 
@@ -248,6 +296,13 @@ SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "CHATAPP_TRUSTED_PROXY_HOPS": ("trusted_proxy_hops", _number(int, 0, 5)),
     "CHATAPP_TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
     "CHATAPP_PASSWORD": ("password", _text),
+    "CHATAPP_AUTH": ("auth", _auth),
+    "CHATAPP_AUTH_HEADER": ("auth_header", _header_name),
+    "CHATAPP_OPEN_SIGNUP": ("open_signup", _flag),
+    "CHATAPP_OIDC_ISSUER": ("oidc_issuer", _url),
+    "CHATAPP_OIDC_CLIENT_ID": ("oidc_client_id", _text),
+    "CHATAPP_OIDC_CLIENT_SECRET": ("oidc_client_secret", _text),
+    "CHATAPP_OIDC_SCOPES": ("oidc_scopes", _scopes),
     "CHATAPP_RATE_LIMIT_PER_SESSION": ("rate_limit_per_session", _rate),
     "CHATAPP_RATE_LIMIT_PER_ADDRESS": ("rate_limit_per_address", _rate),
     "CHATAPP_LOGIN_RATE_LIMIT": ("login_rate_limit", lambda v: _rate(v) or Config.login_rate_limit),
@@ -284,10 +339,31 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: object) -
         if value is not UNSET:
             values[field] = value
     values.update(overrides)
+    if not values.get("auth"):
+        values["auth"] = "passphrase" if values.get("password") else "none"
     config = Config(**values)
+    if (trouble := _auth_problem(config)) is not None:
+        raise ConfigError(trouble)
     if config.production and len(config.secret_key or "") < MIN_SECRET_KEY_CHARS:
         raise ConfigError(
             f"SECRET_KEY must be set, at least {MIN_SECRET_KEY_CHARS} characters, when CHATAPP_ENV=production; "
             "make one with: python -c \"import secrets; print(secrets.token_hex(32))\""
         )
     return config
+
+
+def _auth_problem(config: Config) -> str | None:
+    """What the chosen CHATAPP_AUTH mode lacks, in one line; None when it has what it needs."""
+    if config.auth not in AUTH_MODES:
+        return "CHATAPP_AUTH must be one of " + ", ".join(AUTH_MODES)
+    if config.auth == "passphrase" and not config.password:
+        return "CHATAPP_AUTH=passphrase needs CHATAPP_PASSWORD, the passphrase to ask for"
+    if config.auth != "passphrase" and config.password:
+        return (f"CHATAPP_PASSWORD is set but CHATAPP_AUTH={config.auth}: remove CHATAPP_PASSWORD, "
+                "or set CHATAPP_AUTH=passphrase")
+    if config.auth == "header" and not config.trusted_proxies:
+        return ("CHATAPP_AUTH=header needs CHATAPP_TRUSTED_PROXIES, the addresses of the proxy that sets "
+                f"{config.auth_header}: from anyone else the header is refused")
+    if config.auth == "oidc" and not (config.oidc_issuer and config.oidc_client_id):
+        return "CHATAPP_AUTH=oidc needs CHATAPP_OIDC_ISSUER and CHATAPP_OIDC_CLIENT_ID (and usually CHATAPP_OIDC_CLIENT_SECRET)"
+    return None

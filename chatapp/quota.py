@@ -147,11 +147,16 @@ class Quota:
         while any(slot in self.slots for slot in slots) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    async def check_send(self, owner: str, address: str, store: Store) -> StreamSlot:
-        """Refuse (OverLimit) or hold a stream slot for one more answer."""
+    async def check_send(self, owner: str, address: str | None, store: Store, *,
+                         daily_tokens: int | None = None) -> StreamSlot:
+        """Refuse (OverLimit) or hold a stream slot for one more answer. `owner` is a browser's or a
+        person's; `address` is None for a person signed in (a team behind one office address is
+        limited per person, not as one); `daily_tokens` is the owner's own budget, if an admin set
+        one, instead of the operator's default."""
         await _hit(store, self._config.rate_limit_per_session, f"send:session:{owner}", TOO_FAST)
-        await _hit(store, self._config.rate_limit_per_address, f"send:address:{address}", TOO_FAST)
-        await self._check_budget(owner, store)
+        if address is not None:
+            await _hit(store, self._config.rate_limit_per_address, f"send:address:{address}", TOO_FAST)
+        await self._check_budget(owner, store, daily_tokens)
         if self.streaming >= self._config.max_streams:
             raise OverLimit("The server is busy right now. Please try again in a moment.", retry_after=5,
                             status=503)
@@ -173,6 +178,12 @@ class Quota:
             )
         return slot
 
+    async def check_sign_up(self, address: str, store: Store) -> None:
+        """Open sign-up: at most SIGN_UPS new accounts an hour from one address (a stranger
+        cannot fill the database with people)."""
+        await _hit(store, SIGN_UPS, f"sign-up:address:{address}",
+                   "Too many accounts were made from here in the last hour. Try again later.")
+
     async def take_sign_in_attempt(self, key: str, store: Store) -> None:
         """Count a sign-in attempt from `key` (an address, or a browser known to have signed in) as
         a failure until it proves right (`sign_in_succeeded`), or refuse it while the back-off since
@@ -189,8 +200,10 @@ class Quota:
             raise OverLimit(f"Too many sign-in attempts. Wait {_duration(retry_after)}, then try again.",
                             retry_after=retry_after)
 
-    async def _check_budget(self, owner: str, store: Store) -> None:
-        per_session, whole_app = self._config.daily_tokens_per_session, self._config.daily_tokens
+    async def _check_budget(self, owner: str, store: Store, daily_tokens: int | None) -> None:
+        # A person's own budget, if an admin set one (0, like the operator's, means no limit).
+        per_session = self._config.daily_tokens_per_session if daily_tokens is None else daily_tokens
+        whole_app = self._config.daily_tokens
         if not per_session and not whole_app:
             return
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -208,6 +221,7 @@ class Quota:
 
 
 DAY = 86400
+SIGN_UPS = "10/hour"
 
 
 def _duration(seconds: int) -> str:

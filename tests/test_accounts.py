@@ -263,7 +263,7 @@ async def test_disabling_ends_the_persons_sessions_and_stops_their_answers(store
     assert (await accounts.person(bob.id)).disabled  # type: ignore[union-attr]
     for session in ("bob's laptop", "bob's phone"):
         assert not await store.session_alive(session, lifetime=3600)
-        assert await accounts.session_person(session) is None
+        assert await accounts.session_person(session, lifetime=3600) is None
     assert await store.session_alive("ada's laptop", lifetime=3600)
     assert await store.session_alive("a browser", lifetime=3600)
     stops = await store.db.rows("SELECT id FROM messages WHERE stop_asked = 1 ORDER BY id")
@@ -296,9 +296,9 @@ async def test_sessions_belong_to_a_person_and_end_everywhere(store: Store, acco
                                        (hashlib.sha256(b"laptop").hexdigest(),))
     await accounts.attach_session("laptop", ada)
     await accounts.attach_session("phone", ada)
-    assert (await accounts.session_person("laptop")).id == ada  # type: ignore[union-attr]
-    assert await accounts.session_person("passphrase session") is None
-    assert await accounts.session_person("never made") is None
+    assert (await accounts.session_person("laptop", lifetime=3600)).id == ada  # type: ignore[union-attr]
+    assert await accounts.session_person("passphrase session", lifetime=3600) is None
+    assert await accounts.session_person("never made", lifetime=3600) is None
     sessions = await accounts.sessions(ada)
     assert len(sessions) == 2 and created in {session.created_at for session in sessions}
     assert hashlib.sha256(b"laptop").hexdigest() in {session.key for session in sessions}

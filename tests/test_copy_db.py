@@ -110,7 +110,7 @@ async def _contents(location: Path | str) -> dict[str, object]:
             "usage": {owner: await store.tokens_used_on(datetime.now(UTC).date(), owner) for owner in OWNERS},
             "secret key": await store.setting("secret_key", lambda: "a new key"),
             "session": await store.session_alive(SESSION, lifetime=LIFETIME),
-            "signed in": await accounts.session_person(SESSION),
+            "signed in": await accounts.session_person(SESSION, lifetime=3600),
             "people": await accounts.people(),
             "audit": await accounts.audit_log(),
             "largest id": largest,

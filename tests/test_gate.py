@@ -14,7 +14,7 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from chatapp import create_app
-from chatapp.web import gate
+from chatapp.web import attempts, gate
 from tests.conftest import app_settings, soup
 from tests.support import HTMX
 from tests.support.fake_openai import FakeOpenAI
@@ -107,15 +107,15 @@ async def test_a_sign_in_without_its_form_token_is_refused_and_not_counted(gated
 async def test_the_known_browser_cookie_is_set_on_signing_in_and_outlives_signing_out(gated: Quart) -> None:
     client = gated.test_client()
     response = await client.post("/login", form={"password": PASSPHRASE, "csrf_token": await _csrf(client)})
-    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{gate.KNOWN_BROWSER_COOKIE}="))
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{attempts.KNOWN_BROWSER_COOKIE}="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and f"Max-Age={400 * 86400}" in cookie
-    known = _cookies(client)[gate.KNOWN_BROWSER_COOKIE]
+    known = _cookies(client)[attempts.KNOWN_BROWSER_COOKIE]
     page = soup(await (await client.get("/", follow_redirects=True)).get_data())
     csrf = page.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
     assert (await client.post("/logout", form={"csrf_token": csrf})).status_code == 303
-    assert _cookies(client)[gate.KNOWN_BROWSER_COOKIE] == known
+    assert _cookies(client)[attempts.KNOWN_BROWSER_COOKIE] == known
     assert await _sign_in(client, PASSPHRASE) == 303
-    assert _cookies(client)[gate.KNOWN_BROWSER_COOKIE] == known  # the same browser, the same id
+    assert _cookies(client)[attempts.KNOWN_BROWSER_COOKIE] == known  # the same browser, the same id
 
 
 # --- whose failures ---------------------------------------------------------------------------------
@@ -139,13 +139,13 @@ def _signed(app: Quart, value: object) -> str:
 async def test_a_known_browser_cookie_that_does_not_hold_up_counts_against_the_address(gated: Quart,
                                                                                     forged: str) -> None:
     async with gated.app_context():
-        right = gate._fingerprint(PASSPHRASE)
+        right = attempts.stamp(PASSPHRASE)
     cookie = {"not signed": "eyJpZCI6ICJ4In0.bad-signature",
               "another passphrase's": _signed(gated, {"id": "x", "gate": "0" * 32}),
               "not a dict": _signed(gated, "x"),
               "no id": _signed(gated, {"id": "", "gate": right})}[forged]
     guesser = gated.test_client()
-    guesser.set_cookie("localhost", gate.KNOWN_BROWSER_COOKIE, cookie)
+    guesser.set_cookie("localhost", attempts.KNOWN_BROWSER_COOKIE, cookie)
     assert [await _sign_in(guesser, "guess") for _ in range(4)] == [401, 401, 401, 429]
     newcomer = gated.test_client()  # from the same address, without a cookie
     assert await _sign_in(newcomer, PASSPHRASE) == 429

@@ -17,11 +17,11 @@ from quart import Quart
 
 from .. import logs
 from ..catalog import ModelCatalog
-from ..config import Config, ConfigError, load_config
+from ..config import PEOPLE_MODES, Config, ConfigError, load_config
 from ..llm import PacedProvider, make_provider
 from ..quota import Quota
 from ..storage import Store
-from . import assets, chat, conversations, gate, http, ops, proxies, theme
+from . import account, assets, chat, conversations, gate, http, identity, ops, proxies, theme
 
 PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
@@ -109,7 +109,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     # Behind a reverse proxy: the client's address and scheme from its X-Forwarded-* headers,
     # believed only when the connection comes from a trusted proxy.
     proxies.install(app, config)
-    gate.install(app, config.password)
+    # Who may come in (CHATAPP_AUTH): a shared passphrase, or people.
+    gate.install(app, config.password if config.auth == "passphrase" else None)
+    identity.install(app, config)
+    if config.auth in PEOPLE_MODES:
+        app.register_blueprint(account.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(theme.bp)

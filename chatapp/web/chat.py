@@ -177,7 +177,8 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         if conversation is None and not needs_text:
             raise NothingToRedo("There is nothing to write again yet.")
         choices.check_model(form, current.models())
-        slot = await current.quota().check_send(owner, visitor.address(), store)
+        slot = await current.quota().check_send(owner, visitor.limited_address(), store,
+                                                     daily_tokens=visitor.daily_tokens())
     except Refused as refused:
         return await _refused(conversation, conversation_id, typed, refused)
     slot.conversation_id = conversation_id  # so that deleting the conversation stops this answer

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 if TYPE_CHECKING:
+    from ..accounts import Accounts
     from ..catalog import ModelCatalog
     from ..config import Config
     from ..llm import Provider
@@ -38,3 +39,8 @@ def models() -> list[str]:
 
 def quota() -> Quota:
     return current_app.extensions["quota"]
+
+
+def accounts() -> Accounts:
+    """The people (CHATAPP_AUTH accounts, header, oidc; identity.py opens them)."""
+    return current_app.extensions["accounts"]

@@ -4,9 +4,8 @@ A browser that signs in gets a fresh session (a new identity and CSRF token: no 
 with a fingerprint of the passphrase, so changing the passphrase signs everyone out, and with a
 session id kept on the server, so signing out ends the session even for a copy of its cookie.
 
-Wrong passphrases back off (quota.take_sign_in_attempt) per address, except for a browser that has
-signed in before: it carries a signed "known browser" cookie and is limited on its own, so a
-guesser behind the same address (an office, a NAT) cannot lock the team out.
+Wrong passphrases back off (attempts.py) per address, except for a browser that has signed in
+before: it is limited on its own, so a guesser behind the same address cannot lock the team out.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ import hashlib
 import hmac
 import secrets
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from quart import Blueprint, Quart, Response, current_app, redirect, render_template, request, session, url_for
 
-from . import current, visitor
+from . import attempts, current, visitor
 from ..errors import Refused
 from .http import AnyResponse, error_response, is_htmx, read_trusted_form
 
@@ -28,16 +26,10 @@ bp = Blueprint("gate", __name__)
 # token of its own), the stylesheets.
 OPEN_ENDPOINTS = {"gate.login", "gate.sign_in", "ops.healthz", "ops.readyz", "ops.metrics_page", "ops.favicon",
                   "static"}
-KNOWN_BROWSER_COOKIE = "chatapp_known"
-
-
-def _fingerprint(password: str) -> str:
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, password.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 async def _signed_in(password: str) -> bool:
-    if not hmac.compare_digest(session.get("gate", ""), _fingerprint(password)):
+    if not hmac.compare_digest(session.get("gate", ""), attempts.stamp(password)):
         return False
     lifetime = current_app.permanent_session_lifetime.total_seconds()
     return bool(session.get("sid")) and await current.store().session_alive(
@@ -67,30 +59,26 @@ async def login() -> str:
 @bp.post("/login")
 async def sign_in() -> AnyResponse:
     """Check the passphrase (constant time, backing off after failures) and start a fresh session."""
-    store, quota, password = current.store(), current.quota(), current.config().password
+    store, password = current.store(), current.config().password
     if not password:  # never: this blueprint is registered only with a passphrase (install)
         return await error_response(404)
-    known = _known_browser(password)
-    limited_as = f"browser:{known}" if known else f"address:{visitor.address()}"
+    passphrase_stamp = attempts.stamp(password)
     try:
         form = await read_trusted_form()
-        await quota.take_sign_in_attempt(limited_as, store)
+        attempt = await attempts.take(passphrase_stamp)
     except Refused as refused:
         return await _login_page(refused.message, refused.status, refused.retry_after)
     given = (form.get("password") or "").encode()
     if not hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(password.encode()).digest()):
         return await _login_page("That passphrase is not right.", 401)
-    # Right: the attempt was no failure. A known browser starts afresh; an address keeps the
-    # failures of whoever else guesses from it.
-    await store.sign_in_succeeded(limited_as, forget=bool(known))
     if session.get("sid"):  # signing in again: the session it had ends
         await store.end_session(session["sid"])
     visitor.start_fresh()
-    session["gate"] = _fingerprint(password)
+    session["gate"] = passphrase_stamp
     session["sid"] = secrets.token_urlsafe(24)
     await store.add_session(session["sid"])
     response = redirect(url_for("chat.index"), 303)
-    _remember_browser(response, known or secrets.token_urlsafe(12), password)
+    await attempts.succeeded(attempt, response, passphrase_stamp)
     return response
 
 
@@ -102,28 +90,6 @@ async def sign_out() -> AnyResponse:
         await current.store().end_session(session["sid"])
     session.clear()
     return redirect(url_for("gate.login"), 303)
-
-
-def _known_browsers() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="chatapp-known-browser")
-
-
-def _known_browser(password: str) -> str | None:
-    """This browser's id if it has signed in before with the current passphrase (a signed cookie
-    that outlives signing out), else None."""
-    try:
-        known = _known_browsers().loads(request.cookies.get(KNOWN_BROWSER_COOKIE, ""))
-    except BadSignature:
-        return None
-    if not isinstance(known, dict) or not hmac.compare_digest(str(known.get("gate", "")), _fingerprint(password)):
-        return None
-    return str(known.get("id", "")) or None
-
-
-def _remember_browser(response: AnyResponse, browser_id: str, password: str) -> None:
-    cookie = _known_browsers().dumps({"id": browser_id, "gate": _fingerprint(password)})
-    response.set_cookie(KNOWN_BROWSER_COOKIE, cookie, max_age=int(current_app.permanent_session_lifetime.total_seconds()),
-                        httponly=True, samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
 async def _login_page(error: str, status: int, retry_after: int | None = None) -> Response:

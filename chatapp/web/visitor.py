@@ -1,4 +1,5 @@
-"""Who is asking: the anonymous browser session (a signed cookie), its CSRF token, its address."""
+"""Who is asking: the person signed in (identity.py puts them in `g.person`), or else the
+anonymous browser session (a signed cookie); its CSRF token; its address."""
 
 from __future__ import annotations
 
@@ -8,18 +9,44 @@ import secrets
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from quart import request, session
+from quart import g, request, session
 
+from ..accounts import Person
 from ..storage import Conversation, new_conversation_id
 from . import current
 
 
+def person() -> Person | None:
+    """The person signed in, in the modes that have people (CHATAPP_AUTH accounts, header, oidc)."""
+    return g.get("person")
+
+
 def owner() -> str:
-    """This browser's id; conversations belong to it."""
+    """Whose conversations, usage and limits these are: the person's, or else this browser's."""
+    if (signed_in := person()) is not None:
+        _keep_alive()
+        return signed_in.owner
+    return browser_owner()
+
+
+def browser_owner() -> str:
+    """This browser's own id, whoever is signed in on it (its anonymous conversations belong to it)."""
     if "owner" not in session:
         session["owner"] = secrets.token_urlsafe(18)
     _keep_alive()
     return session["owner"]
+
+
+def limited_address() -> str | None:
+    """The address that sending is limited by: none for a person signed in (a team behind one
+    office address is limited per person, not as one address), else the client's."""
+    return None if person() is not None else address()
+
+
+def daily_tokens() -> int | None:
+    """The budget an admin set for the person signed in; None: the operator's default."""
+    signed_in = person()
+    return signed_in.daily_tokens if signed_in is not None else None
 
 
 async def own_conversation(conversation_id: str) -> Conversation | None:

@@ -105,3 +105,19 @@ async def sign_out(client: QuartClient) -> None:
     page = soup(await (await client.get("/", follow_redirects=True)).get_data())
     csrf = page.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
     assert (await client.post("/logout", form={"csrf_token": csrf})).status_code == 303
+
+
+async def sign_in_as(client: QuartClient, name: str, password: str, *, next_url: str | None = None):
+    """Sign in with a local account through the sign-in page's form; the response."""
+    page = soup(await (await client.get("/sign-in")).get_data())
+    csrf = page.select_one("input[name=csrf_token]")["value"]
+    form = {"name": name, "password": password, "csrf_token": csrf}
+    if next_url is not None:
+        form["next"] = next_url
+    return await client.post("/sign-in", form=form)
+
+
+async def form_csrf(client: QuartClient, path: str) -> str:
+    """The CSRF token of the first form on a page."""
+    page = soup(await (await client.get(path, follow_redirects=True)).get_data())
+    return page.select_one("input[name=csrf_token]")["value"]
