@@ -10,6 +10,7 @@ message. (Changing SECRET_KEY changes every shown id; nothing keeps them.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -25,13 +26,18 @@ _LARGEST = (1 << 63) - 1
 class MessageIds:
     def __init__(self, secret: str):
         self.secret = secret
-        self._key = hmac.new(secret.encode(), b"chatapp message ids", hashlib.sha256).digest()
+        key = hmac.new(secret.encode(), b"chatapp message ids", hashlib.sha256).digest()
+        # Keyed once; each round copies it (a fresh HMAC costs several times more), and a page or a
+        # stream's frames name the same few messages many times over: each is worked out once.
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self.public = functools.lru_cache(maxsize=4096)(self._public)
 
     def _round(self, number: int, half: int) -> int:
-        digest = hmac.new(self._key, bytes([number]) + half.to_bytes(4, "big"), hashlib.sha256).digest()
-        return int.from_bytes(digest[:4], "big")
+        mac = self._mac.copy()
+        mac.update(bytes([number]) + half.to_bytes(4, "big"))
+        return int.from_bytes(mac.digest()[:4], "big")
 
-    def public(self, message_id: int) -> str:
+    def _public(self, message_id: int) -> str:
         left, right = message_id >> 32, message_id & _HALF
         for number in range(_ROUNDS):
             left, right = right, left ^ self._round(number, right)
