@@ -22,7 +22,7 @@ from ..config import PEOPLE_MODES, Config, ConfigError, load_config
 from ..llm import PacedProvider, make_provider
 from ..quota import Quota
 from ..storage import Store
-from . import account, assets, chat, conversations, gate, http, identity, ops, proxies, theme
+from . import account, assets, chat, conversations, gate, http, identity, ops, proxies, theme, trusted_header
 
 PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
@@ -116,7 +116,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     proxies.install(app, config)
     # Who may come in (CHATAPP_AUTH): a shared passphrase, or people.
     gate.install(app, config.password if config.auth == "passphrase" else None)
-    identity.install(app, config)
+    identity.install(app, config, identify=trusted_header.identify if config.auth == "header" else None)
     if config.auth in PEOPLE_MODES:
         app.register_blueprint(account.bp)
     app.register_blueprint(chat.bp)

@@ -4,14 +4,18 @@ X-Forwarded-For and X-Forwarded-Proto are plain request headers: anyone can send
 read only when the connection comes from a trusted proxy (CHATAPP_TRUSTED_PROXIES), and then only
 as far as trusted proxies vouch for them. The Host header is never rewritten: X-Forwarded-Host and
 Forwarded are not read at all, so the CSRF origin check and redirects see the Host the client sent.
+
+Whether a request came through a trusted proxy is kept in its ASGI scope (from_trusted_proxy): the
+header mode (trusted_header.py) believes the proxy's header naming the person from there only.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import Any
 
 from quart import Quart
 from quart.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, LifespanScope, WebsocketScope
@@ -25,6 +29,16 @@ LOOPBACK: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"
 
 Address = IPv4Address | IPv6Address
 ASGIApp = Callable[..., Awaitable[None]]
+
+# The scope key set on requests whose connection comes from a trusted proxy. Only this middleware
+# sets it (a server builds the scope; no client can put a key in it): without the middleware, no
+# request came through a trusted proxy.
+FROM_TRUSTED_PROXY = "chatapp.from_trusted_proxy"
+
+
+def from_trusted_proxy(scope: Mapping[str, Any]) -> bool:
+    """Whether the request's connection came from a trusted proxy (CHATAPP_TRUSTED_PROXIES)."""
+    return scope.get(FROM_TRUSTED_PROXY) is True
 
 
 def install(app: Quart, config: Config) -> None:
@@ -76,6 +90,7 @@ class TrustedProxies:
         forwarded_for = _header_list(scope["headers"], b"x-forwarded-for")
         client = self.client_address(peer, forwarded_for)
         scope = scope.copy()  # a copy: Hypercorn's access log keeps showing the real peer
+        scope[FROM_TRUSTED_PROXY] = True  # type: ignore[literal-required]
         if client != peer:
             scope["client"] = (str(client), 0)
         protos = _header_list(scope["headers"], b"x-forwarded-proto")
