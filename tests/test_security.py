@@ -15,6 +15,7 @@ from tests.conftest import CANARY_KEY, MakeApp
 from tests.support import HTMX
 from tests.support.client import conversation_url, open_chat, send, send_form, sign_in, sign_out, soup
 from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.idor import assert_no_idor
 
 
 
@@ -109,25 +110,7 @@ async def test_a_form_in_another_encoding_is_a_415(client: QuartClient, fake_ups
 # --- ownership ----------------------------------------------------------------------------------
 
 async def test_every_conversation_route_answers_404_to_another_browser(app: Quart, fake_upstream: FakeOpenAI) -> None:
-    owner, stranger = app.test_client(), app.test_client()
-    action, csrf = await open_chat(owner)
-    await send_form(owner, action, csrf, "private")
-    conversation_id = action.split("/")[2]
-    page = soup(await (await owner.get(action.removesuffix("/messages"))).get_data())
-    message_id = page.select("article[data-role=assistant]")[-1]["id"].removeprefix("msg-")
-    _, stranger_csrf = await open_chat(stranger)
-
-    routes = [r for r in app.url_map.iter_rules() if "conversation_id" in r.arguments]
-    assert routes, "no conversation routes found"
-    for rule in routes:
-        # A real message id of the owner's, so that a route that forgot the owner would answer.
-        url = rule.rule.replace("<conversation_id>", conversation_id).replace("<message_id:message_id>", message_id)
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
-            response = await stranger.open(url, method=method, form={"csrf_token": stranger_csrf, "message": "x"})
-            body = (await response.get_data()).decode()
-            assert response.status_code == 404, (method, url)
-            assert "private" not in body
-    assert len(fake_upstream.requests) == 1
+    assert await assert_no_idor(app, app.test_client(), app.test_client(), fake_upstream) >= 10
 
 
 # --- rate limits, stream caps, budgets ------------------------------------------------------------
