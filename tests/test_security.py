@@ -113,6 +113,14 @@ async def test_every_conversation_route_answers_404_to_another_browser(app: Quar
     assert await assert_no_idor(app, app.test_client(), app.test_client(), fake_upstream) >= 10
 
 
+async def test_behind_the_passphrase_each_browser_still_sees_only_its_own(gated_app: Quart,
+                                                                          fake_upstream: FakeOpenAI) -> None:
+    owner, stranger = gated_app.test_client(), gated_app.test_client()
+    for client in (owner, stranger):
+        assert (await sign_in(client, "open sesame")).status_code == 303
+    assert await assert_no_idor(gated_app, owner, stranger, fake_upstream) >= 10
+
+
 # --- rate limits, stream caps, budgets ------------------------------------------------------------
 
 async def test_sending_too_fast_gets_429_with_retry_after_and_keeps_the_text(strict_app: Quart) -> None:

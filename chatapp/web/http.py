@@ -51,7 +51,7 @@ SECURITY_HEADERS = {
 FRIENDLY = {
     400: "That request could not be understood. Please reload the page and try again.",
     403: "This form has expired or did not come from this site. Reload the page and send your message again.",
-    404: "There is nothing here. The conversation may have been deleted, or it belongs to another browser.",
+    404: "There is nothing here. The conversation may have been deleted, or it is not yours.",
     405: "That action is not allowed here.",
     409: "That was already done.",
     413: "That was too large to send. Shorten your message and try again.",
