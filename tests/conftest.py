@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # imported by pytest as a plugin (below), before this module 
 __all__ = ["CANARY_KEY", "app_settings", "open_chat", "parse_sse", "shown_id", "soup", "stored_id"]
 
 # The browser fixtures (browser, new_page) and the `browser` marker on every test that uses them;
-# the PostgreSQL server (postgres_server, postgres_url).
-pytest_plugins = ["tests.support.browser", "tests.support.postgres"]
+# the OpenID Provider (oidc_provider); the PostgreSQL server (postgres_server, postgres_url).
+pytest_plugins = ["tests.support.browser", "tests.support.oidc", "tests.support.postgres"]
 DATABASES = ["sqlite", "postgresql"]
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..catalog import ModelCatalog
     from ..config import Config
     from ..llm import Provider
+    from ..openid import OpenIDClient
     from ..quota import Quota
     from ..storage import Store
 
@@ -44,3 +45,8 @@ def quota() -> Quota:
 def accounts() -> Accounts:
     """The people (CHATAPP_AUTH accounts, header, oidc; identity.py opens them)."""
     return current_app.extensions["accounts"]
+
+
+def openid() -> OpenIDClient:
+    """The OpenID Provider's client (CHATAPP_AUTH oidc; oidc.py opens it)."""
+    return current_app.extensions["openid"]
