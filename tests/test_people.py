@@ -178,6 +178,7 @@ async def test_one_account_guessed_from_many_addresses_backs_off(team: Quart) ->
     assert statuses[:3] == [401, 401, 401] and 429 in statuses[3:]
 
 
+@pytest.mark.sqlite_only  # about the route's work, not the database's (bench/sign_in_timing.py measures it too)
 async def test_an_unknown_name_takes_as_long_as_a_wrong_password_over_50_tries(make_app: MakeApp) -> None:
     """The issue's bar: within 20%, over 50 tries each, through the whole sign-in route (the real
     argon2id parameters)."""
