@@ -58,6 +58,9 @@ def install(app: Quart, config: Config, identify: Identify | None = None) -> Non
 
     @app.before_request
     async def _who_is_asking() -> AnyResponse | None:
+        if request.endpoint in OPEN_ENDPOINTS:  # static files and health checks: no one to look up
+            g.person = None
+            return None
         found = await (identify or _session_person)()
         if found is not None and not isinstance(found, Person):
             return found  # a refusal the mode wrote (a header from someone who is not the proxy)
