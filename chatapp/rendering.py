@@ -126,8 +126,15 @@ def _open_fence(text: str) -> str | None:
     return fence
 
 
+# One line of words, as the first piece of most answers is: a paragraph of the text as it is, so
+# Markdown and the sanitizer need not run (tests/test_rendering.py pins that both agree).
+_SIMPLE = re.compile(r"[^\W\d_](?:[^\W_]|[ .,;:!?'\"()/%$@+=-])*")
+
+
 def _render(text: str, fence: str | None) -> str:
     """Sanitized HTML, not yet stripped. `fence`: an unclosed fence at the end, closed here."""
+    if _SIMPLE.fullmatch(text):
+        return f"<p>{text}</p>"
     if fence:
         text += ("" if text.endswith("\n") else "\n") + fence + "\n"
     _md.reset()

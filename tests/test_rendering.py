@@ -232,6 +232,28 @@ def test_nul_is_dropped():
     assert "\x00" not in render_markdown("a\x00b")
 
 
+def _full_render(text):
+    """Markdown and the sanitizer, without rendering._render's shortcut for a line of words."""
+    rendering._md.reset()
+    rendering._capture.text = ""
+    rendering._md.convert(text)
+    return clean(rendering._capture.text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.one_of(st.sampled_from(list(" .,;:!?'\"()/%$@+=-_*#`[]<>&\\|~\t\n")),
+                                  st.characters(categories=["L", "N", "M", "Pc", "Zs"])), max_size=40))
+def test_a_line_of_words_renders_as_markdown_and_the_sanitizer_would(text):
+    if rendering._SIMPLE.fullmatch(text):  # the others go through Markdown anyway
+        assert rendering._render(text, None) == _full_render(text) == f"<p>{text}</p>"
+
+
+@pytest.mark.parametrize("text", ["word0 ", "Hello, world.", 'She said "hi" (twice) at 5% + $3/day.', "naïve café 東京"])
+def test_the_usual_first_words_take_the_shortcut(text):
+    assert rendering._SIMPLE.fullmatch(text)
+    assert rendering._render(text, None) == _full_render(text)
+
+
 # --- streaming ------------------------------------------------------------------------------
 
 class _Page:
