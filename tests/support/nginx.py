@@ -36,6 +36,8 @@ REQUIRE = "CHATAPP_REQUIRE_NGINX"
 SITE = ROOT / "deploy" / "nginx.conf"
 HOST = "chat.example.com"  # deploy/nginx.conf's server_name, which the certificate names too
 UPSTREAM_LINE = "server 127.0.0.1:8000;"
+# A line of the HTTPS server block, after which `server_lines` go.
+SERVER_BLOCK_LINE = "    client_max_body_size 2m;"
 # When the request ended, how long it took, what nginx answered, the replicas it tried (", "
 # between them) and what each answered, the app's request id (empty: nginx answered by itself),
 # and the request line's method and path.
@@ -90,8 +92,10 @@ class Access:
         return self.status >= 500 and not self.request_id
 
 
-def site(upstreams: list[int], *, https_port: int, http_port: int, cert: Path, key: Path) -> str:
-    """deploy/nginx.conf with local ports, the certificate, and one server line per replica."""
+def site(upstreams: list[int], *, https_port: int, http_port: int, cert: Path, key: Path,
+         server_lines: str = "") -> str:
+    """deploy/nginx.conf with local ports, the certificate, and one server line per replica;
+    `server_lines` added to its HTTPS server block (as a snippet the docs say to include there)."""
     text = SITE.read_text(encoding="utf-8")
     servers = "\n    ".join(f"server 127.0.0.1:{port};" for port in upstreams)
     for old, new in [
@@ -100,6 +104,7 @@ def site(upstreams: list[int], *, https_port: int, http_port: int, cert: Path, k
         (UPSTREAM_LINE, servers),
         (f"/etc/letsencrypt/live/{HOST}/fullchain.pem", str(cert)),
         (f"/etc/letsencrypt/live/{HOST}/privkey.pem", str(key)),
+        (SERVER_BLOCK_LINE, f"{SERVER_BLOCK_LINE}\n{server_lines}"),
     ]:
         if old not in text:
             raise ValueError(f"deploy/nginx.conf no longer has {old!r}: update tests/support/nginx.py")
@@ -109,14 +114,16 @@ def site(upstreams: list[int], *, https_port: int, http_port: int, cert: Path, k
 
 class Nginx(Started):
     """nginx (one process, in the foreground) in front of replicas on 127.0.0.1 `upstreams`, with
-    its files in `directory`; from start() (or `with`) to stop()."""
+    its files in `directory`, and `server_lines` in its HTTPS server block; from start() (or
+    `with`) to stop()."""
 
-    def __init__(self, upstreams: list[int], directory: Path, *, connections: int = 4096) -> None:
+    def __init__(self, upstreams: list[int], directory: Path, *, connections: int = 4096,
+                 server_lines: str = "") -> None:
         executable = find_nginx()
         if executable is None:
             raise FileNotFoundError("nginx is not installed (apt-get install nginx)")
         self.executable, self.upstreams, self.directory = executable, upstreams, directory
-        self.connections = connections
+        self.connections, self.server_lines = connections, server_lines
         self.https_port, self.http_port = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.https_port}"
         self.host = HOST
@@ -132,7 +139,8 @@ class Nginx(Started):
                         "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(self.cafile)],
                        check=True, capture_output=True, timeout=60)
         (self.directory / "chatapp.conf").write_text(site(
-            self.upstreams, https_port=self.https_port, http_port=self.http_port, cert=self.cafile, key=key))
+            self.upstreams, https_port=self.https_port, http_port=self.http_port, cert=self.cafile, key=key,
+            server_lines=self.server_lines))
         temp = " ".join(f"{kind}_temp_path {self.directory / kind};"
                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         config = self.directory / "nginx.conf"
