@@ -10,6 +10,8 @@
   PostgreSQL), resumable, and compares the counts at the end.
 - `chatapp create-admin [--name NAME]` creates an admin with a password (the first one, who then
   invites the others), asking for both; a script gives --name and the password on standard input.
+- `chatapp reset-link --name NAME` prints a password-reset link for a local person: the way back in
+  for an admin who forgot their password, when no other admin can make one.
 
 `--help` and `--version` read no setting and start nothing.
 """
@@ -85,6 +87,14 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     )
     create_admin.add_argument("--name", help="the admin's name, which signs them in (any case)")
     create_admin.set_defaults(command=_create_admin)
+    reset_link = commands.add_parser(
+        "reset-link", help="print a password-reset link for a local person (an admin locked out)",
+        description="Make a password-reset link for the local person NAME, valid once for a day, and print its "
+                    "path (open it at the app's own address; --base-url prints the whole link).",
+    )
+    reset_link.add_argument("--name", required=True, help="the person's name (any case)")
+    reset_link.add_argument("--base-url", help="the app's address, such as https://chat.example.com")
+    reset_link.set_defaults(command=_reset_link)
     return parser, set(commands.choices)
 
 
@@ -196,6 +206,37 @@ def _create_admin(args: argparse.Namespace) -> int:
         print(f"chatapp: cannot create the admin in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
         return 1
     print(f"created {person.name!r}, an admin, in {database.redacted(location)}")
+    return 0
+
+
+def _reset_link(args: argparse.Namespace) -> int:
+    location = config_from_environment().database
+
+    async def make() -> str | None:
+        db = await database.connect(location)
+        try:
+            await db.migrate()
+            people = Accounts(db)
+            person = await people.find(args.name)
+            if person is None or person.source != "local":
+                return None
+            token = await people.create_reset(person.id, None)
+            await people.record("reset link", target=person.id, detail="chatapp reset-link")
+            return token
+        finally:
+            await db.close()
+
+    try:
+        token = asyncio.run(make())
+    except Exception as error:  # one line, whatever it is
+        print(f"chatapp: cannot make a link in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
+        return 1
+    if token is None:
+        print(f"chatapp: no one signs in with a password as {args.name.strip()!r}", file=sys.stderr)
+        return 1
+    path = f"/reset/{token}"
+    print(f"{args.base_url.rstrip('/')}{path}" if args.base_url else path)
+    print("It works once, for a day; it signs the person out everywhere else.", file=sys.stderr)
     return 0
 
 

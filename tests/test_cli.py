@@ -60,7 +60,7 @@ def test_help_lists_the_commands_and_touches_nothing(tmp_path: Path, program: li
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: chatapp ")
     listed = re.findall(r"^ {4}([\w-]+)", result.stdout, re.MULTILINE)  # a long name has its help below
-    assert listed == ["serve", "migrate", "copy-db", "create-admin"]
+    assert listed == ["serve", "migrate", "copy-db", "create-admin", "reset-link"]
     assert result.stderr == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -323,3 +323,32 @@ def test_json_logs_make_every_line_json_hypercorns_included(tmp_path: Path, how:
     assert line["user_agent"] == f'probe" \\ \\x85 {REDACTED} {REDACTED}'
     assert line["client"].startswith("127.0.0.1:") and line["seconds"] >= 0
     assert CANARY_KEY not in out + err and SECRET_KEY not in out + err and "sk-query" not in out + err
+
+
+# --- reset-link --------------------------------------------------------------------------------
+
+def test_reset_link_lets_a_locked_out_admin_back_in(tmp_path: Path) -> None:
+    assert _create_admin(tmp_path, "--name", "Ada").returncode == 0
+    made = _chatapp(tmp_path, "reset-link", "--name", "ADA", "--base-url", "https://chat.example.com/")
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert re.fullmatch(r"https://chat\.example\.com/reset/[\w-]{43}", link)
+
+    async def reset() -> tuple[str | None, bool]:
+        db = await database.connect(str(tmp_path / "chatapp.db"))
+        try:
+            accounts = Accounts(db)
+            token = link.rsplit("/", 1)[1]
+            target = await accounts.reset_target(token)
+            await accounts.reset_password(token, "a new long password")
+            return (target.name if target else None), await accounts.check_password("ada", "a new long password") is not None
+        finally:
+            await db.close()
+
+    assert asyncio.run(reset()) == ("Ada", True)
+
+
+def test_reset_link_for_no_such_person_says_so(tmp_path: Path) -> None:
+    made = _chatapp(tmp_path, "reset-link", "--name", "nobody")
+    assert (made.returncode, made.stdout) == (1, "")
+    assert made.stderr == "chatapp: no one signs in with a password as 'nobody'\n"
