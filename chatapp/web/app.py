@@ -22,7 +22,7 @@ from ..config import PEOPLE_MODES, Config, ConfigError, load_config
 from ..llm import PacedProvider, make_provider
 from ..quota import Quota
 from ..storage import Store
-from . import account, assets, chat, conversations, gate, http, identity, oidc, ops, proxies, theme, trusted_header
+from . import account, admin, assets, chat, conversations, gate, http, identity, oidc, ops, proxies, theme, trusted_header
 
 PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
@@ -119,6 +119,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
     identity.install(app, config, identify=trusted_header.identify if config.auth == "header" else None)
     if config.auth in PEOPLE_MODES:
         app.register_blueprint(account.bp)
+        app.register_blueprint(admin.bp)
     if config.auth == "oidc":
         app.register_blueprint(oidc.bp)
     app.register_blueprint(chat.bp)
