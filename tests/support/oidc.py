@@ -5,7 +5,8 @@ Node.js) on 127.0.0.1, with one confidential client and the test accounts in ACC
                     .client_secret, .accounts; .allow_redirect_uri(uri) before the app sends a
                     browser there (redirect URIs match exactly, as at any real provider: allow the
                     app's own callback, port included, once the app is up); .sign_in(page, username)
-                    signs in on the provider's pages where the app sent a Playwright page.
+                    signs in on the provider's pages where the app sent a Playwright page;
+                    .held_callback(page, username) too, but returns the way back to the app unvisited.
 
 A test that needs a provider of its own (on another site than the app, with other accounts, or
 stopped on purpose) calls `require()`, then uses `running_provider(directory, ...)`.
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 from typing import TYPE_CHECKING
 
 import pytest
@@ -116,6 +118,29 @@ class OIDCProvider:
         """Where the app sent the browser to the provider, sign in as `username` and answer the
         consent page (Allow, or Deny with allow=False), as a person would; returns once the browser
         has left the provider (for the app's redirect URI). A refused password fails the test."""
+        self._log_in(page, username, password)
+        if page.url.startswith(f"{self.issuer}/interaction/"):  # consent, asked once per grant
+            with page.expect_navigation():
+                page.get_by_role("button", name="Allow" if allow else "Deny").click()
+
+    def held_callback(self, page: Page, username: str) -> str:
+        """Sign in as `sign_in` does, but answer the consent page and follow the provider's
+        redirects outside the page (with its context's cookies): the URL that the provider sends
+        the browser back to, not visited. For tests that tamper with a callback or replay it (a
+        Playwright route cannot hold it: routes see no request that a redirect made)."""
+        self._log_in(page, username, None)
+        action = page.locator("form").get_attribute("action")
+        assert action is not None and action.endswith("/confirm"), page.content()
+        response = page.request.post(urljoin(page.url, action), form={"decision": "allow"}, max_redirects=0)
+        location = urljoin(response.url, response.headers.get("location", ""))
+        while response.status in (302, 303) and location.startswith(self.issuer + "/"):
+            response = page.request.get(location, max_redirects=0)
+            location = urljoin(response.url, response.headers.get("location", ""))
+        assert response.status in (302, 303), f"{response.status} at {response.url}: {response.text()[:300]}"
+        return location
+
+    def _log_in(self, page: Page, username: str, password: str | None) -> None:
+        """Where the app sent the browser, fill in the provider's sign-in page (if it asks)."""
         page.wait_for_url(f"{self.issuer}/interaction/**")
         if page.locator("#username").count():
             page.get_by_label("Username").fill(username)
@@ -125,9 +150,6 @@ class OIDCProvider:
             error = page.locator("#error")
             if error.count():
                 raise AssertionError(f"the provider refused to sign {username} in: {error.inner_text()}")
-        if page.url.startswith(f"{self.issuer}/interaction/"):  # consent, asked once per grant
-            with page.expect_navigation():
-                page.get_by_role("button", name="Allow" if allow else "Deny").click()
 
     def confirm_sign_out(self, page: Page) -> None:
         """Where the app sent the browser to the end_session_endpoint, confirm the sign-out."""
