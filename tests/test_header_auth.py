@@ -113,6 +113,23 @@ async def test_no_route_with_an_id_shows_or_changes_another_persons_conversation
     assert tried >= 10  # messages, stop, versions, export, delete, settings…
 
 
+async def test_a_known_person_costs_one_database_statement_a_request(app: Quart, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read again on every request (so that disabling takes effect at once), in one statement."""
+    ada = Browser(app, "ada")
+    assert (await ada.get("/account")).status_code == 200  # the first time: created, signed in
+    db = _accounts(app).db
+    statements: list[str] = []
+    rows = db.rows
+
+    async def counted(sql: str, parameters: Any = ()) -> Any:
+        statements.append(sql)
+        return await rows(sql, parameters)
+
+    monkeypatch.setattr(db, "rows", counted)
+    assert (await ada.get("/new")).status_code == 302  # a route that asks the database nothing itself
+    assert len(statements) == 1, statements
+
+
 # --- a header from anyone but the proxy ------------------------------------------------------------
 
 @pytest.mark.parametrize("peer", ["203.0.113.7", "127.0.0.2", None])
@@ -121,7 +138,7 @@ async def test_a_header_not_from_the_proxy_is_refused_and_nothing_is_stored(
 ) -> None:
     """From another address, another address of this host, or a connection with none known."""
     forger = Browser(app, "ada", peer=peer)
-    for path in ("/", "/account", "/c/abc", "/static/app.css", "/sign-in"):
+    for path in ("/", "/account", "/c/abc", "/sign-in"):
         response = await forger.get(path)
         assert response.status_code == 403, path
         assert FORGED in soup(await response.get_data()).get_text(" ", strip=True)
