@@ -191,7 +191,7 @@ async def account_page() -> str:
 
 
 @bp.get("/account/claim")
-async def claim_page() -> AnyResponse:
+async def claim_page() -> AnyResponse | str:
     count = await identity.claimable()
     if not count:
         return redirect(identity.safe_next(request.args.get("next")))
