@@ -385,6 +385,15 @@ class Store:
             raise AlreadySent(send_token)
         return _message(row)
 
+    async def ask(self, conversation_id: str, *, model: str, question: str,
+                  send_token: str | None = None) -> tuple[list[Message], Message, Message]:
+        """A new question: the visible messages before it (as `messages` reads them), then
+        add_turn's writes, in one transaction (one trip to the database). Raises as add_turn does."""
+        earlier, user, answer = await self._add_turn(conversation_id, model=model, question=question,
+                                                     send_token=send_token, read_earlier=True)
+        assert user is not None
+        return earlier, user, answer
+
     @overload
     async def add_turn(self, conversation_id: str, *, model: str, question: str, send_token: str | None = None,
                        replacing: tuple[int, ...] = ()) -> tuple[Message, Message]: ...
@@ -402,9 +411,21 @@ class Store:
         answer `version_of`), and its answer, empty and `streaming`. Raises AlreadySent (this form
         submission was stored before) and ConversationGone as add_message does, with nothing
         written."""
+        _, user, answer = await self._add_turn(conversation_id, model=model, question=question, send_token=send_token,
+                                               replacing=replacing, version_of=version_of)
+        return user, answer
+
+    async def _add_turn(self, conversation_id: str, *, model: str, question: str | None = None,
+                        send_token: str | None = None, replacing: tuple[int, ...] = (),
+                        version_of: int | None = None,
+                        read_earlier: bool = False) -> tuple[list[Message], Message | None, Message]:
         now = _now()
 
-        def write() -> Transaction[tuple[Row | None, Row]]:
+        def write() -> Transaction[tuple[list[Row], Row | None, Row]]:
+            earlier: list[Row] = []
+            if read_earlier:
+                earlier = yield Statement(f"SELECT {_MESSAGE} FROM messages m WHERE conversation_id = ? AND hidden = 0 "
+                                          "ORDER BY id", (conversation_id,))
             if replacing:
                 yield Many("UPDATE messages SET hidden = 1 WHERE id = ? AND conversation_id = ?",
                            [(message_id, conversation_id) for message_id in replacing])
@@ -421,11 +442,11 @@ class Store:
                                 "WHERE id = ? AND conversation_id = ?", (version_of, conversation_id))
                 [answer] = yield Statement("UPDATE messages SET version_of = (SELECT version_of FROM messages "
                                            "WHERE id = ?) WHERE id = ? RETURNING *", (version_of, answer["id"]))
-            return user, answer
+            return earlier, user, answer
 
         writing = asyncio.ensure_future(self._transaction(write))
         try:
-            user, answer = await asyncio.shield(writing)
+            earlier, user, answer = await asyncio.shield(writing)
         except MissingParent:
             raise ConversationGone(conversation_id) from None
         except asyncio.CancelledError:
@@ -434,11 +455,11 @@ class Store:
             # rather than left "streaming" until a page load finds it abandoned.
             self._keep_until_closed(self._stop_unwritten_answer(writing))
             raise
-        return (_message(user) if user is not None else None), _message(answer)
+        return [_message(row) for row in earlier], (_message(user) if user is not None else None), _message(answer)
 
-    async def _stop_unwritten_answer(self, writing: asyncio.Future[tuple[Row | None, Row]]) -> None:
+    async def _stop_unwritten_answer(self, writing: asyncio.Future[tuple[list[Row], Row | None, Row]]) -> None:
         try:
-            _, answer = await writing
+            *_, answer = await writing
         except Exception:  # nothing was written
             return
         await self._finish_message(answer["id"], Final(content="", html="", status=STOPPED))

@@ -43,8 +43,7 @@ class Turn:
 async def start_turn(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
                      context_tokens: int = 0, send_token: str | None = None) -> Turn:
     """A new question. Raises storage.AlreadySent if this form submission was stored before."""
-    earlier = await store.messages(conversation.id)
-    user, answer = await store.add_turn(conversation.id, model=model, question=text, send_token=send_token)
+    earlier, user, answer = await store.ask(conversation.id, model=model, question=text, send_token=send_token)
     return _turn(conversation, earlier, user, answer, system_prompt, context_tokens)
 
 

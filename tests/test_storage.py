@@ -214,6 +214,24 @@ async def test_a_turn_sent_twice_is_stored_once(store: Store) -> None:
     assert [m.role for m in await store.messages("c1")] == ["user", "assistant"]  # no second empty answer
 
 
+async def test_a_question_comes_back_with_the_conversation_before_it(store: Store) -> None:
+    """ask: the visible messages as `messages` read them, and the turn written, in one transaction."""
+    await store.create_conversation("c1", "alice", "")
+    _, first = await store.add_turn("c1", model="m", question="first")
+    await store.finish_message(first.id, Final(content="an answer", html="<p>an answer</p>", status="complete"))
+    await store.add_turn("c1", model="m", replacing=(first.id,), version_of=first.id)  # first is hidden now
+    before = await store.messages("c1")
+    earlier, user, answer = await store.ask("c1", model="m", question="second", send_token="form-2")
+    assert earlier == before and first.id not in [m.id for m in earlier]
+    assert (user.role, user.content, answer.status) == ("user", "second", "streaming")
+    assert await store.messages("c1") == [*before, user, answer]
+    with pytest.raises(AlreadySent):
+        await store.ask("c1", model="m", question="second", send_token="form-2")
+    assert await store.messages("c1") == [*before, user, answer]
+    with pytest.raises(ConversationGone):
+        await store.ask("never-was", model="m", question="hello")
+
+
 async def test_a_turn_in_a_deleted_conversation_is_refused(store: Store) -> None:
     with pytest.raises(ConversationGone):
         await store.add_turn("never-was", model="m", question="hello")
