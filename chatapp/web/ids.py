@@ -57,11 +57,14 @@ class MessageIds:
 
 def message_ids() -> MessageIds:
     """The app's, for its current SECRET_KEY (which may be set only once the app serves)."""
-    secret = current_app.config["SECRET_KEY"]
-    ids = current_app.extensions.get("message_ids")
-    if ids is None or ids.secret != secret:
-        ids = current_app.extensions["message_ids"] = MessageIds(secret)
-    return ids
+    return _for_secret(current_app.config["SECRET_KEY"])
+
+
+@functools.lru_cache(maxsize=8)
+def _for_secret(secret: str) -> MessageIds:
+    # By the key alone: a template names a few ids a dozen times a frame, and each look-up
+    # through current_app costs more than the cached id.
+    return MessageIds(secret)
 
 
 def public_id(message_id: int) -> str:
