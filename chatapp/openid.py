@@ -122,9 +122,13 @@ class OpenIDClient:
             scope=self.scopes, state=flow.state, nonce=flow.nonce,
             code_challenge=create_s256_code_challenge(flow.code_verifier), code_challenge_method="S256"))
 
-    async def sign_in(self, code: str, redirect_uri: str, flow: Flow) -> Claims:
+    async def sign_in(self, code: str, redirect_uri: str, flow: Flow, *, answered_by: str | None = None) -> Claims:
         """Exchange the code (with the flow's PKCE verifier) and check the ID token against the
-        flow's nonce; who it names. Raises SignInFailed."""
+        flow's nonce; who it names. `answered_by`: the callback's `iss`, where the provider sends
+        one (RFC 9207: a code from another provider is never sent to this one). Raises SignInFailed."""
+        metadata = await self.metadata()
+        if answered_by is not None and answered_by != metadata["issuer"]:
+            raise SignInFailed(UNVERIFIED, f"answered by another issuer: {answered_by[:100]!r}")
         token = await self._exchange(code, redirect_uri, flow.code_verifier)
         claims = await self._verified(token, flow.nonce)
         email = claims.get("email")
@@ -138,10 +142,13 @@ class OpenIDClient:
         """The provider's discovery document, fetched once (a failed fetch is tried again next time)."""
         if self._metadata is None:
             document = await self._get_json(f"{self.issuer}/.well-known/openid-configuration", "discovery")
-            if document.get("issuer") != self.issuer:
+            # CHATAPP_OIDC_ISSUER is read without a trailing slash, which some issuers have (Auth0):
+            # the tokens' `iss` is then checked against the provider's own spelling.
+            named = document.get("issuer")
+            if not isinstance(named, str) or named.rstrip("/") != self.issuer:
                 log.error("OpenID discovery names the issuer %r, not CHATAPP_OIDC_ISSUER=%r: the two must be the "
-                          "same string", document.get("issuer"), self.issuer)
-                raise SignInFailed(MISCONFIGURED, f"discovery names another issuer: {document.get('issuer')!r}", 502)
+                          "same string", named, self.issuer)
+                raise SignInFailed(MISCONFIGURED, f"discovery names another issuer: {str(named)[:100]!r}", 502)
             for endpoint in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
                 if not isinstance(document.get(endpoint), str):
                     log.error("OpenID discovery of %s has no %s", self.issuer, endpoint)
@@ -190,7 +197,7 @@ class OpenIDClient:
             decoded = jwt.decode(token["id_token"], keys, algorithms=algorithms)
             claims = CodeIDToken(
                 decoded.claims, decoded.header,
-                {"iss": {"essential": True, "value": self.issuer}, "aud": {"essential": True, "value": self.client_id},
+                {"iss": {"essential": True, "value": metadata["issuer"]}, "aud": {"essential": True, "value": self.client_id},
                  "sub": {"essential": True}},
                 {"nonce": nonce, "client_id": self.client_id, "access_token": token.get("access_token")})
             claims.validate(leeway=LEEWAY)

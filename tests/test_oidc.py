@@ -146,6 +146,36 @@ async def test_the_providers_error_is_a_sentence_and_a_way_back(
     assert ("sign-in failed", f"oidc: provider said {error!r}") in await _audit(oidc_app)
 
 
+async def test_a_code_from_another_issuer_is_never_sent_to_this_one(oidc_app: Quart) -> None:
+    client = oidc_app.test_client()
+    state = _query((await client.get("/oidc/start")).headers["Location"])["state"]
+
+    response = await client.get("/oidc/callback", query_string={
+        "code": "a-code-from-elsewhere", "state": state, "iss": "https://login.evil.example"})
+
+    assert response.status_code == 400
+    assert soup(await response.get_data()).select_one("#login-error").text.startswith(UNVERIFIED)
+    assert ("sign-in failed", "oidc: answered by another issuer: 'https://login.evil.example'") \
+        in await _audit(oidc_app)
+
+
+async def test_a_provider_gone_by_the_callback_is_a_sentence_not_a_traceback(
+        make_app: MakeApp, tmp_path: Path) -> None:
+    require()
+    with running_provider(tmp_path) as provider:
+        provider.allow_redirect_uri(TEST_CLIENT_CALLBACK)
+        app = await make_app(auth="oidc", oidc_issuer=provider.issuer, oidc_client_id=provider.client_id,
+                             oidc_client_secret=provider.client_secret)
+        client = app.test_client()
+        state = _query((await client.get("/oidc/start")).headers["Location"])["state"]
+
+    response = await client.get("/oidc/callback", query_string={"code": "any", "state": state})
+
+    assert response.status_code == 502
+    assert soup(await response.get_data()).select_one("#login-error").text.startswith(UNREACHABLE)
+    assert ("sign-in failed", "oidc: token endpoint unreachable: ConnectError") in await _audit(app)
+
+
 # In Chromium: the real app under Hypercorn, the real provider.
 
 @pytest.fixture

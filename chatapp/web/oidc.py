@@ -62,11 +62,9 @@ async def callback() -> AnyResponse:
             raise _provider_error(args["error"])
         if flow is None or not hmac.compare_digest(args.get("state", "").encode(), flow.state.encode()):
             raise SignInFailed(EXPIRED, "state unknown, expired or used already")
-        if args.get("iss", current.openid().issuer) != current.openid().issuer:  # RFC 9207: not another provider
-            raise SignInFailed(EXPIRED, f"answered by another issuer: {args['iss'][:100]!r}")
         if not args.get("code"):
             raise SignInFailed(EXPIRED, "no code")
-        claims = await current.openid().sign_in(args["code"], _callback_url(), flow)
+        claims = await current.openid().sign_in(args["code"], _callback_url(), flow, answered_by=args.get("iss"))
     except SignInFailed as failed:
         await _record_failure(failed.reason)
         return await _sign_in_page(failed.status, failed.message, flow.next if flow else "/")
