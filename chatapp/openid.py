@@ -164,7 +164,7 @@ class OpenIDClient:
         url, headers, body = self._client_auth(metadata).prepare("POST", metadata["token_endpoint"], headers, body)
         try:
             response = await self._http.post(url, headers=headers, content=body)
-        except httpx2.HTTPError as error:
+        except (httpx2.HTTPError, httpx2.InvalidURL) as error:
             log.warning("OpenID token endpoint unreachable: %r", error)
             raise SignInFailed(UNREACHABLE, f"token endpoint unreachable: {type(error).__name__}", 502) from None
         token = _json(response)
@@ -222,7 +222,7 @@ class OpenIDClient:
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
             response = await self._http.get(url, headers={"Accept": "application/json"})
-        except httpx2.HTTPError as error:
+        except (httpx2.HTTPError, httpx2.InvalidURL) as error:
             log.warning("OpenID %s at %s unreachable: %r", what, url, error)
             raise SignInFailed(UNREACHABLE, f"{what} unreachable: {type(error).__name__}", 502) from None
         document = _json(response)
