@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import httpx2
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from playwright.sync_api import Page
 from quart import Quart
 
+from chatapp.accounts import OIDC, oidc_subject
 from chatapp.openid import DENIED, EXPIRED, MISCONFIGURED, PROVIDER_ERROR, REFUSED, UNREACHABLE, UNVERIFIED
 from chatapp.web.oidc import DISABLED, FLOW
 from tests.conftest import MakeApp
@@ -174,6 +176,35 @@ async def test_a_provider_gone_by_the_callback_is_a_sentence_not_a_traceback(
     assert response.status_code == 502
     assert soup(await response.get_data()).select_one("#login-error").text.startswith(UNREACHABLE)
     assert ("sign-in failed", "oidc: token endpoint unreachable: ConnectError") in await _audit(app)
+
+
+async def test_a_sign_in_makes_a_person_by_subject_never_by_name_or_address(
+        oidc_app: Quart, oidc_provider: OIDCProvider) -> None:
+    """The whole flow, the browser's part played by an HTTP client; on each database."""
+    async with oidc_app.app_context():
+        local = await oidc_app.extensions["accounts"].create_person("alice", "a long local password 1")
+    client = oidc_app.test_client()
+
+    with httpx2.Client(timeout=10, trust_env=False) as http:
+        authorize = (await client.get("/oidc/start?next=/account")).headers["Location"]
+        callback = urlsplit(oidc_provider.walk(http, authorize, "alice"))
+        first = await client.get(f"{callback.path}?{callback.query}")
+        again = (await client.get("/oidc/start")).headers["Location"]  # signed in at the provider
+        callback = urlsplit(oidc_provider.walk(http, again, "alice"))
+        second = await client.get(f"{callback.path}?{callback.query}")
+
+    assert (first.status_code, first.headers["Location"]) == (303, "/account")
+    assert second.status_code == 303
+    alice = oidc_provider.accounts["alice"]
+    async with oidc_app.app_context():
+        people = oidc_app.extensions["accounts"]
+        person = await people.person_for_subject(OIDC, oidc_subject(oidc_provider.issuer, alice.sub), name="x")
+        assert (person.name, person.display_name, person.source) == ("alice-2", "Alice Liddell", OIDC)
+        assert person.id != local.id
+        assert len(await people.sessions(person.id)) == 1  # the second sign-in replaced the first
+    page = soup(await (await client.get("/account")).get_data())
+    assert "Signed in as Alice Liddell (alice-2)" in " ".join(page.select_one("main").text.split())
+    assert [detail for action, detail in await _audit(oidc_app) if action == "sign-in"] == ["oidc", "oidc"]
 
 
 # In Chromium: the real app under Hypercorn, the real provider.

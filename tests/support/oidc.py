@@ -6,7 +6,8 @@ Node.js) on 127.0.0.1, with one confidential client and the test accounts in ACC
                     browser there (redirect URIs match exactly, as at any real provider: allow the
                     app's own callback, port included, once the app is up); .sign_in(page, username)
                     signs in on the provider's pages where the app sent a Playwright page;
-                    .held_callback(page, username) too, but returns the way back to the app unvisited.
+                    .held_callback(page, username) too, but returns the way back to the app unvisited;
+                    .walk(http, url, username) the same without a browser (an httpx2 client).
 
 A test that needs a provider of its own (on another site than the app, with other accounts, or
 stopped on purpose) calls `require()`, then uses `running_provider(directory, ...)`.
@@ -29,14 +30,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urljoin
 from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
 import pytest
 
 from .live_server import ROOT, free_port
 
 if TYPE_CHECKING:
+    import httpx2
     from playwright.sync_api import Page
 
 HERE = ROOT / "tests" / "oidc"
@@ -150,6 +152,30 @@ class OIDCProvider:
             error = page.locator("#error")
             if error.count():
                 raise AssertionError(f"the provider refused to sign {username} in: {error.inner_text()}")
+
+    def walk(self, http: httpx2.Client, url: str, username: str) -> str:
+        """The browser's part without a browser (the provider's pages need no JavaScript): from the
+        authorization URL an app sent, sign in as `username` if asked, allow if asked, and return
+        the URL the provider sends back to, unvisited. `http` keeps the provider's cookies and
+        follows no redirect, as test_oidc_provider's client does."""
+        from bs4 import BeautifulSoup
+
+        response = http.get(url)
+        for _ in range(10):
+            location = urljoin(str(response.url), response.headers.get("location", ""))
+            if response.is_redirect and not location.startswith(self.issuer + "/"):
+                return location
+            if response.is_redirect:
+                response = http.get(location)
+                continue
+            form = BeautifulSoup(response.text, "html.parser").select_one("form")
+            assert response.status_code == 200 and form is not None, response.text[:300]
+            if form.select_one("input[name=username]") is not None:
+                fields = {"username": username, "password": self.accounts[username].password}
+            else:
+                fields = {"decision": "allow"}
+            response = http.post(urljoin(str(response.url), str(form["action"])), data=fields)
+        raise AssertionError(f"the provider never sent the browser back: at {response.url}")
 
     def confirm_sign_out(self, page: Page) -> None:
         """Where the app sent the browser to the end_session_endpoint, confirm the sign-out."""
