@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from markupsafe import Markup
-from quart import Quart
+from quart import Quart, render_template
 from quart.testing import QuartClient
 
 from chatapp import create_app
 from chatapp.rendering import Shown, StreamingMarkdown, StreamStep
+from chatapp.storage import Message
+from chatapp.turns import Turn
 from chatapp.web import streams
 from tests.conftest import app_settings, open_chat, parse_sse, soup
 from tests.support import HTMX
@@ -44,6 +46,27 @@ def _partials(html: str) -> list[tuple[str, str]]:
 
 
 # --- the frames for htmx ----------------------------------------------------------------------------
+
+async def test_a_frames_templates_render_alone_as_they_would_with_the_pages_context(app: Quart) -> None:
+    """streams._fragment leaves out the context processors: the fragments must not need them."""
+    def message(**fields: object) -> Message:
+        return Message(**{"id": 7, "conversation_id": "c1", "role": "assistant", "content": "a *b*",
+                          "html": Markup("<p>a <em>b</em></p>"), "status": "complete", "error": None, "model": "m",
+                          "prompt_tokens": 3, "completion_tokens": 2, "created_at": "", "updated_at": "", **fields})
+
+    question = message(id=6, role="user", content="q <b>", html=None, model=None)
+    answers = [message(), message(status="streaming", content=""), message(status="error", error="It broke."),
+               message(status="stopped", reasoning="hm", reasoning_html=Markup("<p>hm</p>"), thinking_seconds=2.0,
+                       finish_reason="length", version_of=5, version=2, versions=2)]
+    cases = [("_turn.html", {"turn": Turn([], question, answers[1], [])}),
+             ("_conversation_entry.html", {"conversation_id": "c1", "title": "A <title>"}),
+             ("_thinking.html", {"message_id": 7, "html": Markup("<p>x</p>"), "seconds": 3.0}),
+             ("_thinking.html", {"message_id": 7, "live": True, "blocks": "", "text": Markup("y")})]
+    cases += [("_message.html", {"message": shown, "last": True}) for shown in [question, *answers]]
+    async with app.test_request_context("/c/c1/messages", method="POST"):
+        for name, context in cases:
+            assert await streams._fragment(name, **context) == await render_template(name, **context), name
+
 
 async def test_both_kinds_of_stream_are_never_cached_or_buffered(client: QuartClient) -> None:
     action, csrf = await open_chat(client)
