@@ -10,6 +10,8 @@
   PostgreSQL), resumable, and compares the counts at the end.
 - `chatapp create-admin [--name NAME]` creates an admin with a password (the first one, who then
   invites the others), asking for both; a script gives --name and the password on standard input.
+- `chatapp make-admin --name NAME` makes a person an admin: the first admin of the single sign-on
+  and proxy modes, once they have signed in (their name is on their account page).
 - `chatapp reset-link --name NAME` prints a password-reset link for a local person: the way back in
   for an admin who forgot their password, when no other admin can make one.
 
@@ -87,6 +89,13 @@ def _parser() -> tuple[argparse.ArgumentParser, set[str]]:
     )
     create_admin.add_argument("--name", help="the admin's name, which signs them in (any case)")
     create_admin.set_defaults(command=_create_admin)
+    make_admin = commands.add_parser(
+        "make-admin", help="make a person who has signed in an admin (the first one, with single sign-on)",
+        description="Make the person NAME an admin. With CHATAPP_AUTH=oidc or header people are made at their "
+                    "first sign-in: sign in, then run this with the name shown on your account page.",
+    )
+    make_admin.add_argument("--name", required=True, help="the person's name (any case)")
+    make_admin.set_defaults(command=_make_admin)
     reset_link = commands.add_parser(
         "reset-link", help="print a password-reset link for a local person (an admin locked out)",
         description="Make a password-reset link for the local person NAME, valid once for a day, and print its "
@@ -206,6 +215,36 @@ def _create_admin(args: argparse.Namespace) -> int:
         print(f"chatapp: cannot create the admin in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
         return 1
     print(f"created {person.name!r}, an admin, in {database.redacted(location)}")
+    return 0
+
+
+def _make_admin(args: argparse.Namespace) -> int:
+    location = config_from_environment().database
+
+    async def make() -> Person | None:
+        db = await database.connect(location)
+        try:
+            await db.migrate()
+            people = Accounts(db)
+            person = await people.find(args.name)
+            if person is None:
+                return None
+            await people.set_admin(person.id, True)
+            await people.record("make admin", target=person.id, detail="chatapp make-admin")
+            return person
+        finally:
+            await db.close()
+
+    try:
+        person = asyncio.run(make())
+    except Exception as error:  # one line, whatever it is
+        print(f"chatapp: cannot make an admin in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
+        return 1
+    if person is None:
+        print(f"chatapp: no one is called {args.name.strip()!r}; they appear once they have signed in",
+              file=sys.stderr)
+        return 1
+    print(f"{person.name!r} is an admin")
     return 0
 
 

@@ -60,7 +60,7 @@ def test_help_lists_the_commands_and_touches_nothing(tmp_path: Path, program: li
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: chatapp ")
     listed = re.findall(r"^ {4}([\w-]+)", result.stdout, re.MULTILINE)  # a long name has its help below
-    assert listed == ["serve", "migrate", "copy-db", "create-admin", "reset-link"]
+    assert listed == ["serve", "migrate", "copy-db", "create-admin", "make-admin", "reset-link"]
     assert result.stderr == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -352,3 +352,27 @@ def test_reset_link_for_no_such_person_says_so(tmp_path: Path) -> None:
     made = _chatapp(tmp_path, "reset-link", "--name", "nobody")
     assert (made.returncode, made.stdout) == (1, "")
     assert made.stderr == "chatapp: no one signs in with a password as 'nobody'\n"
+
+
+# --- make-admin -------------------------------------------------------------------------------
+
+def test_make_admin_makes_a_person_who_signed_in_with_single_sign_on_an_admin(tmp_path: Path) -> None:
+    async def sign_in_once() -> None:
+        db = await database.connect(str(tmp_path / "chatapp.db"))
+        try:
+            await db.migrate()
+            await Accounts(db).person_for_subject("oidc", "https://id.example.com 42", name="Grace")
+        finally:
+            await db.close()
+
+    asyncio.run(sign_in_once())
+    made = _chatapp(tmp_path, "make-admin", "--name", "grace")
+    assert (made.returncode, made.stdout, made.stderr) == (0, "'Grace' is an admin\n", "")
+    people, actions = asyncio.run(_admins(str(tmp_path / "chatapp.db")))
+    assert people == [("Grace", True, False)] and actions == ["make admin"]
+
+
+def test_make_admin_for_no_such_person_says_when_they_appear(tmp_path: Path) -> None:
+    made = _chatapp(tmp_path, "make-admin", "--name", "nobody")
+    assert made.returncode == 1
+    assert made.stderr == "chatapp: no one is called 'nobody'; they appear once they have signed in\n"

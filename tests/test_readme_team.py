@@ -58,7 +58,7 @@ def _run(folder: Path, *command: str, **options: object) -> subprocess.Completed
 def test_the_section_shows_every_mode() -> None:
     modes = [re.search(r"^CHATAPP_AUTH=(\w+)$", block, re.M)[1] for block in SETTINGS]  # type: ignore[index]
     assert modes == ["none", "passphrase", "accounts", "header", "oidc"]
-    assert len(COMMANDS) == 1
+    assert [command.split("chatapp ")[1].split()[0] for command in COMMANDS] == ["create-admin", "make-admin"]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda block: block.split("\n")[0])
@@ -72,7 +72,7 @@ def test_each_modes_settings_start_the_app_as_written(tmp_path: Path, settings: 
 def test_the_local_accounts_block_makes_an_admin_who_signs_in(tmp_path: Path) -> None:
     accounts = next(block for block in SETTINGS if "CHATAPP_AUTH=accounts" in block)
     (tmp_path / ".env").write_text(accounts)
-    [command] = COMMANDS
+    command = COMMANDS[0]
     made = _run(tmp_path, "bash", "-c", command)
     assert made.returncode == 0, made.stderr
     name = re.search(r"--name (\S+)", command)[1]  # type: ignore[index]
@@ -80,3 +80,35 @@ def test_the_local_accounts_block_makes_an_admin_who_signs_in(tmp_path: Path) ->
     signed_in = _run(tmp_path, sys.executable, "-c", SIGNS_IN, name, password)
     assert signed_in.returncode == 0, signed_in.stderr
     assert signed_in.stdout.split() == ["303", "200"]
+
+
+# A person the proxy named signs in once, as the header mode does.
+PROXY_NAMES = textwrap.dedent("""
+    import asyncio, sys
+    from chatapp import create_app
+
+    async def main():
+        app = create_app()
+        async with app.test_app():
+            client = app.test_client()
+            response = await client.get("/admin", headers={"X-Forwarded-User": sys.argv[1]},
+                                        scope_base={"client": ("127.0.0.1", 40000)})
+            print(response.status_code)
+
+    asyncio.run(main())
+""")
+
+
+def test_the_first_admin_of_the_proxy_mode_as_written(tmp_path: Path) -> None:
+    """The header mode's settings; its person signs in once (the test client connects from
+    127.0.0.1, the block's trusted proxy); then the block's make-admin makes them an admin."""
+    header = next(block for block in SETTINGS if "CHATAPP_AUTH=header" in block)
+    (tmp_path / ".env").write_text(header)
+    command = COMMANDS[1]
+    name = re.search(r"--name (\S+)", command)[1]  # type: ignore[index]
+    before = _run(tmp_path, sys.executable, "-c", PROXY_NAMES, name)
+    assert (before.returncode, before.stdout.strip()) == (0, "403"), before.stderr  # signed in, not an admin yet
+    made = _run(tmp_path, "bash", "-c", command)
+    assert made.returncode == 0, made.stderr
+    after = _run(tmp_path, sys.executable, "-c", PROXY_NAMES, name)
+    assert after.stdout.strip() == "200", after.stderr
