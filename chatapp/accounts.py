@@ -194,7 +194,7 @@ class Accounts:
             raise ValueError(f"not a source of subjects: {source!r}")
         known = f"SELECT {_PERSON} FROM people WHERE source = ? AND subject = ?"
         if row := await self._row(known, (source, subject)):
-            return _person(row)
+            return await self._seen(_person(row), display_name)
         base = name.strip()[:NAME_LENGTH - 4] if name_problem(name) is None else "person"
         for number in range(1, 1000):
             candidate = base if number == 1 else f"{base}-{number}"
@@ -204,6 +204,18 @@ class Accounts:
             if row is not None:
                 return _person(row)
         raise NameTaken("No free name was found for this person.")
+
+    async def _seen(self, person: Person, display_name: str | None) -> Person:
+        """A person named again by their provider or proxy: the name it shows now, and when they
+        were last here, written at most once a minute (the header mode names them on every request)."""
+        shown = (display_name or "").strip()[:NAME_LENGTH] or person.display_name
+        now = datetime.now(UTC)
+        last = datetime.fromisoformat(person.last_seen_at or person.created_at)
+        if shown == person.display_name and (now - last).total_seconds() < 60:
+            return person
+        row = await self._row(f"UPDATE people SET display_name = ?, last_seen_at = ? WHERE id = ? RETURNING {_PERSON}",
+                              (shown, _now(), person.id))
+        return _person(row) if row else person
 
     def _new_person(self, name: str, display_name: str | None, hashed: str | None, source: str,
                     subject: str | None, admin: bool) -> tuple[Any, ...]:

@@ -91,8 +91,13 @@ async def test_bad_names_and_weak_passwords_are_refused(accounts: Accounts, name
 async def test_a_person_named_elsewhere_is_created_once_and_found_after(accounts: Accounts, ada: str) -> None:
     first = await accounts.person_for_subject(HEADER, "ada@example.org", name="ada@example.org")
     again = await accounts.person_for_subject(HEADER, "ada@example.org", name="a new name")
-    assert first == again and (first.source, first.subject, first.name) == (HEADER, "ada@example.org",
-                                                                           "ada@example.org")
+    assert first.id == again.id and (first.source, first.subject, first.name) == (HEADER, "ada@example.org",
+                                                                                 "ada@example.org")
+    renamed = await accounts.person_for_subject(OIDC, oidc_subject("https://id.example.org", "x"), name="x",
+                                                display_name="Old Name")
+    renamed = await accounts.person_for_subject(OIDC, oidc_subject("https://id.example.org", "x"), name="x",
+                                                display_name="New Name")
+    assert (renamed.name, renamed.display_name) == ("x", "New Name")  # the provider's name, kept up to date
     # The same subject from another source is someone else; a taken name gets a number.
     issuer = await accounts.person_for_subject(OIDC, oidc_subject("https://id.example.org", "ada@example.org"),
                                                name="ADA", display_name="Ada L.")
