@@ -29,7 +29,8 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.run import run
@@ -39,6 +40,8 @@ from . import db as database
 from .accounts import Accounts, Person, Refused, name_problem
 from .db import copy as copying
 from .passwords import MIN_LENGTH, problem
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,19 +198,13 @@ def _create_admin(args: argparse.Namespace) -> int:
         print("chatapp: the two passwords differ; nothing was created", file=sys.stderr)
         return 1
 
-    async def create() -> Person:
-        db = await database.connect(location)
-        try:
-            await db.migrate()
-            people = Accounts(db)
-            person = await people.create_person(name, password, admin=True)
-            await people.record("create admin", target=person.name, detail="chatapp create-admin")
-            return person
-        finally:
-            await db.close()
+    async def create(people: Accounts) -> Person:
+        person = await people.create_person(name, password, admin=True)
+        await people.record("create admin", target=person.name, detail="chatapp create-admin")
+        return person
 
     try:
-        person = asyncio.run(create())
+        person = _with_accounts(location, create)
     except Refused as refusal:  # the name is taken
         print(f"chatapp: cannot create {name.strip()!r}: {refusal}", file=sys.stderr)
         return 1
@@ -221,22 +218,16 @@ def _create_admin(args: argparse.Namespace) -> int:
 def _make_admin(args: argparse.Namespace) -> int:
     location = config_from_environment().database
 
-    async def make() -> Person | None:
-        db = await database.connect(location)
-        try:
-            await db.migrate()
-            people = Accounts(db)
-            person = await people.find(args.name)
-            if person is None:
-                return None
-            await people.set_admin(person.id, True)
-            await people.record("make admin", target=person.id, detail="chatapp make-admin")
-            return person
-        finally:
-            await db.close()
+    async def make(people: Accounts) -> Person | None:
+        person = await people.find(args.name)
+        if person is None:
+            return None
+        await people.set_admin(person.id, True)
+        await people.record("make admin", target=person.id, detail="chatapp make-admin")
+        return person
 
     try:
-        person = asyncio.run(make())
+        person = _with_accounts(location, make)
     except Exception as error:  # one line, whatever it is
         print(f"chatapp: cannot make an admin in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
         return 1
@@ -251,22 +242,16 @@ def _make_admin(args: argparse.Namespace) -> int:
 def _reset_link(args: argparse.Namespace) -> int:
     location = config_from_environment().database
 
-    async def make() -> str | None:
-        db = await database.connect(location)
-        try:
-            await db.migrate()
-            people = Accounts(db)
-            person = await people.find(args.name)
-            if person is None or person.source != "local":
-                return None
-            token = await people.create_reset(person.id, None)
-            await people.record("reset link", target=person.id, detail="chatapp reset-link")
-            return token
-        finally:
-            await db.close()
+    async def make(people: Accounts) -> str | None:
+        person = await people.find(args.name)
+        if person is None or person.source != "local":
+            return None
+        token = await people.create_reset(person.id, None)
+        await people.record("reset link", target=person.id, detail="chatapp reset-link")
+        return token
 
     try:
-        token = asyncio.run(make())
+        token = _with_accounts(location, make)
     except Exception as error:  # one line, whatever it is
         print(f"chatapp: cannot make a link in {database.redacted(location)}: {_reason(error)}", file=sys.stderr)
         return 1
@@ -277,6 +262,20 @@ def _reset_link(args: argparse.Namespace) -> int:
     print(f"{args.base_url.rstrip('/')}{path}" if args.base_url else path)
     print("It works once, for a day; it signs the person out everywhere else.", file=sys.stderr)
     return 0
+
+
+def _with_accounts(location: str, work: Callable[[Accounts], Awaitable[T]]) -> T:
+    """Run `work` on the people of the database at `location` (migrated first), then close it."""
+
+    async def run_it() -> T:
+        db = await database.connect(location)
+        try:
+            await db.migrate()
+            return await work(Accounts(db))
+        finally:
+            await db.close()
+
+    return asyncio.run(run_it())
 
 
 def _copy_db(args: argparse.Namespace) -> int:
