@@ -169,7 +169,7 @@ async def _page(*, status: int = 200, done: str | None = None, who: str | None =
     entries, older = await current.accounts().audit_log(limit=AUDIT_PAGE, offset=(number - 1) * AUDIT_PAGE)
     note = DONE[done].format(names[who]) if done and who in names else None
     body = await render_template("admin.html", people=everyone, names=names, entries=entries, older=older,
-                                 page_number=number, note=note, error=error, invitation=invitation,
+                                 page_number=number, note=note, refused=error, invitation=invitation,
                                  reset=reset, **_shared())
     return Response(body, status=status, mimetype="text/html")
 
