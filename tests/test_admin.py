@@ -20,7 +20,7 @@ from bs4 import BeautifulSoup, Tag
 from quart import Quart
 from quart.testing import QuartClient
 
-from chatapp.accounts import HEADER, Accounts, Person
+from chatapp.accounts import HEADER, OIDC, Accounts, Person
 from tests.conftest import MakeApp
 from tests.support import HTMX
 from tests.support.client import form_csrf, open_chat, send, sign_in_as, soup
@@ -494,3 +494,25 @@ def test_in_a_browser_an_action_swaps_its_row_in_place(new_page: NewPage, make_l
     page.get_by_role("button", name="Make an invitation link").click()
     page.locator("#invitation code").wait_for()
     assert page.locator("#invitation code").inner_text().startswith(f"{server.url}/join/")
+
+
+# --- single sign-on: no invitations, no passwords to reset -----------------------------------------
+
+async def test_with_single_sign_on_the_page_has_no_invitations_or_reset_links(make_app: MakeApp) -> None:
+    app = await make_app(auth="oidc", oidc_issuer="http://127.0.0.1:9", oidc_client_id="chatapp")
+    people = _accounts(app)
+    ada = await people.person_for_subject(OIDC, "https://id.example ada", name="ada")
+    await people.set_admin(ada.id, True)
+    bob = await people.person_for_subject(OIDC, "https://id.example bob", name="bob")
+    client = app.test_client()
+    async with client.session_transaction() as session:  # signed in as the callback would
+        session["sid"] = "a-session-of-adas"
+    await people.attach_session("a-session-of-adas", ada.id)
+
+    page = await _admin_page(client)
+    assert page.select_one("form[action='/admin/invitations']") is None
+    assert _row(page, "bob")["Signs in with"] == "single sign-on" and "Reset link" not in _row(page, "bob")["Actions"]
+    assert (await _post(client, "/admin/invitations")).status_code == 404
+    assert (await _post(client, f"/admin/people/{bob.id}/reset")).status_code == 400
+    assert (await _post(client, f"/admin/people/{bob.id}/disable")).status_code == 303
+    assert (await people.person(bob.id)).disabled
