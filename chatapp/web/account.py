@@ -40,7 +40,7 @@ async def _form_page(kind: str, *, status: int = 200, error: str | None = None, 
     return response
 
 
-async def _signed_in_to(next_url: str | None) -> AnyResponse:
+async def signed_in_to(next_url: str | None) -> AnyResponse:
     """Where a fresh sign-in goes: the offer of the browser's earlier conversations first, if
     there are any, then where the person was going."""
     target = identity.safe_next(next_url)
@@ -77,7 +77,7 @@ async def sign_in() -> AnyResponse:
                                         detail=f"name {name[:people.NAME_LENGTH]!r}")
         return await _form_page("sign-in", status=401, error=WRONG, name=name[:people.NAME_LENGTH])
     await identity.start_session(person, how="password")
-    response = await _signed_in_to(form.get("next"))
+    response = await signed_in_to(form.get("next"))
     await attempts.succeeded(attempt, response, stamp)
     return response
 
@@ -99,7 +99,7 @@ async def sign_up() -> AnyResponse:
         return await _refused_form("sign-up", refused, name=form.get("name") or "")
     await current.accounts().record("sign-up", actor=person.id, address=visitor.address())
     await identity.start_session(person, how="sign-up")
-    return await _signed_in_to(request.args.get("next"))
+    return await signed_in_to(request.args.get("next"))
 
 
 @bp.route("/join/<token>", methods=["GET", "POST"])
@@ -122,7 +122,7 @@ async def join(token: str) -> AnyResponse:
         return await _refused_form("join", refused, name=form.get("name") or "", token=token)
     await current.accounts().record("joined by invitation", actor=person.id, address=visitor.address())
     await identity.start_session(person, how="invitation")
-    return await _signed_in_to(None)
+    return await signed_in_to(None)
 
 
 @bp.route("/reset/<token>", methods=["GET", "POST"])
@@ -145,7 +145,7 @@ async def reset(token: str) -> AnyResponse:
         return await _refused_form("reset", refused, token=token, greet=target.display_name)
     await current.accounts().record("password reset", actor=person.id, address=visitor.address())
     await identity.start_session(person, how="reset link")
-    return await _signed_in_to(None)
+    return await signed_in_to(None)
 
 
 async def _refused_form(kind: str, refused: Refused | people.Refused, *, name: str = "", token: str | None = None,

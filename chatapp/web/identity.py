@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -152,6 +153,20 @@ async def claim() -> int:
     if not claim_from or person is None:
         return 0
     return await current.accounts().claim_conversations(claim_from, person.owner)
+
+
+# Failures a stranger can cause at will (a made-up OpenID callback, a forged header) are audited
+# at most this often per address and minute: a flood cannot fill the disk.
+AUDITED_FAILURES_A_MINUTE = 10
+
+
+async def audit_failure(action: str, detail: str, *, target: str | None = None, most: int = AUDITED_FAILURES_A_MINUTE) -> None:
+    """Record a failed sign-in (or a forgery) in the audit log, unless this address already had
+    `most` recorded this minute (counted with the store's rate-limit counter, shared by every process)."""
+    address = visitor.address()
+    window = int(time.time() // 60)
+    if await current.store().hit(f"audit:{action}:{address}", window, (window + 1) * 60) <= most:
+        await current.accounts().record(action, target=target, address=address, detail=detail)
 
 
 def admin_only(view: F) -> F:

@@ -16,7 +16,7 @@ from quart import Blueprint, Response, current_app, redirect, render_template, r
 
 from ..accounts import OIDC, oidc_subject
 from ..openid import DENIED, EXPIRED, PROVIDER_ERROR, Flow, OpenIDClient, SignInFailed
-from . import account, current, identity, visitor
+from . import account, current, identity
 from .http import AnyResponse
 
 bp = Blueprint("oidc", __name__, url_prefix="/oidc")
@@ -74,7 +74,7 @@ async def callback() -> AnyResponse:
         await _record_failure("disabled", target=person.id)
         return await _sign_in_page(403, DISABLED, flow.next)
     await identity.start_session(person, how="oidc")
-    return await account._signed_in_to(flow.next)  # the claim offer, then where they were going
+    return await account.signed_in_to(flow.next)  # the claim offer, then where they were going
 
 
 def _callback_url() -> str:
@@ -90,8 +90,8 @@ def _provider_error(code: str) -> SignInFailed:
 
 
 async def _record_failure(reason: str, *, target: str | None = None) -> None:
-    await current.accounts().record("sign-in failed", target=target, address=visitor.address(),
-                                    detail=f"oidc: {reason}")
+    # Anyone can make up a callback: audited at most a few times a minute per address.
+    await identity.audit_failure("sign-in failed", f"oidc: {reason}", target=target)
 
 
 async def _sign_in_page(status: int, error: str, next_url: str) -> Response:

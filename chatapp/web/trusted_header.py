@@ -13,22 +13,19 @@ and that moment is the sign-in the audit log records (not every request).
 
 from __future__ import annotations
 
-import time
 import unicodedata
 
 from quart import request, session
 
 from .. import accounts as people
 from ..accounts import Person
-from . import current, proxies, visitor
+from . import current, identity, proxies, visitor
 from .http import AnyResponse, error_response
 
 MAX_LENGTH = 256
 DISABLED = "Your account is disabled. Ask an admin."
 # The session key of the person the proxy named last on this browser.
 NAMED = "header_person"
-# At most one audit entry a minute per address for forged headers: a flood cannot fill the disk.
-FORGERY_AUDIT_WINDOW = 60
 
 
 async def identify() -> Person | None | AnyResponse:
@@ -90,11 +87,6 @@ async def _remember(person: Person) -> None:
 
 
 async def _audit_forgery(header: str, values: list[str]) -> None:
-    """Audit a header from someone who is not the proxy: once a minute per address at most, counted
-    with the store's rate-limit counter (shared by every process)."""
-    address = visitor.address()
-    window = int(time.time() // FORGERY_AUDIT_WINDOW)
-    hits = await current.store().hit(f"forged-header:{address}", window, (window + 1) * FORGERY_AUDIT_WINDOW)
-    if hits == 1:
-        shown = ", ".join(values)[:80]
-        await current.accounts().record("forged header", address=address, detail=f"{header}: {shown!r}")
+    """Audit a header from someone who is not the proxy: once a minute per address at most."""
+    shown = ", ".join(values)[:80]
+    await identity.audit_failure("forged header", f"{header}: {shown!r}", most=1)
