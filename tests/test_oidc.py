@@ -117,6 +117,16 @@ async def _audit(app: Quart) -> list[tuple[str, str | None]]:
     return [(entry.action, entry.detail) for entry in entries]
 
 
+async def test_a_flood_of_made_up_callbacks_is_audited_a_few_times_a_minute(make_app: MakeApp) -> None:
+    """Anyone can make up a callback; the audit log (on disk) does not grow with them."""
+    app = await make_app(auth="oidc", oidc_issuer=f"http://127.0.0.1:{free_port()}", oidc_client_id="chatapp")
+    client = app.test_client()
+    for number in range(25):
+        response = await client.get(f"/oidc/callback?code=x&state=made-up-{number}")
+        assert response.status_code == 400
+    assert [action for action, _ in await _audit(app)] == ["sign-in failed"] * 10
+
+
 async def test_a_callback_with_no_sign_in_under_way_is_refused_and_audited(oidc_app: Quart) -> None:
     client = oidc_app.test_client()
 
