@@ -16,6 +16,7 @@ import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from playwright.sync_api import Page
 from quart import Quart
+from quart.testing import QuartClient
 
 from chatapp.accounts import OIDC, oidc_subject
 from chatapp.openid import DENIED, EXPIRED, MISCONFIGURED, PROVIDER_ERROR, REFUSED, UNREACHABLE, UNVERIFIED
@@ -24,6 +25,7 @@ from tests.conftest import MakeApp
 from tests.support.browser import NewPage, send
 from tests.support.client import soup
 from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.idor import assert_no_idor
 from tests.support.live_server import LiveServer, free_port
 from tests.support.oidc import OIDCProvider, require, running_provider
 
@@ -418,3 +420,20 @@ def test_a_disabled_person_is_refused_at_the_callback(
 
     assert urlsplit(page.url).path == "/oidc/callback" and _error(page).startswith(DISABLED)
     assert _signed_in_as(page) is None
+
+
+async def _signed_in_with_provider(app: Quart, provider: OIDCProvider, username: str) -> QuartClient:
+    """A test client signed in as the provider's `username`, through the whole flow."""
+    client = app.test_client()
+    with httpx2.Client(timeout=10, trust_env=False) as http:
+        authorize = (await client.get("/oidc/start")).headers["Location"]
+        callback = urlsplit(provider.walk(http, authorize, username))
+        assert (await client.get(f"{callback.path}?{callback.query}")).status_code == 303
+    return client
+
+
+async def test_the_idor_walk_with_two_people_of_the_provider(oidc_app: Quart, oidc_provider: OIDCProvider,
+                                                            fake_upstream: FakeOpenAI) -> None:
+    alice = await _signed_in_with_provider(oidc_app, oidc_provider, "alice")
+    bob = await _signed_in_with_provider(oidc_app, oidc_provider, "bob")
+    assert await assert_no_idor(oidc_app, alice, bob, fake_upstream) >= 10
