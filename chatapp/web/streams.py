@@ -41,16 +41,14 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
                 yield sse.frame(_step_partials(answer, item))
             elif isinstance(item, ThoughtStep):
                 yield sse.frame(await _thought_partials(turn, answer, item))
+            # No frame is kept in a local: this generator's frame lives as long as the stream.
             elif isinstance(item, DoneThinking):
-                done = await _fragment("_thinking.html", message_id=turn.assistant.id, html=item.html,
-                                             seconds=item.seconds)
-                yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", done))
+                yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", await _fragment(
+                    "_thinking.html", message_id=turn.assistant.id, html=item.html, seconds=item.seconds)))
             elif isinstance(item, Notice):
                 yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
             elif item.busy:
-                opening = sse.frame(await _opening(turn))
-                _forget_earlier(turn)
-                yield opening
+                yield sse.frame(await _opening(turn))
             else:
                 yield sse.frame(await _closing(turn, item))
         yield sse.close()
@@ -61,7 +59,7 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
 async def _opening(turn: Turn) -> str:
     """The first frame: the new bubbles (swapped into #messages), the replaced messages gone, the
     old controls cleared (only the newest messages get regenerate and edit), a new send token,
-    and the note on older turns left out of the context."""
+    and the note on older turns left out of the context. The last reader of turn.earlier."""
     bubbles = await _fragment("_turn.html", turn=turn)
     removed = "".join(sse.partial(f"msg-{public_id(message_id)}", "delete", "") for message_id in turn.replaced)
     note = sse.text_partial("context-note", "innerHTML", left_out_note(turn.left_out))
@@ -70,6 +68,7 @@ async def _opening(turn: Turn) -> str:
         entry = await _fragment("_conversation_entry.html", conversation_id=turn.user.conversation_id,
                                       title=title_from(turn.user.content))
         listed = sse.partial("no-conversations", "delete", "") + sse.partial("conversation-list", "afterbegin", entry)
+    _forget_earlier(turn)
     return bubbles + removed + CLEAR_CONTROLS + page.send_token_partial() + note + listed
 
 
@@ -212,6 +211,7 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
                 head, tail = (await page.live_page(turn)).split(page.ANSWER_MARK, 1)
                 _forget_earlier(turn)
                 yield head.encode()
+                del head  # the page so far (the whole conversation shown) is not kept while the answer streams
             else:
                 final = item
         if thinking:  # it ended while the model still thought
