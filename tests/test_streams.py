@@ -19,6 +19,7 @@ from chatapp.rendering import Shown, StreamingMarkdown, StreamStep
 from chatapp.storage import Message
 from chatapp.turns import Turn
 from chatapp.web import streams
+from chatapp.web.http import SECURITY_HEADERS
 from tests.conftest import app_settings, open_chat, parse_sse, soup
 from tests.support import HTMX
 from tests.support.faults import fail_writes
@@ -77,6 +78,19 @@ async def test_both_kinds_of_stream_are_never_cached_or_buffered(client: QuartCl
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Accel-Buffering"] == "no"  # a proxy passes each piece on at once
         await response.get_data()
+
+
+async def test_an_event_stream_carries_only_the_security_headers_a_stream_needs(client: QuartClient) -> None:
+    """The document-only ones (CSP, framing, referrer, permissions, opener) are for the no-JS page."""
+    action, csrf = await open_chat(client)
+    stream = await client.post(action, form={"message": "hi"}, headers={**HTMX, "X-CSRF-Token": csrf})
+    page = await client.post(action, form={"message": "hi", "csrf_token": csrf})
+    assert stream.mimetype == "text/event-stream" and page.mimetype == "text/html"
+    assert stream.headers["X-Content-Type-Options"] == "nosniff" and stream.headers["X-Request-ID"]
+    assert (set(SECURITY_HEADERS) - {"X-Content-Type-Options"}) & set(stream.headers.keys()) == set()
+    assert all(page.headers[name] == value for name, value in SECURITY_HEADERS.items())
+    await stream.get_data()
+    await page.get_data()
 
 
 async def test_the_first_frame_of_a_later_answer_clears_the_old_controls_and_renews_the_send_token(

@@ -47,6 +47,10 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# What a browser heeds on an event stream, which it never shows as a document: the others govern
+# documents (what they load, frame, open or refer to). An open stream's headers are kept as long as
+# it lasts, by Quart and Hypercorn, and each is validated as it goes out.
+EVENT_STREAM_HEADERS = ("X-Content-Type-Options", "Strict-Transport-Security")
 
 FRIENDLY = {
     400: "That request could not be understood. Please reload the page and try again.",
@@ -109,6 +113,7 @@ def install(app: Quart, *, https: bool) -> None:
     headers = dict(SECURITY_HEADERS)
     if https:  # only when served over HTTPS: HSTS on plain HTTP would lock a site out of itself
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    stream_headers = {name: value for name, value in headers.items() if name in EVENT_STREAM_HEADERS}
 
     @app.before_request
     async def _assign_request_id() -> None:
@@ -122,7 +127,7 @@ def install(app: Quart, *, https: bool) -> None:
 
     @app.after_request
     async def _headers(response: Response) -> Response:
-        response.headers.update(headers)
+        response.headers.update(stream_headers if response.mimetype == "text/event-stream" else headers)
         response.headers["X-Request-ID"] = request_id()
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.REQUESTS.labels(route, str(response.status_code)).inc()
