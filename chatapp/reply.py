@@ -167,25 +167,36 @@ class PartialSaver:
     def __init__(self, store: Store, message_id: int, answer: Answer):
         self._store, self._message_id, self._answer = store, message_id, answer
         self._saved_at = time.monotonic() - SAVE_EVERY_SECONDS  # the first piece is saved at once
-        self._pending: asyncio.Task | None = None
+        # The next save waits on a timer, and runs in a task only once due: a task sleeping its
+        # second away for each open stream would cost memory and a task a second.
+        self._due: asyncio.TimerHandle | None = None
+        self._saving: asyncio.Task | None = None
         self.gone = False  # the answer is no longer being written: its conversation was deleted
 
     def changed(self) -> None:
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(self._save_in(self._saved_at + SAVE_EVERY_SECONDS - time.monotonic()))
+        if self._due is None and self._saving is None:
+            delay = max(self._saved_at + SAVE_EVERY_SECONDS - time.monotonic(), 0)
+            self._due = asyncio.get_running_loop().call_later(delay, self._start)
 
-    async def _save_in(self, delay: float) -> None:
-        await asyncio.sleep(max(delay, 0))
+    def _start(self) -> None:
+        self._due = None
+        self._saving = asyncio.ensure_future(self._save())
+
+    async def _save(self) -> None:
         try:
             self.gone = not await self._store.save_partial(self._message_id, self._answer.text.text,
                                                            self._answer.reasoning.text)
         except Exception:  # a busy or failing database: the final save will try again
             log.exception("could not save the answer so far message_id=%s", self._message_id)
+        finally:
+            self._saving = None
         self._saved_at = time.monotonic()
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        if self._due is not None:
+            self._due.cancel()
+        if self._saving is not None:
+            self._saving.cancel()
 
 
 async def stream_reply(
