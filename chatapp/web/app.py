@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
 log = logging.getLogger("chatapp")
 # The cycle collector's young generation once serving (_tune_collector; Python's default is 700).
-GC_YOUNG_OBJECTS = 20_000
+GC_YOUNG_OBJECTS = 5000
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Quart:
@@ -143,12 +143,11 @@ def _drop_blocking_context_processors(app: Quart) -> None:
 def _tune_collector() -> None:
     """Once serving: what starting made (modules, compiled templates, the Markdown and SDK
     machinery) lives as long as the process, so the cycle collector's full passes leave it out
-    (gc.freeze), and it runs less often (a young generation of 20,000 objects, not 700): each
-    stream start allocates a few thousand objects that live for a second or so, and hundreds of
-    starts at once made the collector walk them again and again (at 200 starts on two workers,
-    0.1 to 0.4 s of collections with 5,000, 0.04 to 0.09 s with 20,000; with 700, after a
-    freeze, each pass is a full one: seconds). 50,000 would cost memory per open stream
-    (bench/memory_floor.py: +18 KiB). Not for tests, which start many apps in one process."""
+    (gc.freeze: they walked all of it again each time hundreds of streams had started, a tenth of
+    a second a pass), and its young generation is 5,000 objects, not 700, as each stream start
+    allocates a few thousand that live for a second or so (200 starts on two workers: 0.06-0.07 s
+    of collections after the freeze, 0.11-0.13 s with 700; 20,000 gains nothing more and lets
+    more garbage wait for a pass). Not for tests, which start many apps in one process."""
     gc.collect()  # starting's garbage is freed, not frozen
     gc.freeze()
     gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
