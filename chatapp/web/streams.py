@@ -6,7 +6,6 @@ Both consume the same reply.stream_reply events, so saving, errors and disconnec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -31,7 +30,7 @@ CLEAR_CONTROLS = '<hx-partial hx-target="#messages .redo" hx-swap="delete"></hx-
 
 async def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
-    replies = await _started(_replies(store, provider, turn, request_id, slot), slot)
+    replies = await _started(store, provider, turn, request_id, slot)
 
     @stream_with_context
     async def events() -> AsyncIterator[bytes]:
@@ -80,50 +79,51 @@ async def _closing(turn: Turn, answer: Message) -> str:
             + sse.partial(f"msg-{public_id(turn.user.id)}", "outerHTML", question))
 
 
-async def _replies(store: Store, provider: Provider, turn: Turn, request_id: str,
+async def _started(store: Store, provider: Provider, turn: Turn, request_id: str,
                    slot: StreamSlot) -> AsyncGenerator[Event, None]:
-    """reply.stream_reply's events, always ending in a finished message: if even saving the answer
-    failed (the database is gone), the person still gets an error and the indicator still stops."""
-    closing = False
-    try:
-        async with contextlib.aclosing(stream_reply(store, provider, turn, request_id=request_id, slot=slot)) as items:
-            async for item in items:
-                try:
-                    yield item
-                except GeneratorExit:  # closed (the client left): nothing more may be yielded
-                    closing = True
-                    raise
-    except Exception:
-        log.exception("the answer could not be saved request_id=%s message_id=%s", request_id, turn.assistant.id)
-        if not closing:
-            yield dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
-                                      error=f"{UNEXPECTED} (request id {request_id})")
-
-
-async def _started(replies: AsyncGenerator[Event, None],
-                   slot: StreamSlot) -> AsyncGenerator[Event, None]:
-    """`replies`, already run to its first event before the response starts: that sends the model
-    its request (reply.stream_reply), so the model works while the page's first frame is made and
-    written. If the response then never runs (the client left at once), closing `replies` saves
-    the answer as stopped and ends the model's stream."""
-    first = await anext(replies)
+    """reply.stream_reply's events, already run to the first before the response starts: that sends
+    the model its request, so the model works while the page's first frame is made and written.
+    They always end in a finished message: if even saving the answer failed (the database is
+    gone), the person still gets an error and the indicator still stops. If the response then
+    never runs (the client left at once), closing the stream saves the answer as stopped and ends
+    the model's stream. (One generator around stream_reply's: each layer is kept as long as the
+    stream, and passes every event on.)"""
+    items = stream_reply(store, provider, turn, request_id=request_id, slot=slot)
     closing: asyncio.Future | None = None
 
+    def failed() -> Message:
+        """Said from inside the `except` that caught why."""
+        log.exception("the answer could not be saved request_id=%s message_id=%s", request_id, turn.assistant.id)
+        return dataclasses.replace(turn.assistant, status=ERROR, html=Markup(""),
+                                   error=f"{UNEXPECTED} (request id {request_id})")
+
+    async def end() -> None:
+        try:
+            await items.aclose()  # saves the answer, if it was not saved yet
+        except Exception:  # the client is gone: nobody to tell
+            failed()
+
     def close() -> asyncio.Future:
-        """Closes `replies` once, whoever asks first: the response ending, or the request ending
+        """Ends the stream once, whoever asks first: the response ending, or the request ending
         without it (a client gone while its response was blocked can mean both at once)."""
         nonlocal closing
         if closing is None:
-            closing = asyncio.ensure_future(replies.aclose())
+            closing = asyncio.ensure_future(end())
         return closing
 
+    try:
+        first: Event = await anext(items)
+    except Exception:
+        first = failed()
     slot.settle_if_unused(close)
 
     async def from_the_first() -> AsyncGenerator[Event, None]:
         try:
             yield first
-            async for item in replies:
+            async for item in items:
                 yield item
+        except Exception:  # from the stream: at a yield, only the response's end (GeneratorExit) comes in
+            yield failed()
         finally:
             await close()
 
@@ -188,7 +188,7 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
     (aria-busy="false") follows it.
     """
 
-    replies = await _started(_replies(store, provider, turn, request_id, slot), slot)
+    replies = await _started(store, provider, turn, request_id, slot)
 
     @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
