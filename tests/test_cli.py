@@ -76,7 +76,7 @@ def test_an_unknown_command_gets_the_usage_and_status_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("usage: chatapp ")
     assert result.stderr.rstrip().endswith("invalid choice: 'frobnicate' (choose from 'serve', 'migrate', 'copy-db', "
-                                              "'create-admin')")
+                                              "'create-admin', 'make-admin', 'reset-link')")
     assert list(tmp_path.iterdir()) == []
 
 
