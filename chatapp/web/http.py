@@ -15,7 +15,7 @@ from .. import logs, metrics
 from . import visitor
 from ..errors import Refused
 from ..reply import thought_for
-from .ids import MessageIdConverter, public_id
+from .ids import MessageIdConverter, public_ids_of
 from .forms import InvalidMessage, parse_form
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ async def read_trusted_form() -> MultiDict[str, str]:
 def install(app: Quart, *, https: bool) -> None:
     # Message ids as people see them (ids.py): in routes, and in templates as `id|public`.
     app.url_map.converters["message_id"] = MessageIdConverter
-    app.jinja_env.filters["public"] = public_id
+    app.jinja_env.filters["public"] = public_ids_of(app)
     app.jinja_env.filters["thought_for"] = thought_for
     # For macros imported without context (templates/_partials.html), which Jinja then builds once.
     app.jinja_env.globals["form_token"] = visitor.csrf_token

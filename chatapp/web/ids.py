@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 
-from quart import current_app
+from quart import Quart, current_app
 from werkzeug.routing import BaseConverter, ValidationError
 
 _HALF = (1 << 32) - 1
@@ -69,6 +70,16 @@ def _for_secret(secret: str) -> MessageIds:
 
 def public_id(message_id: int) -> str:
     return message_ids().public(message_id)
+
+
+def public_ids_of(app: Quart) -> Callable[[int], str]:
+    """public_id for `app`'s templates (the `public` filter): the same ids, read with the app's
+    own key rather than looked up through current_app for each one."""
+
+    def public(message_id: int) -> str:
+        return _for_secret(app.config["SECRET_KEY"]).public(message_id)
+
+    return public
 
 
 class MessageIdConverter(BaseConverter):
