@@ -47,6 +47,7 @@ BENCHES = [
     ("A reasoning model thinking for 40 s, in Chromium, with and without JavaScript", ["bench/reasoning.py", "40"]),
     ("50 streams that think first: 200 reasoning tokens, then 200 of answer",
      ["bench/load.py", "50", "--disconnect-share", "0", "--reasoning", "200"]),
+    ("An admin disables a person mid-answer: until their answer ends (bar: ≤ 1 s)", ["bench/disable.py", "20"]),
     ("Sign-in: an unknown name against a wrong password (bar: medians within 20 % over 50 tries)",
      ["bench/sign_in_timing.py", "50"]),
     ("Three replicas behind nginx, 300 conversations, one replica killed mid-run", ["bench/replicas.py", "300"]),
