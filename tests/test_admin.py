@@ -26,7 +26,7 @@ from tests.support import HTMX
 from tests.support.client import form_csrf, open_chat, send, sign_in_as, soup
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live_server import LiveServer
-from tests.support.people import PASSWORD, admin_and_bob
+from tests.support.people import PASSWORD, admin_and_bob, signed_in
 
 if TYPE_CHECKING:
     from tests.support.browser import NewPage
@@ -37,13 +37,6 @@ ACTIONS = ["disable", "enable", "admin", "budget", "reset"]
 
 def _accounts(app: Quart) -> Accounts:
     return app.extensions["accounts"]
-
-
-async def _signed_in(app: Quart, name: str, password: str = PASSWORD) -> QuartClient:
-    client = app.test_client()
-    response = await sign_in_as(client, name, password)
-    assert response.status_code == 303, await response.get_data()
-    return client
 
 
 @pytest.fixture
@@ -110,13 +103,13 @@ def _audit(page: BeautifulSoup) -> list[tuple[str, str, str]]:
 # --- who may come in --------------------------------------------------------------------------------
 
 async def test_an_admin_sees_everyone_and_the_tokens_they_used(team: Quart) -> None:
-    bob = await _signed_in(team, "bob")
+    bob = await signed_in(team, "bob")
     action, csrf = await open_chat(bob)
     assert (await send(bob, action, csrf, "count me")).status_code == 200
     used = await team.extensions["store"].tokens_used_on(datetime.now(UTC).date(), f"person:{await _id(team, 'bob')}")
     assert used > 0
 
-    page = await _admin_page(await _signed_in(team, "ada"))
+    page = await _admin_page(await signed_in(team, "ada"))
     assert page.select_one("table caption#people-caption")
     assert [th["scope"] for th in page.select("table:has(#people-caption) thead th")] == ["col"] * 9
     bob_row, ada_row = _row(page, "bob"), _row(page, "ada")
@@ -129,7 +122,7 @@ async def test_an_admin_sees_everyone_and_the_tokens_they_used(team: Quart) -> N
 
 async def test_someone_named_elsewhere_shows_where_they_sign_in(team: Quart) -> None:
     await _accounts(team).person_for_subject(HEADER, "carol@example.org", name="carol")
-    page = await _admin_page(await _signed_in(team, "ada"))
+    page = await _admin_page(await signed_in(team, "ada"))
     assert _row(page, "carol")["Signs in with"] == "proxy"
     assert "Reset link" not in _row(page, "carol")["Actions"]  # no password here to reset
 
@@ -141,7 +134,7 @@ async def _every_admin_request(app: Quart) -> list[tuple[str, str, dict[str, str
 
 
 async def test_a_person_who_is_not_an_admin_gets_403_everywhere(team: Quart) -> None:
-    bob = await _signed_in(team, "bob")
+    bob = await signed_in(team, "bob")
     csrf = await form_csrf(bob, "/account")
     for method, path, fields in await _every_admin_request(team):
         for htmx in (False, True):
@@ -177,7 +170,7 @@ async def _nothing_changed(app: Quart) -> None:
 
 @pytest.mark.parametrize("how", ["no token", "wrong token", "another site"])
 async def test_every_admin_form_refuses_a_forged_post(team: Quart, how: str) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     right = await form_csrf(ada, "/admin")
     for method, path, fields in await _every_admin_request(team):
         if method != "POST":
@@ -191,7 +184,7 @@ async def test_every_admin_form_refuses_a_forged_post(team: Quart, how: str) -> 
 
 
 async def test_ids_of_no_one_get_a_404_with_a_sentence(team: Quart) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     for action in ACTIONS:
         for htmx in (False, True):
             response = await _post(ada, f"/admin/people/not-a-person/{action}", {"budget": "5"}, htmx=htmx)
@@ -204,7 +197,7 @@ async def test_ids_of_no_one_get_a_404_with_a_sentence(team: Quart) -> None:
 
 @pytest.mark.parametrize("makes_admin", [False, True])
 async def test_an_invitation_link_is_shown_once_and_joins_once(team: Quart, makes_admin: bool) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     response = await _post(ada, "/admin/invitations", {"makes_admin": "1"} if makes_admin else {})
     body = (await response.get_data()).decode()
     assert response.status_code == 200 and "Location" not in response.headers  # the link is in no URL
@@ -231,7 +224,7 @@ async def test_an_invitation_link_is_shown_once_and_joins_once(team: Quart, make
 
 
 async def test_with_htmx_the_invitation_comes_alone_for_its_region(team: Quart) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     response = await _post(ada, "/admin/invitations", htmx=True)
     body = (await response.get_data()).decode()
     assert response.status_code == 200 and "<html" not in body and "<table" not in body
@@ -243,7 +236,7 @@ async def test_with_htmx_the_invitation_comes_alone_for_its_region(team: Quart) 
 # --- disable and enable -----------------------------------------------------------------------------
 
 async def test_a_disabled_person_is_sent_to_sign_in_and_enabled_comes_back(team: Quart) -> None:
-    ada, bob = await _signed_in(team, "ada"), await _signed_in(team, "bob")
+    ada, bob = await signed_in(team, "ada"), await signed_in(team, "bob")
     bob_id = await _id(team, "bob")
     response = await _post(ada, f"/admin/people/{bob_id}/disable")
     assert response.status_code == 303
@@ -261,7 +254,7 @@ async def test_a_disabled_person_is_sent_to_sign_in_and_enabled_comes_back(team:
 
 
 async def test_with_htmx_an_action_swaps_the_persons_row_and_says_what_it_did(team: Quart) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     row_form = (await _admin_page(ada)).select_one("form[action$='/disable']:has(button)")
     assert row_form["hx-target"] == "closest tr" and row_form["hx-swap"] == "outerHTML"
     response = await _post(ada, f"/admin/people/{await _id(team, 'bob')}/disable", htmx=True)
@@ -274,7 +267,7 @@ async def test_with_htmx_an_action_swaps_the_persons_row_and_says_what_it_did(te
 
 
 async def test_the_last_admin_can_neither_stop_being_one_nor_be_disabled(team: Quart) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     ada_id = await _id(team, "ada")
     for action, fields in (("admin", {"admin": "0"}), ("disable", {})):
         for htmx in (False, True):
@@ -289,7 +282,7 @@ async def test_the_last_admin_can_neither_stop_being_one_nor_be_disabled(team: Q
     bob_id = await _id(team, "bob")
     assert (await _post(ada, f"/admin/people/{bob_id}/admin", {"admin": "1"})).status_code == 303
     assert (await _person(team, "bob")).is_admin
-    bob = await _signed_in(team, "bob")
+    bob = await signed_in(team, "bob")
     assert (await bob.get("/admin")).status_code == 200
     assert (await _post(ada, f"/admin/people/{ada_id}/admin", {"admin": "0"})).status_code == 303  # bob is one
     assert (await ada.get("/admin")).status_code == 403
@@ -299,7 +292,7 @@ async def test_the_last_admin_can_neither_stop_being_one_nor_be_disabled(team: Q
 
 @pytest.mark.parametrize("typed", ["abc", "-1", "1.5", "１２", "9" * 20])
 async def test_a_budget_that_is_not_a_whole_number_is_refused(team: Quart, typed: str) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     for htmx in (False, True):
         response = await _post(ada, f"/admin/people/{await _id(team, 'bob')}/budget", {"budget": typed}, htmx=htmx)
         assert response.status_code == 400
@@ -308,7 +301,7 @@ async def test_a_budget_that_is_not_a_whole_number_is_refused(team: Quart, typed
 
 
 async def test_a_budget_set_by_an_admin_limits_the_person(team: Quart) -> None:
-    ada, bob = await _signed_in(team, "ada"), await _signed_in(team, "bob")
+    ada, bob = await signed_in(team, "ada"), await signed_in(team, "bob")
     bob_id = await _id(team, "bob")
     assert (await _post(ada, f"/admin/people/{bob_id}/budget", {"budget": "1"})).status_code == 303
     page = await _admin_page(ada, f"/admin?done=budget&who={bob_id}")
@@ -330,7 +323,7 @@ async def test_a_budget_set_by_an_admin_limits_the_person(team: Quart) -> None:
 # --- reset links ------------------------------------------------------------------------------------
 
 async def test_a_reset_link_sets_a_new_password_and_ends_the_persons_sessions(team: Quart) -> None:
-    ada, bob = await _signed_in(team, "ada"), await _signed_in(team, "bob")
+    ada, bob = await signed_in(team, "ada"), await signed_in(team, "bob")
     response = await _post(ada, f"/admin/people/{await _id(team, 'bob')}/reset")
     body = (await response.get_data()).decode()
     assert response.status_code == 200 and "Location" not in response.headers
@@ -343,11 +336,11 @@ async def test_a_reset_link_sets_a_new_password_and_ends_the_persons_sessions(te
     assert (await stranger.post(path, form={"password": NEW_PASSWORD, "csrf_token": csrf})).status_code == 303
     assert (await bob.get("/account")).status_code == 302  # signed out
     assert (await sign_in_as(team.test_client(), "bob", PASSWORD)).status_code == 401
-    await _signed_in(team, "bob", NEW_PASSWORD)
+    await signed_in(team, "bob", NEW_PASSWORD)
 
 
 async def test_with_htmx_the_reset_link_is_shown_in_the_row(team: Quart) -> None:
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     response = await _post(ada, f"/admin/people/{await _id(team, 'bob')}/reset", htmx=True)
     row = soup(await response.get_data()).find("tr")
     assert response.status_code == 200 and _link(str(row), "reset")
@@ -355,7 +348,7 @@ async def test_with_htmx_the_reset_link_is_shown_in_the_row(team: Quart) -> None
 
 async def test_no_reset_link_for_someone_without_a_password_here(team: Quart) -> None:
     carol = await _accounts(team).person_for_subject(HEADER, "carol@example.org", name="carol")
-    response = await _post(await _signed_in(team, "ada"), f"/admin/people/{carol.id}/reset")
+    response = await _post(await signed_in(team, "ada"), f"/admin/people/{carol.id}/reset")
     assert response.status_code == 400 and "Only people with a password here" in (await response.get_data()).decode()
 
 
@@ -363,7 +356,7 @@ async def test_no_reset_link_for_someone_without_a_password_here(team: Quart) ->
 
 async def test_the_audit_log_lists_sign_ins_failures_and_each_admin_action(team: Quart) -> None:
     assert (await sign_in_as(team.test_client(), "bob", "not the password")).status_code == 401
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     bob = await _id(team, "bob")
     for path, fields in ((f"{bob}/budget", {"budget": "1000"}), (f"{bob}/admin", {"admin": "1"}),
                          (f"{bob}/admin", {"admin": "0"}), (f"{bob}/reset", {}), (f"{bob}/disable", {}),
@@ -384,7 +377,7 @@ async def test_the_audit_log_lists_sign_ins_failures_and_each_admin_action(team:
 async def test_the_audit_log_is_read_a_page_at_a_time(team: Quart) -> None:
     for number in range(60):
         await _accounts(team).record("something", detail=f"number {number}")
-    ada = await _signed_in(team, "ada")
+    ada = await signed_in(team, "ada")
     first = await _admin_page(ada)
     assert len(_audit(first)) == 50
     older = first.select_one("nav.admin-pages a")

@@ -19,20 +19,12 @@ from tests.support.app import app_settings
 from tests.support.client import form_csrf, open_chat, send, send_form, sign_in_as, soup
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.idor import assert_no_idor
-
-PASSWORD = "correct horse battery"
+from tests.support.people import PASSWORD, signed_in
 
 
 async def _person(app: Quart, name: str, *, admin: bool = False) -> Person:
     accounts: Accounts = app.extensions["accounts"]
     return await accounts.create_person(name, PASSWORD, admin=admin)
-
-
-async def _signed_in(app: Quart, name: str) -> QuartClient:
-    client = app.test_client()
-    response = await sign_in_as(client, name, PASSWORD)
-    assert response.status_code == 303, await response.get_data()
-    return client
 
 
 @pytest.fixture
@@ -56,7 +48,7 @@ async def test_everything_but_the_sign_in_page_and_health_asks_to_sign_in(team: 
 
 
 async def test_a_person_signs_in_and_their_name_is_on_the_page(team: Quart) -> None:
-    client = await _signed_in(team, "ada")
+    client = await signed_in(team, "ada")
     page = soup(await (await client.get("/", follow_redirects=True)).get_data())
     assert page.select_one(".account-link").get_text(strip=True) == "ada"
     assert "kept in your account" in page.select_one(".kept-where").get_text()
@@ -80,7 +72,7 @@ async def test_names_are_case_blind_and_a_disabled_person_cannot_sign_in(team: Q
 
 
 async def test_a_disabled_person_is_out_at_their_next_request(team: Quart) -> None:
-    client = await _signed_in(team, "grace")
+    client = await signed_in(team, "grace")
     assert (await client.get("/")).status_code in (200, 302)
     grace = await team.extensions["accounts"].find("grace")
     await team.extensions["accounts"].disable(grace.id)
@@ -107,7 +99,7 @@ async def test_signing_in_starts_a_fresh_session_a_planted_one_is_worth_nothing(
 
 
 async def test_signing_out_ends_the_session_on_the_server_too(team: Quart) -> None:
-    client = await _signed_in(team, "ada")
+    client = await signed_in(team, "ada")
     copy = team.test_client()
     copy.set_cookie("localhost", "chatapp_session", _cookie(client))
     assert (await copy.get("/account")).status_code == 200
@@ -117,8 +109,8 @@ async def test_signing_out_ends_the_session_on_the_server_too(team: Quart) -> No
 
 
 async def test_sign_out_everywhere_ends_every_session_of_the_person_only(team: Quart) -> None:
-    laptop, phone, colleague = (await _signed_in(team, "ada"), await _signed_in(team, "ada"),
-                                await _signed_in(team, "grace"))
+    laptop, phone, colleague = (await signed_in(team, "ada"), await signed_in(team, "ada"),
+                                await signed_in(team, "grace"))
     page = soup(await (await phone.get("/account")).get_data())
     assert "2 places" in page.get_text(" ", strip=True)
     response = await laptop.post("/sign-out-everywhere", form={"csrf_token": await form_csrf(laptop, "/account")})
@@ -133,7 +125,7 @@ async def test_sign_out_everywhere_ends_every_session_of_the_person_only(team: Q
 @pytest.mark.parametrize("headers", [{}, {"Sec-Fetch-Site": "cross-site"}])
 async def test_every_account_form_refuses_a_missing_token_or_another_site(team: Quart, path: str,
                                                                           headers: dict[str, str]) -> None:
-    client = await _signed_in(team, "ada")
+    client = await signed_in(team, "ada")
     form = {"name": "ada", "password": PASSWORD, "current": PASSWORD, "choice": "bring"}
     if headers:  # the right token, but sent from another site
         form["csrf_token"] = await form_csrf(client, "/account")
@@ -157,7 +149,7 @@ async def test_sign_in_goes_back_where_the_person_was_and_never_off_site(team: Q
 # --- attempts: per account and per address, the known browser exempt -----------------------------
 
 async def test_guessing_a_name_slows_the_guesser_not_the_person_on_their_own_browser(team: Quart) -> None:
-    own_browser = await _signed_in(team, "ada")  # known from now on
+    own_browser = await signed_in(team, "ada")  # known from now on
     await own_browser.post("/sign-out", form={"csrf_token": await form_csrf(own_browser, "/account")})
     guesses = []
     for number in range(5):  # from five fresh browsers of one address
@@ -221,7 +213,7 @@ async def test_an_invitation_joins_once(team: Quart) -> None:
 
 async def test_a_reset_link_sets_a_password_and_ends_the_other_sessions(team: Quart) -> None:
     ada = await team.extensions["accounts"].find("ada")
-    elsewhere = await _signed_in(team, "ada")
+    elsewhere = await signed_in(team, "ada")
     token = await team.extensions["accounts"].create_reset(ada.id, None)
     client = team.test_client()
     page = soup(await (await client.get(f"/reset/{token}")).get_data())
@@ -263,16 +255,16 @@ async def test_open_sign_up_is_limited_per_address(make_app: MakeApp) -> None:
 # --- ownership: people, not browsers -----------------------------------------------------------------
 
 async def test_a_persons_conversations_follow_them_to_another_browser(team: Quart) -> None:
-    laptop = await _signed_in(team, "ada")
+    laptop = await signed_in(team, "ada")
     action, csrf = await open_chat(laptop)
     await send_form(laptop, action, csrf, "kept in my account")
-    phone = await _signed_in(team, "ada")
+    phone = await signed_in(team, "ada")
     page = soup(await (await phone.get("/", follow_redirects=True)).get_data())
     assert "kept in my account" in page.get_text()
 
 
 async def test_the_idor_walk_with_a_second_person(team: Quart, fake_upstream: FakeOpenAI) -> None:
-    assert await assert_no_idor(team, await _signed_in(team, "ada"), await _signed_in(team, "grace"),
+    assert await assert_no_idor(team, await signed_in(team, "ada"), await signed_in(team, "grace"),
                                 fake_upstream) >= 10
 
 
@@ -303,7 +295,7 @@ async def test_a_browsers_earlier_conversations_are_offered_at_sign_in(tmp_path,
         await browser.post("/account/claim", form={"choice": "bring", "csrf_token": csrf})
         page = await (await browser.get("/", follow_redirects=True)).get_data(as_text=True)
         assert "from my anonymous days" in page
-        phone = await _signed_in(after, "ada")
+        phone = await signed_in(after, "ada")
         assert "from my anonymous days" in (await (await phone.get("/", follow_redirects=True)).get_data(as_text=True))
 
 
@@ -311,7 +303,7 @@ async def test_limits_are_per_person_not_per_office_address(make_app: MakeApp) -
     app = await make_app(auth="accounts", rate_limit_per_session="3/minute", rate_limit_per_address="4/minute")
     for name in ("ada", "grace"):
         await _person(app, name)
-    ada, grace = await _signed_in(app, "ada"), await _signed_in(app, "grace")
+    ada, grace = await signed_in(app, "ada"), await signed_in(app, "grace")
     statuses = {}
     for name, client in (("ada", ada), ("grace", grace)):
         action, csrf = await open_chat(client)
@@ -323,7 +315,7 @@ async def test_limits_are_per_person_not_per_office_address(make_app: MakeApp) -
 async def test_a_budget_an_admin_set_for_a_person_holds(make_app: MakeApp) -> None:
     app = await make_app(auth="accounts", daily_tokens_per_session=1_000_000)
     ada = await _person(app, "ada")
-    client = await _signed_in(app, "ada")
+    client = await signed_in(app, "ada")
     action, csrf = await open_chat(client)
     assert (await send(client, action, csrf, "spend a little")).status_code == 200
     await app.extensions["accounts"].set_budget(ada.id, 1)
@@ -336,7 +328,7 @@ async def test_a_budget_an_admin_set_for_a_person_holds(make_app: MakeApp) -> No
 # --- changing one's password -------------------------------------------------------------------------
 
 async def test_changing_the_password_needs_the_current_one_and_signs_out_elsewhere(team: Quart) -> None:
-    here, elsewhere = await _signed_in(team, "ada"), await _signed_in(team, "ada")
+    here, elsewhere = await signed_in(team, "ada"), await signed_in(team, "ada")
     csrf = await form_csrf(here, "/account")
     wrong = await here.post("/account/password", form={"current": "nope", "password": "another long one",
                                                        "csrf_token": csrf})

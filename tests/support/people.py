@@ -9,8 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from quart import Quart
+from quart.testing import QuartClient
+
 from chatapp.accounts import Accounts
 from chatapp.storage import Store
+from tests.support.client import sign_in_as
 
 PASSWORD = "correct horse battery"
 T = TypeVar("T")
@@ -39,3 +43,11 @@ def admin_and_bob(database: Path) -> dict[str, str]:
                 "bob": (await people.create_person("bob", PASSWORD)).id}
 
     return with_accounts(database, make)
+
+
+async def signed_in(app: Quart, name: str, password: str = PASSWORD) -> QuartClient:
+    """A test client signed in as `name` through the sign-in page."""
+    client = app.test_client()
+    response = await sign_in_as(client, name, password)
+    assert response.status_code == 303, await response.get_data()
+    return client
