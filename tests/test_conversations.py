@@ -53,7 +53,9 @@ async def test_rename_and_custom_instructions(client: QuartClient, fake_upstream
 
 async def test_delete_asks_first_then_deletes_for_good(client: QuartClient, app: Quart) -> None:
     action, csrf = await open_chat(client)
-    assert (await send(client, action, csrf, "to be deleted")).status_code == 200
+    first = await send(client, action, csrf, "to be deleted")
+    assert first.status_code == 200
+    assert "Set-Cookie" not in first.headers  # a new conversation's first message leaves the session as it was
     url = conversation_url(action)
     confirm = soup(await (await client.get(f"{url}/delete")).get_data())
     assert "deleted for good" in confirm.get_text()
@@ -63,6 +65,8 @@ async def test_delete_asks_first_then_deletes_for_good(client: QuartClient, app:
     assert (await post(client, f"{url}/delete", csrf)).status_code == 303
     assert (await client.get(url)).status_code == 404
     assert await app.extensions["store"].messages(url.split("/")[-1]) == []
+    assert (await client.get("/")).headers["Location"] != url  # its id is no draft to start again in
+    assert (await send(client, action, csrf, "again")).status_code == 404
 
 
 async def test_regenerate_keeps_the_old_answer_hidden_and_sends_the_visible_history(

@@ -57,7 +57,7 @@ async def test_a_request_without_a_client_address_is_counted_as_unknown(demo_app
         assert visitor.address() == "unknown"
 
 
-async def test_drafts_are_kept_for_a_few_tabs_and_forgotten_once_used(demo_app: Quart) -> None:
+async def test_drafts_are_kept_for_a_few_tabs_and_forgotten_once_deleted(demo_app: Quart) -> None:
     async with demo_app.test_request_context("/"):
         first = visitor.draft_id()
         assert visitor.draft_id() == first and visitor.is_draft(first)  # the same until a new one is asked for
@@ -66,13 +66,16 @@ async def test_drafts_are_kept_for_a_few_tabs_and_forgotten_once_used(demo_app: 
         assert not visitor.is_draft(first)  # the oldest of nine made room
         assert all(visitor.is_draft(d) for d in fresh)
 
-        visitor.draft_used(fresh[3])
+        visitor.forget_draft(fresh[3])
         assert not visitor.is_draft(fresh[3]) and all(visitor.is_draft(d) for d in fresh[:3] + fresh[4:])
         for draft in fresh:
-            visitor.draft_used(draft)
+            visitor.forget_draft(draft)
         again = visitor.draft_id()  # none left: a new one
         assert again not in fresh and visitor.is_draft(again)
         assert not visitor.is_draft("someone-elses-id")
+        session.modified = False
+        visitor.forget_draft("not-a-draft")
+        assert not session.modified  # nothing to forget: the cookie is not signed again for it
 
 
 async def test_starting_fresh_leaves_nothing_of_the_old_session(demo_app: Quart) -> None:

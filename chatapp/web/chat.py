@@ -210,7 +210,6 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
 async def _create(conversation_id: str, first_question: str) -> Conversation:
     """A draft gets stored with its first message, titled by it."""
     conversation = await current.store().create_conversation(conversation_id, visitor.owner(), title=title_from(first_question))
-    visitor.draft_used(conversation_id)
     if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
         abort(404)
     return conversation

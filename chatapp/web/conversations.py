@@ -68,4 +68,5 @@ async def delete(conversation_id: str) -> AnyResponse:
     await current.quota().stop_answers_in(conversation_id, visitor.owner())
     if not await current.store().delete_conversation(conversation_id, visitor.owner()):
         return await error_response(404)
+    visitor.forget_draft(conversation_id)
     return redirect(url_for("chat.index"), 303)

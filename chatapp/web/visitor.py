@@ -136,6 +136,11 @@ def is_draft(conversation_id: str) -> bool:
     return conversation_id in session.get("drafts", [])
 
 
-def draft_used(conversation_id: str) -> None:
-    """Its first message was stored: the conversation exists now."""
-    session["drafts"] = [d for d in session.get("drafts", []) if d != conversation_id]
+def forget_draft(conversation_id: str) -> None:
+    """A deleted conversation's id is no draft either: it is not offered again. (A draft's id
+    stays in the session once its first message is stored: is_draft is asked only of ids with no
+    conversation of this browser's, and so sending a new conversation's first message does not
+    sign the session cookie again.)"""
+    drafts = session.get("drafts", [])
+    if conversation_id in drafts:
+        session["drafts"] = [d for d in drafts if d != conversation_id]
