@@ -6,12 +6,15 @@ Both consume the same reply.stream_reply events, so saving, errors and disconnec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 from markupsafe import Markup, escape
-from quart import Response, current_app, stream_with_context
+from quart import Response, current_app
+from quart.ctx import AppContext, RequestContext
+from quart.globals import _cv_app, _cv_request
 
 from . import page, sse
 from ..reply import UNEXPECTED, DoneThinking, Event, Notice, ThoughtStep, stream_reply
@@ -31,26 +34,27 @@ CLEAR_CONTROLS = '<hx-partial hx-target="#messages .redo" hx-swap="delete"></hx-
 async def event_stream(store: Store, provider: Provider, turn: Turn, request_id: str, slot: StreamSlot) -> Response:
     """htmx: the two bubbles, a frame per piece of text, the final HTML, then the close event."""
     replies = await _started(store, provider, turn, request_id, slot)
+    answer = f"msg-{public_id(turn.assistant.id)}"  # the answer's element id, made once
+    request_context = _request_context()
 
-    @stream_with_context
     async def events() -> AsyncIterator[bytes]:
-        answer = f"msg-{public_id(turn.assistant.id)}"  # the answer's element id, made once
-        async for item in replies:
-            if isinstance(item, StreamStep):
-                yield sse.frame(_step_partials(answer, item))
-            elif isinstance(item, ThoughtStep):
-                yield sse.frame(await _thought_partials(turn, answer, item))
-            # No frame is kept in a local: this generator's frame lives as long as the stream.
-            elif isinstance(item, DoneThinking):
-                yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", await _fragment(
-                    "_thinking.html", message_id=turn.assistant.id, html=item.html, seconds=item.seconds)))
-            elif isinstance(item, Notice):
-                yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
-            elif item.busy:
-                yield sse.frame(await _opening(turn))
-            else:
-                yield sse.frame(await _closing(turn, item))
-        yield sse.close()
+        with _within(request_context):
+            async for item in replies:
+                if isinstance(item, StreamStep):
+                    yield sse.frame(_step_partials(answer, item))
+                elif isinstance(item, ThoughtStep):
+                    yield sse.frame(await _thought_partials(turn, answer, item))
+                # No frame is kept in a local: this generator's frame lives as long as the stream.
+                elif isinstance(item, DoneThinking):
+                    yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", await _fragment(
+                        "_thinking.html", message_id=turn.assistant.id, html=item.html, seconds=item.seconds)))
+                elif isinstance(item, Notice):
+                    yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
+                elif item.busy:
+                    yield sse.frame(await _opening(turn))
+                else:
+                    yield sse.frame(await _closing(turn, item))
+            yield sse.close()
 
     return _streaming(Response(events(), mimetype="text/event-stream"))
 
@@ -189,37 +193,38 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
     """
 
     replies = await _started(store, provider, turn, request_id, slot)
+    request_context = _request_context()
 
-    @stream_with_context
     async def chunks() -> AsyncIterator[bytes]:
-        tail, final, thinking = "", None, False
-        answer, reasoning = _Draft(), _Draft()
-        async for item in replies:
-            if isinstance(item, StreamStep):
-                yield answer.chunk(item).encode()
-            elif isinstance(item, ThoughtStep):
-                if item.first:
-                    thinking = True
-                    yield THINKING_DRAFT_OPEN.encode()
-                yield reasoning.chunk(item.step).encode()
-            elif isinstance(item, DoneThinking):
-                thinking = False
+        with _within(request_context):
+            tail, final, thinking = "", None, False
+            answer, reasoning = _Draft(), _Draft()
+            async for item in replies:
+                if isinstance(item, StreamStep):
+                    yield answer.chunk(item).encode()
+                elif isinstance(item, ThoughtStep):
+                    if item.first:
+                        thinking = True
+                        yield THINKING_DRAFT_OPEN.encode()
+                    yield reasoning.chunk(item.step).encode()
+                elif isinstance(item, DoneThinking):
+                    thinking = False
+                    yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
+                elif isinstance(item, Notice):
+                    yield f'<p class="notice">{escape(item.text)}</p>'.encode()
+                elif item.busy:
+                    head, tail = (await page.live_page(turn)).split(page.ANSWER_MARK, 1)
+                    _forget_earlier(turn)
+                    yield head.encode()
+                    del head  # the page so far (the whole conversation shown) is not kept while the answer streams
+                else:
+                    final = item
+            if thinking:  # it ended while the model still thought
                 yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
-            elif isinstance(item, Notice):
-                yield f'<p class="notice">{escape(item.text)}</p>'.encode()
-            elif item.busy:
-                head, tail = (await page.live_page(turn)).split(page.ANSWER_MARK, 1)
-                _forget_earlier(turn)
-                yield head.encode()
-                del head  # the page so far (the whole conversation shown) is not kept while the answer streams
-            else:
-                final = item
-        if thinking:  # it ended while the model still thought
-            yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
-        yield (answer.close() + "</div></div>").encode()  # closes the draft opened by the page template
-        if final is not None:
-            yield (await _fragment("_message.html", message=final, last=True)).encode()
-        yield tail.encode()
+            yield (answer.close() + "</div></div>").encode()  # closes the draft opened by the page template
+            if final is not None:
+                yield (await _fragment("_message.html", message=final, last=True)).encode()
+            yield tail.encode()
 
     return _streaming(Response(chunks(), mimetype="text/html"))
 
@@ -253,6 +258,28 @@ class _Draft:
         """Closes the open piece, if any (before the draft's own end)."""
         foot, self._foot = self._foot, ""
         return foot
+
+
+def _request_context() -> tuple[AppContext, RequestContext]:
+    return _cv_app.get(), _cv_request.get()
+
+
+@contextlib.contextmanager
+def _within(contexts: tuple[AppContext, RequestContext]) -> Iterator[None]:
+    """The request's own contexts again while its response streams (templates use url_for and the
+    session's form token). Quart pops them when the view returns, before the body is sent. Its
+    stream_with_context pushes a copy instead, which binds a new URL adapter, matches the route
+    again, runs the request's teardown a second time and wraps the stream in one more generator,
+    kept as long as the stream: a share of every stream start's CPU and memory, for nothing here
+    (the request was read, its session saved, and the app has no teardown of its own)."""
+    app_token, request_token = _cv_app.set(contexts[0]), _cv_request.set(contexts[1])
+    try:
+        yield
+    finally:
+        # A stream closed by the loop's finalizer runs in another context: nothing of ours to undo.
+        with contextlib.suppress(ValueError):
+            _cv_request.reset(request_token)
+            _cv_app.reset(app_token)
 
 
 def _streaming(response: Response) -> Response:
