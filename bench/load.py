@@ -255,12 +255,14 @@ async def warm_up(base_url: str, args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def profiling(pid: int, output: str | None) -> Iterator[None]:
     """With --profile: py-spy samples the app worker while the block runs (the load phase), and
-    writes its stacks in py-spy's raw (collapsed) format to `output` (bench/profile.py reads it)."""
+    writes its stacks in py-spy's raw (collapsed) format to `output` (bench/profile.py reads it).
+    Only the thread holding the GIL is sampled: the CPU the app's Python code costs, without
+    SQLite's thread waiting on its queue or threads waiting for the GIL."""
     if not output:
         yield
         return
     spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
-                            "--rate", "250", "--format", "raw", "--output", output],
+                            "--rate", "250", "--gil", "--format", "raw", "--output", output],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
