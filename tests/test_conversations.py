@@ -39,6 +39,18 @@ async def test_the_side_list_shows_this_browsers_conversations_newest_first(clie
     assert soup(await (await other.get("/", follow_redirects=True)).get_data()).select("nav.sidebar a") == []
 
 
+async def test_every_link_of_a_conversations_entry_opens_its_page(client: QuartClient) -> None:
+    action, csrf = await open_chat(client)
+    assert (await send(client, action, csrf, "a conversation with a menu")).status_code == 200
+    url = conversation_url(action)
+    entry = soup(await (await client.get(url)).get_data()).select_one("#conversation-list > li")
+    links = {a.get_text(): a["href"] for a in entry.select("a")}
+    assert links == {"a conversation with a menu": url, "Rename": f"{url}#title", "Export Markdown": f"{url}/export.md",
+                     "Export JSON": f"{url}/export.json", "Delete": f"{url}/delete"}
+    for href in links.values():
+        assert (await client.get(href.split("#")[0])).status_code == 200, href
+
+
 async def test_rename_and_custom_instructions(client: QuartClient, fake_upstream: FakeOpenAI) -> None:
     action, csrf = await open_chat(client)
     assert (await send(client, action, csrf, "hello")).status_code == 200
