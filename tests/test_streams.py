@@ -142,11 +142,15 @@ async def test_the_last_frame_replaces_the_answer_and_gives_the_question_its_edi
     frames = await _sse(client, action, csrf, message="a question")
     user, answer = (a["id"] for a in soup(frames[0][1]).find_all("article", recursive=False))
     closing = soup(frames[-2][1])
-    assert _partials(frames[-2][1]) == [(f"#{answer}", "outerHTML"), (f"#{user}", "outerHTML")]
-    final_answer, final_question = (p.find("article") for p in closing.find_all("hx-partial"))
+    assert _partials(frames[-2][1]) == [(f"#{answer}", "outerHTML"), (f"#{user}-actions", "innerHTML")]
+    final_answer, edit_control = closing.find_all("hx-partial")
+    final_answer = final_answer.find("article")
     assert final_answer["data-status"] == "complete" and "10 tokens" in final_answer.get_text()
     assert final_answer.select_one("button[form=regenerate-form]") is not None
-    assert final_question.select_one("details.edit textarea").get_text() == "a question"
+    assert edit_control.select_one("details.edit textarea").get_text() == "a question"
+    # The question's actions then hold what a page load shows in them.
+    page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
+    assert str(page.select_one(f"#{user}-actions").decode_contents()).strip() == edit_control.decode_contents().strip()
     assert frames[-1] == ("done", "")
 
 

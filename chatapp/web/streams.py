@@ -76,11 +76,13 @@ async def _opening(turn: Turn) -> str:
 
 
 async def _closing(turn: Turn, answer: Message) -> str:
-    """The last frame: the finished answer, and the question with its edit control."""
+    """The last frame: the finished answer, and the question's edit control in its actions (the
+    question is the newest again; the opening frame cleared the controls of those before it). The
+    question as the page shows it, without rendering it whole again."""
     final = await _fragment("_message.html", message=answer, last=True)
-    question = await _fragment("_message.html", message=turn.user, last=True)
+    edit = await _fragment("_edit_control.html", message=turn.user)
     return (sse.partial(f"msg-{public_id(answer.id)}", "outerHTML", final)
-            + sse.partial(f"msg-{public_id(turn.user.id)}", "outerHTML", question))
+            + sse.partial(f"msg-{public_id(turn.user.id)}-actions", "innerHTML", edit))
 
 
 async def _started(store: Store, provider: Provider, turn: Turn, request_id: str,

@@ -168,7 +168,7 @@ def rendered_tail_violations(body: str, tail_id: str) -> list[str]:
 # --- the views: the frames of a streamed answer, whole pages, refusals ---------------------------
 WRAPPER = re.compile(
     r'<hx-partial hx-target="(?P<target>#msg-[0-9a-f]{16}'
-    r'(?:-thinking-blocks|-thinking-tail-end|-thinking-tail|-thinking|-blocks|-tail-end|-tail|-notice|-status)?'
+    r'(?:-thinking-blocks|-thinking-tail-end|-thinking-tail|-thinking|-blocks|-tail-end|-tail|-notice|-status|-actions)?'
     r'|#send-token|#context-note|#messages \.redo|#conversation-list|#no-conversations)" '
     r'hx-swap="(?P<swap>beforeend|afterbegin|innerHTML|outerHTML|delete)">(?P<body>.*?)</hx-partial>', re.S)
 # The first frame's own partials: a new send token, the old controls cleared, the context note.
@@ -327,12 +327,19 @@ def sse_violations(body: str, user_text: str) -> list[str]:
                 or placeholder[0].contents:
             problems.append("the answer bubble's reasoning placeholder is not the app's")
     problems += _step_violations([data for _, data in steps], answer)
-    # The final frame: the answer, then the question again (with its edit control); both one article.
+    # The final frame: the answer, one article; then the question's edit control, its text given
+    # back exactly, as the textarea's text, into the question's actions.
     found, frame_problems = partials(final)
     problems += frame_problems
-    question = soup(found[1]["body"]).find("article") if len(found) == 2 else None
-    if question is None or question.select_one(".content.plain").get_text() != cleaned(user_text):
-        problems.append("the question is not given back exactly in the final frame")
+    question = articles[0].get("id", "") if len(articles) == 2 else ""
+    edit = soup(found[1]["body"]) if len(found) == 2 else None
+    textarea = edit.select_one("details.edit textarea") if edit is not None else None
+    if edit is None or (found[1]["target"], found[1]["swap"]) != (f"#{question}-actions", "innerHTML") \
+            or textarea is None or textarea.find(True) is not None or textarea.get_text() != cleaned(user_text) \
+            or edit.find("article") is not None:
+        problems.append("the question's edit control is not given back, with its text exactly, in the final frame")
+    else:
+        problems += raw_violations(found[1]["body"])
     if len(found) != 2 or found[0]["swap"] != "outerHTML" or found[0]["target"] != f"#{answer}":
         problems.append(f"final frame: {final[:200]!r}")
     else:
