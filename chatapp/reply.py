@@ -171,15 +171,20 @@ class PartialSaver:
         # second away for each open stream would cost memory and a task a second.
         self._due: asyncio.TimerHandle | None = None
         self._saving: asyncio.Task | None = None
+        self._unsaved = False  # text came since the last save started
         self.gone = False  # the answer is no longer being written: its conversation was deleted
 
     def changed(self) -> None:
+        self._unsaved = True
         if self._due is None and self._saving is None:
-            delay = max(self._saved_at + SAVE_EVERY_SECONDS - time.monotonic(), 0)
-            self._due = asyncio.get_running_loop().call_later(delay, self._start)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        delay = max(self._saved_at + SAVE_EVERY_SECONDS - time.monotonic(), 0)
+        self._due = asyncio.get_running_loop().call_later(delay, self._start)
 
     def _start(self) -> None:
-        self._due = None
+        self._due, self._unsaved = None, False
         self._saving = asyncio.ensure_future(self._save())
 
     async def _save(self) -> None:
@@ -191,6 +196,8 @@ class PartialSaver:
         finally:
             self._saving = None
         self._saved_at = time.monotonic()
+        if self._unsaved and not self.gone:  # text that came while this save ran gets its own
+            self._schedule()
 
     def close(self) -> None:
         if self._due is not None:

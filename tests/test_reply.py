@@ -286,6 +286,51 @@ async def test_the_text_so_far_is_kept_while_it_streams_and_a_deleted_conversati
     assert await store.tokens_used_on(datetime.now(UTC).date(), "alice") > 0  # and its tokens count
 
 
+async def test_text_that_comes_while_the_text_so_far_is_saved_is_saved_after_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last piece before a long pause is saved even when it came while the save before it ran
+    (a reload on another replica, meanwhile, shows it)."""
+    monkeypatch.setattr(reply, "SAVE_EVERY_SECONDS", 0.05)
+    turn = await _turn(store)
+    saves: list[str] = []
+    database_answers, real_save = asyncio.Event(), store.save_partial
+
+    async def save_partial(message_id: int, content: str, reasoning: str) -> bool:
+        saves.append(content)
+        await database_answers.wait()  # a slow database: the next piece comes meanwhile
+        return await real_save(message_id, content, reasoning)
+
+    monkeypatch.setattr(store, "save_partial", save_partial)
+    second_piece, rest = asyncio.Event(), asyncio.Event()
+
+    class Pausing(Scripted):
+        async def stream(self, messages: list[dict[str, str]], model: str | None = None) -> AsyncIterator[str]:
+            yield "Half "
+            await second_piece.wait()
+            yield "an "
+            await rest.wait()  # the model pauses, as one thinking does
+            yield "answer"
+
+    events = stream_reply(store, Pausing(), turn, request_id="r-1")
+    await anext(events)  # the bubble
+    await anext(events)  # "Half "
+    reading = asyncio.ensure_future(anext(events))
+    while not saves:  # "Half " is being saved
+        await asyncio.sleep(0.01)
+    second_piece.set()
+    await reading  # "an ", while that save runs
+    reading = asyncio.ensure_future(anext(events))  # the model pauses
+    database_answers.set()
+    for _ in range(100):
+        if (await store.message(turn.assistant.id)).content == "Half an ":
+            break
+        await asyncio.sleep(0.02)
+    assert saves == ["Half ", "Half an "] and (await store.message(turn.assistant.id)).content == "Half an "
+    rest.set()
+    await reading
+    await events.aclose()
+
+
 # --- a regeneration that does not work out ----------------------------------------------------------
 
 @pytest.mark.parametrize(("outcome", "old_answer_back"), [
