@@ -254,13 +254,14 @@ class Store:
 
     async def create_conversation(self, conversation_id: str, owner: str, title: str) -> Conversation | None:
         """Create it, or return it if this owner's two first messages raced to create it."""
-        now = _now()
-        row = await self._row(
-            "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-            f"ON CONFLICT (id) DO NOTHING RETURNING {_CONVERSATION}",
-            (conversation_id, owner, title, now, now),
-        )
+        draft = self.draft(conversation_id, owner, title)
+        row = await self._row(_CREATE_CONVERSATION + f" RETURNING {_CONVERSATION}", _creation(draft))
         return Conversation(**row) if row else await self.conversation(conversation_id, owner)
+
+    @staticmethod
+    def draft(conversation_id: str, owner: str, title: str) -> Conversation:
+        """A conversation not stored yet: ask(new=...) stores it with its first question."""
+        return Conversation(conversation_id, owner, title, created_at=_now())
 
     async def conversation(self, conversation_id: str, owner: str) -> Conversation | None:
         """The conversation if this owner has it; another owner's looks exactly like a missing one."""
@@ -385,12 +386,15 @@ class Store:
             raise AlreadySent(send_token)
         return _message(row)
 
-    async def ask(self, conversation_id: str, *, model: str, question: str,
-                  send_token: str | None = None) -> tuple[list[Message], Message, Message]:
+    async def ask(self, conversation_id: str, *, model: str, question: str, send_token: str | None = None,
+                  new: Conversation | None = None) -> tuple[list[Message], Message, Message]:
         """A new question: the visible messages before it (as `messages` reads them), then
-        add_turn's writes, in one transaction (one trip to the database). Raises as add_turn does."""
+        add_turn's writes, in one transaction (one trip to the database). With `new` (a draft's
+        first question, see draft()), the conversation is created in the same transaction; if its
+        first two questions race, the second joins it. Raises as add_turn does, and
+        ConversationGone if another owner has the id."""
         earlier, user, answer = await self._add_turn(conversation_id, model=model, question=question,
-                                                     send_token=send_token, read_earlier=True)
+                                                     send_token=send_token, read_earlier=True, new=new)
         assert user is not None
         return earlier, user, answer
 
@@ -417,13 +421,19 @@ class Store:
 
     async def _add_turn(self, conversation_id: str, *, model: str, question: str | None = None,
                         send_token: str | None = None, replacing: tuple[int, ...] = (),
-                        version_of: int | None = None,
-                        read_earlier: bool = False) -> tuple[list[Message], Message | None, Message]:
+                        version_of: int | None = None, read_earlier: bool = False,
+                        new: Conversation | None = None) -> tuple[list[Message], Message | None, Message]:
         now = _now()
 
         def write() -> Transaction[tuple[list[Row], Row | None, Row]]:
             earlier: list[Row] = []
-            if read_earlier:
+            created = False
+            if new is not None:
+                created = bool((yield Statement(_CREATE_CONVERSATION + " RETURNING id", _creation(new))))
+                if not created and not (yield Statement("SELECT 1 FROM conversations WHERE id = ? AND owner = ?",
+                                                        (conversation_id, new.owner))):
+                    raise ConversationGone(conversation_id)  # another owner's (128 random bits: never)
+            if read_earlier and not created:
                 earlier = yield Statement(f"SELECT {_MESSAGE} FROM messages m WHERE conversation_id = ? AND hidden = 0 "
                                           "ORDER BY id", (conversation_id,))
             if replacing:
@@ -573,6 +583,17 @@ _MESSAGE = (
     "CASE WHEN m.version_of IS NULL THEN 1 ELSE (SELECT COUNT(*) FROM messages v "
     "WHERE v.version_of = m.version_of) END AS versions"
 )
+_CREATE_CONVERSATION = (
+    "INSERT INTO conversations (id, owner, title, created_at, updated_at, preset, language, system_prompt, model) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _creation(conversation: Conversation) -> tuple[Any, ...]:
+    c = conversation
+    return c.id, c.owner, c.title, c.created_at, c.created_at, c.preset, c.language, c.system_prompt, c.model
+
+
 _ADD_MESSAGE = (
     "INSERT INTO messages (conversation_id, role, content, html, status, model, send_token, writer, created_at, "
     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *"

@@ -41,9 +41,12 @@ class Turn:
 
 
 async def start_turn(store: Store, conversation: Conversation, text: str, *, system_prompt: str, model: str,
-                     context_tokens: int = 0, send_token: str | None = None) -> Turn:
-    """A new question. Raises storage.AlreadySent if this form submission was stored before."""
-    earlier, user, answer = await store.ask(conversation.id, model=model, question=text, send_token=send_token)
+                     context_tokens: int = 0, send_token: str | None = None, new: bool = False) -> Turn:
+    """A new question; `new`: the conversation is a draft (Store.draft), stored with it. Raises
+    storage.AlreadySent if this form submission was stored before, storage.ConversationGone if the
+    conversation was deleted (or a draft's id is another owner's)."""
+    earlier, user, answer = await store.ask(conversation.id, model=model, question=text, send_token=send_token,
+                                            new=conversation if new else None)
     return _turn(conversation, earlier, user, answer, system_prompt, context_tokens)
 
 

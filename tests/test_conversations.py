@@ -224,6 +224,17 @@ async def test_regenerate_and_edit_work_without_javascript(client: QuartClient, 
     assert refused.status_code == 404
 
 
+async def test_nothing_in_a_new_conversation_can_be_written_again_or_edited(client: QuartClient, app: Quart) -> None:
+    action, csrf = await open_chat(client)
+    url = conversation_url(action)
+    for path, fields, sentence in (("regenerate", {}, "nothing to write again"),
+                                   ("edit", {"message": "edited"}, "no finished question to edit")):
+        refused = await client.post(f"{url}/{path}", form=fields, headers={**HTMX, "X-CSRF-Token": csrf})
+        assert refused.status_code == 409 and sentence in (await refused.get_data()).decode()
+    assert await app.extensions["store"].db.rows("SELECT id FROM conversations") == []  # nothing stored
+    assert soup(await (await client.get(url)).get_data()).select("nav.sidebar #conversation-list a") == []
+
+
 async def test_a_new_conversation_joins_the_side_list_as_its_first_answer_starts(client: QuartClient) -> None:
     action, csrf = await open_chat(client)
     frames = (await send(client, action, csrf, "Brand new topic")).frames

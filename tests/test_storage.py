@@ -5,6 +5,7 @@ atomically across workers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -230,6 +231,26 @@ async def test_a_question_comes_back_with_the_conversation_before_it(store: Stor
     assert await store.messages("c1") == [*before, user, answer]
     with pytest.raises(ConversationGone):
         await store.ask("never-was", model="m", question="hello")
+
+
+async def test_a_drafts_first_question_stores_the_conversation_with_it(store: Store) -> None:
+    """ask(new=draft): the conversation, its choices, the question and the empty answer in one
+    transaction; the same owner's second first question, racing it, joins it; another owner's id,
+    or a question that cannot be stored, leaves nothing behind."""
+    draft = dataclasses.replace(store.draft("c1", "alice", "a title"), preset="concise", model="m2")
+    asked = await asyncio.gather(*(store.ask("c1", model="m2", question=q, new=draft) for q in ("one", "two")))
+    (before, *earliest), (joined, *latest) = sorted(asked, key=lambda turn: turn[1].id)  # as they were stored
+    assert before == [] and earliest[0].content in ("one", "two") and earliest[1].status == "streaming"
+    assert [m.id for m in joined] == [m.id for m in earliest]  # the second saw the first's turn before it
+    assert [m.id for m in await store.messages("c1")] == [m.id for m in [*earliest, *latest]]
+    assert await store.conversation("c1", "alice") == draft
+    with pytest.raises(ConversationGone):
+        await store.ask("c1", model="m", question="hello", new=store.draft("c1", "mallory", "mine"))
+    assert await store.conversation("c1", "mallory") is None and len(await store.messages("c1")) == 4
+    await fail_writes(store, "BEFORE INSERT ON messages", when="NEW.role = 'assistant'")
+    with pytest.raises(Exception, match="disk is full"):
+        await store.ask("c2", model="m", question="hello", new=store.draft("c2", "alice", ""))
+    assert await store.conversation("c2", "alice") is None and await store.messages("c2") == []
 
 
 async def test_a_turn_in_a_deleted_conversation_is_refused(store: Store) -> None:

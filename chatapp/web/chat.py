@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-from quart import Blueprint, Response, abort, redirect, render_template, request, url_for
+from quart import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from .. import choices
@@ -174,8 +174,9 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
     owner, store, typed = visitor.owner(), current.store(), normalize(form.get("message"))
     try:
         text = clean_message(form.get("message"), max_chars=current.config().max_message_chars) if needs_text else ""
-        if conversation is None and not needs_text:
-            raise NothingToRedo("There is nothing to write again yet.")
+        if conversation is None and start is not start_turn:
+            raise NothingToRedo("There is no finished question to edit." if needs_text
+                                else "There is nothing to write again yet.")
         choices.check_model(form, current.models())
         slot = await current.quota().check_send(owner, visitor.limited_address(), store,
                                                      daily_tokens=visitor.daily_tokens())
@@ -183,13 +184,17 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
         return await _refused(conversation, conversation_id, typed, refused)
     slot.conversation_id = conversation_id  # so that deleting the conversation stops this answer
     try:
+        # A draft is stored with its first question, choices included, in the same trip.
+        new = conversation is None
         if conversation is None:
-            conversation = await _create(conversation_id, text)
+            conversation = store.draft(conversation_id, owner, title=title_from(text))
         if changes := choices.changes_from_form(form, conversation, current.models()):
-            await store.update_conversation(conversation.id, owner, **changes)
+            if not new:
+                await store.update_conversation(conversation.id, owner, **changes)
             conversation = dataclasses.replace(conversation, **changes)
         arguments = (text,) if needs_text else ()
-        turn = await start(store, conversation, *arguments, **_turn_settings(conversation, form))
+        settings = _turn_settings(conversation, form) | ({"new": True} if new else {})
+        turn = await start(store, conversation, *arguments, **settings)
     except (AlreadySent, NothingToRedo) as refused:
         slot.release()
         return await (_already_sent(conversation_id) if isinstance(refused, AlreadySent)
@@ -205,14 +210,6 @@ async def _reply(conversation_id: str, start: Callable[..., Awaitable[Turn]], *,
     if is_htmx():
         return await streams.event_stream(store, current.provider(), turn, request_id(), slot)
     return await streams.page_stream(store, current.provider(), turn, request_id(), slot)
-
-
-async def _create(conversation_id: str, first_question: str) -> Conversation:
-    """A draft gets stored with its first message, titled by it."""
-    conversation = await current.store().create_conversation(conversation_id, visitor.owner(), title=title_from(first_question))
-    if conversation is None:  # the id was taken by someone else meanwhile (128 random bits: never)
-        abort(404)
-    return conversation
 
 
 def _turn_settings(conversation: Conversation, form: MultiDict[str, str]) -> dict[str, object]:
