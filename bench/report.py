@@ -59,6 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the benchmarks and write docs/benchmarks.md.")
     parser.add_argument("--only", nargs="+", metavar="WORD",
                         help="only the sections whose titles contain one of these, printed, not written")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --only: put those sections, run again, in place of theirs in docs/benchmarks.md "
+                             "(each says when it ran), the others kept as make bench wrote them")
     args = parser.parse_args()
     chosen = [(title, command) for title, command in BENCHES
               if not args.only or any(word.lower() in title.lower() for word in args.only)]
@@ -68,10 +71,15 @@ def main() -> None:
         result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if " INFO " not in line and " WARNING " not in line]
         status = "" if result.returncode == 0 else f" (exit status {result.returncode})"
+        if args.replace:
+            status += f", run again on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         body = "\n".join(lines).strip()
         sections.append(f"## {title}\n\n`python {' '.join(command)}` — {time.monotonic() - started:.0f} s{status}\n\n"
                         + (body + "\n" if command[0] in MARKDOWN else f"```\n{body}\n```\n"))
         print(f"{title}: done{status}", flush=True)
+    if args.only and args.replace:
+        _replace(sections)
+        return
     if args.only:
         print("\n" + "\n".join(sections))
         return
@@ -80,6 +88,19 @@ def main() -> None:
               f"{len(__import__('os').sched_getaffinity(0))} CPUs. Everything runs on 127.0.0.1 and stops by itself.\n")
     (ROOT / "docs" / "benchmarks.md").write_text(header + "\n" + "\n".join(sections))
     print("wrote docs/benchmarks.md")
+
+
+def _replace(sections: list[str]) -> None:
+    """Each section in place of the one with its title in docs/benchmarks.md."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text()
+    for section in sections:
+        title = section.split("\n", 1)[0]
+        start = text.index(title + "\n")
+        end = text.find("\n## ", start + len(title))
+        text = text[:start] + section + ("" if end < 0 else text[end:])
+    path.write_text(text)
+    print(f"replaced {len(sections)} section(s) in docs/benchmarks.md")
 
 
 if __name__ == "__main__":
