@@ -22,7 +22,7 @@ from ..config import PEOPLE_MODES, Config, ConfigError, load_config
 from ..llm import PacedProvider, make_provider
 from ..quota import Quota
 from ..storage import Store
-from . import account, admin, assets, chat, conversations, gate, http, identity, oidc, ops, proxies, theme, trusted_header
+from . import account, admin, assets, chat, conversations, frames, gate, http, identity, oidc, ops, proxies, theme, trusted_header
 
 PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
@@ -110,6 +110,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Quart:
         await app.extensions["store"].close()
 
     http.install(app, https=config.https)
+    frames.install(app)
     assets.install(app)
     # Behind a reverse proxy: the client's address and scheme from its X-Forwarded-* headers,
     # believed only when the connection comes from a trusted proxy.

@@ -12,11 +12,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 from markupsafe import Markup, escape
-from quart import Response, current_app
+from quart import Response
 from quart.ctx import AppContext, RequestContext
 from quart.globals import _cv_app, _cv_request
 
-from . import page, sse
+from . import frames, page, sse
 from ..reply import UNEXPECTED, DoneThinking, Event, Notice, ThoughtStep, stream_reply
 from ..choices import left_out_note
 from .ids import public_id
@@ -43,44 +43,44 @@ async def event_stream(store: Store, provider: Provider, turn: Turn, request_id:
                 if isinstance(item, StreamStep):
                     yield sse.frame(_step_partials(answer, item))
                 elif isinstance(item, ThoughtStep):
-                    yield sse.frame(await _thought_partials(turn, answer, item))
+                    yield sse.frame(_thought_partials(turn, answer, item))
                 # No frame is kept in a local: this generator's frame lives as long as the stream.
                 elif isinstance(item, DoneThinking):
-                    yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", await _fragment(
+                    yield sse.frame(sse.partial(f"{answer}-thinking", "outerHTML", frames.render(
                         "_thinking.html", message_id=turn.assistant.id, html=item.html, seconds=item.seconds)))
                 elif isinstance(item, Notice):
                     yield sse.frame(sse.text_partial(f"{answer}-notice", "innerHTML", item.text))
                 elif item.busy:
-                    yield sse.frame(await _opening(turn))
+                    yield sse.frame(_opening(turn))
                 else:
-                    yield sse.frame(await _closing(turn, item))
+                    yield sse.frame(_closing(turn, item))
             yield sse.close()
 
     return _streaming(Response(events(), mimetype="text/event-stream"))
 
 
-async def _opening(turn: Turn) -> str:
+def _opening(turn: Turn) -> str:
     """The first frame: the new bubbles (swapped into #messages), the replaced messages gone, the
     old controls cleared (only the newest messages get regenerate and edit), a new send token,
     and the note on older turns left out of the context. The last reader of turn.earlier."""
-    bubbles = await _fragment("_turn.html", turn=turn)
+    bubbles = frames.render("_turn.html", turn=turn)
     removed = "".join(sse.partial(f"msg-{public_id(message_id)}", "delete", "") for message_id in turn.replaced)
     note = sse.text_partial("context-note", "innerHTML", left_out_note(turn.left_out))
     listed = ""
     if turn.new_question and not turn.earlier and not turn.replaced:  # a new conversation: list it
-        entry = await _fragment("_conversation_entry.html", conversation_id=turn.user.conversation_id,
-                                      title=title_from(turn.user.content))
+        entry = frames.render("_conversation_entry.html", conversation_id=turn.user.conversation_id,
+                              title=title_from(turn.user.content))
         listed = sse.partial("no-conversations", "delete", "") + sse.partial("conversation-list", "afterbegin", entry)
     _forget_earlier(turn)
     return bubbles + removed + CLEAR_CONTROLS + page.send_token_partial() + note + listed
 
 
-async def _closing(turn: Turn, answer: Message) -> str:
+def _closing(turn: Turn, answer: Message) -> str:
     """The last frame: the finished answer, and the question's edit control in its actions (the
     question is the newest again; the opening frame cleared the controls of those before it). The
     question as the page shows it, without rendering it whole again."""
-    final = await _fragment("_message.html", message=answer, last=True)
-    edit = await _fragment("_edit_control.html", message=turn.user)
+    final = frames.render("_message.html", message=answer, last=True)
+    edit = frames.render("_edit_control.html", message=turn.user)
     return (sse.partial(f"msg-{public_id(answer.id)}", "outerHTML", final)
             + sse.partial(f"msg-{public_id(turn.user.id)}-actions", "innerHTML", edit))
 
@@ -136,13 +136,6 @@ async def _started(store: Store, provider: Provider, turn: Turn, request_id: str
     return from_the_first()
 
 
-async def _fragment(name: str, **context: object) -> str:
-    """A template of a frame, rendered alone. Its macros take what they show as arguments (they are
-    imported without context), so the page's context processors (request id, CSRF token, theme)
-    and Quart's template signals, a third of a small render's cost, are left out."""
-    return await current_app.jinja_env.get_template(name).render_async(**context)
-
-
 def _forget_earlier(turn: Turn) -> None:
     """The first frame was the last reader of the conversation before this turn (every visible
     message, its text and its HTML): not kept while the answer streams (memory per open stream,
@@ -171,16 +164,16 @@ def _tail_html(target: str, shown: Shown) -> Markup:
                   f'{shown.foot}')
 
 
-async def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> str:
+def _thought_partials(turn: Turn, answer: str, thought: ThoughtStep) -> str:
     """A piece of reasoning. The first opens the reasoning block in place of its placeholder, and
     tells screen readers, once, that the model is thinking (the bubble stays busy meanwhile)."""
     if not thought.first:
         return _step_partials(f"{answer}-thinking", thought.step)
     # The block comes with its first piece in it: a partial may not target what an earlier partial
     # of the same frame has only just put in the page.
-    opened = await _fragment("_thinking.html", message_id=turn.assistant.id, live=True,
-                                   blocks=thought.step.blocks or "",
-                                   text=_tail_html(f"{answer}-thinking", thought.step.shown))
+    opened = frames.render("_thinking.html", message_id=turn.assistant.id, live=True,
+                           blocks=thought.step.blocks or "",
+                           text=_tail_html(f"{answer}-thinking", thought.step.shown))
     return (sse.partial(f"{answer}-thinking", "outerHTML", opened)
             + sse.text_partial(f"{answer}-status", "innerHTML", "Thinking…"))
 
@@ -225,7 +218,7 @@ async def page_stream(store: Store, provider: Provider, turn: Turn, request_id: 
                 yield (reasoning.close() + THINKING_DRAFT_CLOSE).encode()
             yield (answer.close() + "</div></div>").encode()  # closes the draft opened by the page template
             if final is not None:
-                yield (await _fragment("_message.html", message=final, last=True)).encode()
+                yield frames.render("_message.html", message=final, last=True).encode()
             yield tail.encode()
 
     return _streaming(Response(chunks(), mimetype="text/html"))
