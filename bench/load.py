@@ -16,8 +16,9 @@ What it does, in order, and every step is bounded:
     Every answer is TOKENS word tokens, DELAY seconds apart, a paragraph break every 25 tokens.
  3. Starts the real app under Hypercorn with one worker (tests/support/live_server.py) on 127.0.0.1, with a
     fresh database, rate limits off, CHATAPP_MAX_RETRIES=0, CHATAPP_MAX_STREAMS=max(5000, N) and
-    CHATAPP_MAX_STREAMS_PER_SESSION=100. `--backlog` passes Hypercorn's --backlog (default 100);
-    `--workers 2` runs two workers on the one socket, as WEB_CONCURRENCY=2 does (each with its own
+    CHATAPP_MAX_STREAMS_PER_SESSION=100, and Hypercorn's listen backlog and keep-alive as
+    hypercorn.toml sets them for production (`--backlog` sets another backlog); `--workers 2`
+    runs two workers on the one socket, as WEB_CONCURRENCY=2 does (each with its own
     metrics, summed, as `chatapp` sets it up). The database: a fresh SQLite file (the default), or,
     with `--database postgresql`, a throwaway PostgreSQL server started for the run
     (tests/support/postgres.py: on its Unix socket, fsync off) and a fresh database on it, given to
@@ -501,7 +502,8 @@ def main() -> int:
     parser.add_argument("--disconnect-after", type=int, default=50, help="tokens before they leave (50)")
     parser.add_argument("--fake", choices=("process", "thread"), default="process")
     parser.add_argument("--setup-concurrency", type=int, default=50, help="clients setting up at once (50)")
-    parser.add_argument("--backlog", type=int, default=None, help="Hypercorn --backlog (Hypercorn's default: 100)")
+    parser.add_argument("--backlog", type=int, default=None,
+                        help="Hypercorn --backlog (default: hypercorn.toml's, as production)")
     parser.add_argument("--fake-backlog", type=int, default=4096, help="the fake server's listen backlog (4096)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra app setting")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the app worker in the load phase, into FILE")

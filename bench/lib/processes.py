@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,23 +31,29 @@ APP = "chatapp:create_app()"
 
 
 class BenchServer(LiveServer):
-    """LiveServer, with extra Hypercorn arguments (only when some are given), `workers` workers, and
-    another app than chatapp if asked (bench/floor_app.py)."""
+    """LiveServer with `workers` workers, extra Hypercorn arguments, another app than chatapp if
+    asked (bench/floor_app.py), and the connection settings production serves with (below)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, hypercorn_args: list[str], workers: int = 1,
                  app: str = APP) -> None:
-        if not hypercorn_args and app == APP:
-            super().__init__(env, log_path, workers=workers)
-            return
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-             *hypercorn_args, app],
+             *shipped_connection_settings(), *hypercorn_args, app],
             cwd=APP_ROOT, env={**clean_environment(), **env}, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_until_up()
+
+
+def shipped_connection_settings() -> list[str]:
+    """Hypercorn's listen backlog and idle keep-alive as hypercorn.toml sets them for production
+    (arguments given after these override them). Hypercorn's own defaults, 100 connections and 5 s,
+    measure another server: clients set up more than 5 s before a burst find their connections
+    closed, and all reconnect at once into a queue of 100 (errors and listen-queue overflows)."""
+    shipped = tomllib.loads((APP_ROOT / "hypercorn.toml").read_text())
+    return ["--backlog", str(shipped["backlog"]), "--keep-alive", str(shipped["keep_alive_timeout"])]
 
 
 def worker_pid(master: int, timeout: float = 10.0) -> int:
