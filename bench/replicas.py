@@ -286,7 +286,7 @@ def main() -> int:
     pids["fake"] = fake.pid
     try:
         with PostgresServer() as postgres, tempfile.TemporaryDirectory(prefix="chatapp-replicas-") as directory:
-            print(f"logs (removed at the end): {directory}")
+            print(f"logs (removed at the end): {directory}", file=sys.stderr)  # not in the report
             pids["postgres"] = postgres.pid
             url = postgres.create_database("replicas")
             with Replicas(Path(directory), url, fake.base_url) as replicas:

@@ -151,7 +151,7 @@ async def test_the_last_frame_replaces_the_answer_and_gives_the_question_its_edi
     assert edit_control.select_one("details.edit textarea").get_text() == "a question"
     # The question's actions then hold what a page load shows in them.
     page = soup(await (await client.get(action.removesuffix("/messages"))).get_data())
-    assert str(page.select_one(f"#{user}-actions").decode_contents()).strip() == edit_control.decode_contents().strip()
+    assert page.select_one(f"#{user}-actions").decode_contents().strip() == edit_control.decode_contents().strip()
     assert frames[-1] == ("done", "")
 
 
