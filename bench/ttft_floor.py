@@ -131,6 +131,10 @@ def main() -> None:
           f"≤ {PROPOSED_START_MS:g} ms, so that {args.streams} starts at once on {args.workers} workers queue at most "
           f"{budget:,.0f} ms beyond the floor; ≤ {BAR_MS} ms would leave "
           f"{BAR_MS * args.workers / args.streams:.2f} ms of CPU per start, less than the turn's one database write)")
+    # The same two medians as a ratio: on this shared machine both move with its speed, the
+    # difference in milliseconds with them, the ratio less so.
+    ratio = None if app_start is None or not floor_start else app_start / floor_start
+    print(f"- reported: a stream start costs the app {fmt(ratio, 2)}× the floor's CPU")
 
 if __name__ == "__main__":
     main()
