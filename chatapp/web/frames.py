@@ -1,12 +1,13 @@
 """The templates of a stream's frames (the new bubbles, the finished answer, its reasoning), rendered
 in a Jinja environment of their own: synchronous, and with only the globals and filters they use.
 
-Quart's environment is asynchronous, and every one of its renders copies its fourteen globals
-into the new context and awaits each macro call. A frame's template awaits nothing and takes
-what it shows as arguments (its macros are imported without context), so neither is needed: a
-stream start renders three or four of them, and the copying and awaiting were most of their cost
-(bench/ttft_floor.py, the CPU per start). The same template files; pages keep Quart's
-render_template, with the context processors and signals that frames do without.
+Quart's environment is asynchronous, and each of its renders copies all of its globals (request,
+session, config, g, …) into the new context and awaits every macro call. A frame's template
+awaits nothing and takes what it shows as arguments (its macros are imported without context),
+so it needs neither: a stream start renders three or four frames, and the copying and awaiting
+were a large share of their cost (the CPU per stream start, bench/ttft_floor.py). The same
+template files; pages keep Quart's render_template, with the context processors and signals that
+frames do without.
 """
 
 from __future__ import annotations
