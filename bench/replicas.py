@@ -24,8 +24,9 @@ What it does, every step bounded:
 
 Exit status 0 when the bar is met: no error but what the killed replica was sending as it died
 (its cut streams, each settled with its text; the pages it was sending; nginx's 502 for what was
-sent to it), every message stored once, no 5xx from nginx after it took the replica out. A watchdog kills everything 30 s after the deadline if anything hangs. Figures from
-a shared machine are noisy: they say what happened, not how fast it can go.
+sent to it), every message stored once, no 5xx from nginx after it took the replica out. A
+watchdog kills everything 30 s after the deadline if anything hangs. Figures from a shared machine
+are noisy: they say what happened, not how fast it can go.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from chatapp import create_app
 from chatapp.rendering import Shown, StreamingMarkdown, StreamStep
 from chatapp.storage import Message
 from chatapp.turns import Turn
-from chatapp.web import frames, streams
+from chatapp.web import streams
+from chatapp.web.frames import render as render_frame
 from chatapp.web.http import SECURITY_HEADERS
 from tests.conftest import app_settings, open_chat, parse_sse, soup
 from tests.support import HTMX
@@ -49,8 +50,8 @@ def _partials(html: str) -> list[tuple[str, str]]:
 # --- the frames for htmx ----------------------------------------------------------------------------
 
 async def test_a_frames_templates_render_alone_as_they_would_with_the_pages_context(app: Quart) -> None:
-    """frames.render leaves out the context processors, and renders in an environment of its own
-    (synchronous, fewer globals): the frames must come out as Quart's own render_template makes them."""
+    """render_frame (web/frames.py) leaves out the context processors and renders in an environment
+    of its own (synchronous, fewer globals): the frames must come out as render_template makes them."""
     def message(**fields: object) -> Message:
         return Message(**{"id": 7, "conversation_id": "c1", "role": "assistant", "content": "a *b*",
                           "html": Markup("<p>a <em>b</em></p>"), "status": "complete", "error": None, "model": "m",
@@ -67,7 +68,7 @@ async def test_a_frames_templates_render_alone_as_they_would_with_the_pages_cont
     cases += [("_message.html", {"message": shown, "last": True}) for shown in [question, *answers]]
     async with app.test_request_context("/c/c1/messages", method="POST"):
         for name, context in cases:
-            assert frames.render(name, **context) == await render_template(name, **context), name
+            assert render_frame(name, **context) == await render_template(name, **context), name
 
 
 async def test_both_kinds_of_stream_are_never_cached_or_buffered(client: QuartClient) -> None:
